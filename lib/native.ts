@@ -1,0 +1,111 @@
+/**
+ * Loads the addon and states its shape. The binding is thin on purpose: it moves bytes and
+ * numbers; names, defaults, validation and errors live in TypeScript.
+ */
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** An error as the addon raises it: errno and the operation that failed. */
+export interface NativeError extends Error {
+  errno?: number;
+  syscall?: string;
+  /** Set for framing and decoding errors: the kernel message could not be parsed. */
+  protocol?: boolean;
+}
+
+/** The filter as native code takes it: already validated and normalised by lib/filter.ts. */
+export interface NativeFilter {
+  family: number; // 0 any, 2 AF_INET, 10 AF_INET6
+  protocol: number; // -1 any
+  tcpStates: number; // bit mask of TCP state numbers, 0 = any
+  markValue: number;
+  markMask: number; // 0 = no mark filter
+  zone: number; // -1 any
+  statusSet: number;
+  statusUnset: number;
+  /** Per tuple (0 original, 1 reply), per end (0 src, 1 dst): address prefix bytes, prefix length. */
+  addresses: Array<{ tuple: 0 | 1; end: 0 | 1; family: number; bytes: Uint8Array; prefix: number }>;
+  ports: Array<{ tuple: 0 | 1; end: 0 | 1; low: number; high: number }>;
+  /** Ask the kernel to pre-filter (mark, status, zone, family, exact tuple parts). */
+  kernel: boolean;
+}
+
+/** One batch of decoded entries: fixed-size records of u32 slots, plus the batch's text. */
+export interface NativeBatch {
+  records: ArrayBuffer;
+  count: number;
+  strings: string;
+}
+
+export interface NativeDumpCounters {
+  messages: number;
+  entries: number;
+  duplicates: number;
+  filteredOut: number;
+  kernelFiltered: boolean;
+}
+
+export interface NativeDump {
+  /** Resolves with the next batch, or null at the end of the dump. */
+  read(): Promise<NativeBatch | null>;
+  /** Ends the dump; a pending read resolves with null. Idempotent. */
+  close(): void;
+  counters(): NativeDumpCounters;
+}
+
+/** GET_STATS answer: attribute number → value, as flat pairs. */
+export type NativeAttrPairs = number[];
+
+export interface NativeCpuRow {
+  cpu: number;
+  attrs: NativeAttrPairs;
+}
+
+export interface NativeHandle {
+  /** IPCTNL_MSG_CT_GET_STATS; sync when the kernel already answered, else a promise. */
+  globalStats(): NativeAttrPairs | Promise<NativeAttrPairs>;
+  /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
+  cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
+  startDump(filter: NativeFilter | null, batchSize: number): NativeDump;
+  close(): void;
+}
+
+export interface Binding {
+  /** Opens the netns (null: this process's own) and a ctnetlink socket inside it. */
+  open(netnsPath: string | null): Promise<NativeHandle>;
+  /** File operations inside a netns, on a short-lived thread (procfs views depend on the netns). */
+  netnsReadFile(netnsPath: string, path: string): Promise<string>;
+  netnsWriteFile(netnsPath: string, path: string, data: string): Promise<void>;
+  netnsListDir(netnsPath: string, path: string): Promise<string[]>;
+  /** Decodes raw netlink datagrams the way a dump does (for tests and fuzzing). */
+  decode(datagram: Uint8Array, filter: NativeFilter | null): NativeBatch;
+  /** Record layout constants, checked against lib/records.ts by a unit test. */
+  layout: Record<string, number>;
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      const name = (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name;
+      if (name === 'conntrack') return dir;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('conntrack: package root not found');
+    dir = parent;
+  }
+}
+
+let loaded: Binding | undefined;
+
+export function binding(): Binding {
+  if (loaded === undefined) {
+    const require = createRequire(import.meta.url);
+    const load = require('node-gyp-build') as (dir: string) => Binding;
+    loaded = load(packageRoot());
+  }
+  return loaded;
+}

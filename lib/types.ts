@@ -1,0 +1,217 @@
+/**
+ * Public data types of the library. Field names follow conntrack-tools where they exist,
+ * spelled out in camelCase; the CTA_* attribute each one comes from is named in its comment.
+ */
+
+/** Where a handle operates: a netns path (`/run/netns/NAME`, `/proc/PID/ns/net`) or a pid. */
+export type NetnsSpec = string | number;
+
+export type Family = 'ipv4' | 'ipv6';
+
+/** Layer-4 protocol name as conntrack-tools prints it, or `unknown` (see `protocolNumber`). */
+export type ProtocolName =
+  | 'tcp' | 'udp' | 'udplite' | 'icmp' | 'icmpv6' | 'sctp' | 'dccp' | 'gre' | 'unknown';
+
+/** One direction of a connection (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_TUPLE_MASTER). */
+export interface Tuple {
+  /** Canonical address text: dotted quad, or RFC 5952 IPv6. */
+  src: string;
+  dst: string;
+  /** CTA_PROTO_NUM. */
+  protocolNumber: number;
+  protocol: ProtocolName;
+  /** TCP, UDP, UDP-Lite, SCTP, DCCP ports; undefined for other protocols. */
+  sport: number | undefined;
+  dport: number | undefined;
+  /** ICMP and ICMPv6 only. */
+  icmpType: number | undefined;
+  icmpCode: number | undefined;
+  icmpId: number | undefined;
+  /** CTA_TUPLE_ZONE: a zone that applies to this direction only. */
+  zone: number | undefined;
+}
+
+/** Names of the IPS_* status bits (include/uapi/linux/netfilter/nf_conntrack_common.h). */
+export type StatusFlag =
+  | 'EXPECTED' | 'SEEN_REPLY' | 'ASSURED' | 'CONFIRMED' | 'SRC_NAT' | 'DST_NAT'
+  | 'SEQ_ADJUST' | 'SRC_NAT_DONE' | 'DST_NAT_DONE' | 'DYING' | 'FIXED_TIMEOUT'
+  | 'TEMPLATE' | 'UNTRACKED' | 'HELPER' | 'OFFLOAD' | 'HW_OFFLOAD';
+
+export type TcpState =
+  | 'NONE' | 'SYN_SENT' | 'SYN_RECV' | 'ESTABLISHED' | 'FIN_WAIT' | 'CLOSE_WAIT'
+  | 'LAST_ACK' | 'TIME_WAIT' | 'CLOSE' | 'SYN_SENT2';
+
+export type SctpState =
+  | 'NONE' | 'CLOSED' | 'COOKIE_WAIT' | 'COOKIE_ECHOED' | 'ESTABLISHED' | 'SHUTDOWN_SENT'
+  | 'SHUTDOWN_RECD' | 'SHUTDOWN_ACK_SENT' | 'HEARTBEAT_SENT' | 'HEARTBEAT_ACKED';
+
+export type DccpState =
+  | 'NONE' | 'REQUEST' | 'RESPOND' | 'PARTOPEN' | 'OPEN' | 'CLOSEREQ' | 'CLOSING'
+  | 'TIMEWAIT' | 'IGNORE' | 'INVALID';
+
+/** CTA_PROTOINFO_TCP. Flags are the IP_CT_TCP_FLAG_* bits with their mask. */
+export interface TcpInfo {
+  state: TcpState;
+  stateNumber: number;
+  wscaleOriginal: number | undefined;
+  wscaleReply: number | undefined;
+  flagsOriginal: number | undefined;
+  flagsReply: number | undefined;
+}
+
+export interface SctpInfo {
+  state: SctpState;
+  stateNumber: number;
+  vtagOriginal: number | undefined;
+  vtagReply: number | undefined;
+}
+
+export interface DccpInfo {
+  state: DccpState;
+  stateNumber: number;
+  role: number | undefined;
+  handshakeSeq: bigint | undefined;
+}
+
+/** CTA_COUNTERS_ORIG / CTA_COUNTERS_REPLY (present when nf_conntrack_acct is on). */
+export interface Counters {
+  packets: number;
+  bytes: number;
+}
+
+/** CTA_SEQ_ADJ_ORIG / CTA_SEQ_ADJ_REPLY. */
+export interface SeqAdjust {
+  correctionPos: number;
+  offsetBefore: number;
+  offsetAfter: number;
+}
+
+/** CTA_SYNPROXY. */
+export interface Synproxy {
+  isn: number;
+  its: number;
+  tsoff: number;
+}
+
+/** One conntrack entry, fully decoded. Every entry has the same shape; absent parts are undefined. */
+export interface ConntrackEntry {
+  /** CTA_ID. */
+  id: number;
+  family: Family;
+  original: Tuple;
+  reply: Tuple;
+  /** CTA_TUPLE_MASTER: the connection this one was expected by (RELATED). */
+  master: Tuple | undefined;
+  /** CTA_STATUS as the raw bit set, and as names. */
+  status: number;
+  flags: readonly StatusFlag[];
+  /** CTA_TIMEOUT in seconds; undefined for offloaded entries. */
+  timeout: number | undefined;
+  /** CTA_MARK. */
+  mark: number;
+  /** CTA_SECMARK (obsolete kernels) and CTA_SECCTX. */
+  secmark: number | undefined;
+  secctx: string | undefined;
+  /** CTA_ZONE. */
+  zone: number | undefined;
+  /** CTA_USE: reference count. */
+  use: number | undefined;
+  counters: { original: Counters; reply: Counters } | undefined;
+  /** CTA_TIMESTAMP in nanoseconds since the epoch (present when nf_conntrack_timestamp is on). */
+  timestamp: { start: bigint; stop: bigint | undefined } | undefined;
+  tcp: TcpInfo | undefined;
+  sctp: SctpInfo | undefined;
+  dccp: DccpInfo | undefined;
+  /** CTA_HELP / CTA_HELP_NAME. */
+  helper: string | undefined;
+  /** CTA_LABELS: the bit numbers set, ascending. */
+  labels: readonly number[] | undefined;
+  seqAdjust: { original: SeqAdjust | undefined; reply: SeqAdjust | undefined } | undefined;
+  synproxy: Synproxy | undefined;
+}
+
+/** A port, or an inclusive range `[low, high]`. */
+export type PortMatch = number | readonly [number, number];
+
+export interface TupleFilter {
+  /** Address or CIDR, IPv4 or IPv6. */
+  src?: string;
+  dst?: string;
+  sport?: PortMatch;
+  dport?: PortMatch;
+}
+
+/**
+ * What `entries()`, `stream()` and `list` select. Everything given must match.
+ * The kernel is asked to filter what it can; the rest, and everything again, is checked natively.
+ */
+export interface EntryFilter extends TupleFilter {
+  family?: Family;
+  /** Protocol name or number. */
+  protocol?: ProtocolName | number;
+  /** Any of these TCP states (implies protocol tcp). */
+  tcpState?: TcpState | readonly TcpState[];
+  /** Shorthands `src`, `dst`, `sport`, `dport` apply to the original tuple. */
+  original?: TupleFilter;
+  reply?: TupleFilter;
+  /** `(entry.mark & mask) === (value & mask)`; mask defaults to 0xffffffff. */
+  mark?: number | { value: number; mask?: number };
+  zone?: number;
+  /** Status bits that must be set, and ones that must be clear. */
+  status?: StatusFlag | readonly StatusFlag[] | { set?: readonly StatusFlag[]; unset?: readonly StatusFlag[] };
+}
+
+export interface OpenOptions {
+  netns?: NetnsSpec;
+}
+
+export interface EntriesOptions {
+  signal?: AbortSignal;
+  /** Entries per batch handed from native code to JS (default 1024). */
+  batchSize?: number;
+  /** Ask the kernel to filter what it can (default true). The native re-check always runs. */
+  kernelFilter?: boolean;
+}
+
+export interface Count {
+  /** Entries in this namespace (CTA_STATS_GLOBAL_ENTRIES). */
+  entries: number;
+  /** The global limit nf_conntrack_max (CTA_STATS_GLOBAL_MAX_ENTRIES, or /proc on older kernels). */
+  max: number;
+}
+
+/** Counter names of CTA_STATS_* as conntrack -S prints them. */
+export type CpuCounterName =
+  | 'found' | 'invalid' | 'insert' | 'insert_failed' | 'drop' | 'early_drop' | 'error'
+  | 'search_restart' | 'clash_resolve' | 'chaintoolong'
+  | 'searched' | 'new' | 'ignore' | 'delete' | 'delete_list';
+
+export type CpuCounters = Partial<Record<CpuCounterName, number>>;
+
+export interface CpuStats {
+  cpu: number;
+  counters: CpuCounters;
+  /** Counters this library has no name for yet, by CTA_STATS_* attribute number. */
+  unknown: Record<number, number>;
+}
+
+export interface Stats {
+  perCpu: CpuStats[];
+  /** Sum over CPUs. */
+  total: CpuCounters;
+  totalUnknown: Record<number, number>;
+}
+
+export type ExpectCounterName = 'new' | 'create' | 'delete';
+
+export interface ExpectCpuStats {
+  cpu: number;
+  counters: Partial<Record<ExpectCounterName, number>>;
+  unknown: Record<number, number>;
+}
+
+export interface ExpectStats {
+  perCpu: ExpectCpuStats[];
+  total: Partial<Record<ExpectCounterName, number>>;
+  totalUnknown: Record<number, number>;
+}
