@@ -1,0 +1,125 @@
+// One library scenario in a fresh process; run by benchmarks/run.mjs, not meant to be used alone.
+//
+//   node benchmarks/lib-child.mjs MODE NETNS_PATH [CALLS]
+//
+// MODE: entries  for await (const e of ct.entries()) n++  (full JS objects), with event-loop
+//                delay and RSS growth recorded during the dump
+//       ids      the same walk touching only e.id
+//       count    one await ct.count()
+//       latency  CALLS sequential await ct.count() on one handle (after a warm-up)
+//
+// Prints one line of JSON. A missing or unloadable build prints {"unavailable": reason}.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { dirname, join } from 'node:path';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const distEntry = join(here, '..', 'dist', 'lib', 'index.js');
+const [mode, netns, callsArg] = process.argv.slice(2);
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function vm(field) {
+  // VmRSS / VmHWM in bytes, from /proc/self/status.
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+if (!existsSync(distEntry)) {
+  out({ unavailable: 'dist/lib/index.js not built (npm run build)' });
+  process.exit(0);
+}
+let Conntrack;
+try {
+  ({ Conntrack } = await import(pathToFileURL(distEntry).href));
+} catch (err) {
+  out({ unavailable: `import dist/lib/index.js failed: ${err?.message ?? err}` });
+  process.exit(0);
+}
+if (typeof Conntrack?.open !== 'function') {
+  out({ unavailable: 'dist/lib/index.js has no Conntrack.open' });
+  process.exit(0);
+}
+
+const t0 = process.hrtime.bigint();
+const ct = await Conntrack.open({ netns });
+const openSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+
+async function closeHandle() {
+  try {
+    await ct.close?.();
+  } catch {
+    /* closing is not what is measured */
+  }
+}
+
+if (mode === 'count') {
+  const s = process.hrtime.bigint();
+  const c = await ct.count();
+  const seconds = Number(process.hrtime.bigint() - s) / 1e9;
+  await closeHandle();
+  out({ seconds, entries: c?.entries, max: c?.max, openSeconds });
+} else if (mode === 'latency') {
+  const calls = Number(callsArg ?? 100000);
+  for (let i = 0; i < Math.min(1000, calls); i++) await ct.count();
+  const s = process.hrtime.bigint();
+  let last;
+  for (let i = 0; i < calls; i++) last = await ct.count();
+  const seconds = Number(process.hrtime.bigint() - s) / 1e9;
+  await closeHandle();
+  out({ seconds, calls, nsPerCall: (seconds * 1e9) / calls, entries: last?.entries, openSeconds });
+} else if (mode === 'entries' || mode === 'ids') {
+  globalThis.gc?.();
+  // Reset the peak-RSS mark so VmHWM measures this dump only (Linux >= 4.0).
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    /* not fatal: hwmGrowth is then an upper bound */
+  }
+  const baseline = process.memoryUsage.rss();
+  let peak = baseline;
+  const sampler = setInterval(() => {
+    const r = process.memoryUsage.rss();
+    if (r > peak) peak = r;
+  }, 50);
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  let n = 0;
+  let sink = 0;
+  eld.enable();
+  const s = process.hrtime.bigint();
+  if (mode === 'entries') {
+    for await (const e of ct.entries()) {
+      n++;
+      sink ^= e.original.dport ?? 0;
+    }
+  } else {
+    for await (const e of ct.entries()) {
+      n++;
+      sink ^= e.id;
+    }
+  }
+  const seconds = Number(process.hrtime.bigint() - s) / 1e9;
+  eld.disable();
+  clearInterval(sampler);
+  const end = process.memoryUsage.rss();
+  if (end > peak) peak = end;
+  const hwm = vm('VmHWM');
+  await closeHandle();
+  const ms = (ns) => ns / 1e6;
+  out({
+    seconds,
+    entries: n,
+    sink,
+    openSeconds,
+    eventLoop: { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max) },
+    rssBaseline: baseline,
+    rssGrowth: peak - baseline,
+    hwmGrowth: hwm - baseline,
+  });
+} else {
+  out({ error: `unknown mode ${mode}` });
+  process.exit(2);
+}
