@@ -2,6 +2,7 @@
 // Reproducible speed and memory benchmark (issue 2). Run as root: `npm run bench`.
 //
 //   npm run bench -- [--sizes 100000,1000000] [--reps 5] [--only floor,cli,lib] [--calls 100000]
+//                    [--cpus LIST]   (pin measured commands with taskset -c LIST)
 //
 // Builds benchmarks/bin/{rawdump,fill} (cc -O2), creates a sandbox netns ctbench-<pid>,
 // raises the global nf_conntrack_max for the run (restored in finally, on SIGINT/SIGTERM, and
@@ -43,7 +44,7 @@ const TARGETS = {
 // Options
 
 function parseArgs(argv) {
-  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib']), calls: 100000 };
+  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib']), calls: 100000, cpus: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -61,6 +62,9 @@ function parseArgs(argv) {
     } else if (a.startsWith('--only')) {
       o.only = new Set(val().split(','));
       for (const g of o.only) if (!['floor', 'cli', 'lib'].includes(g)) usage(`--only: unknown group ${g}`);
+    } else if (a.startsWith('--cpus')) {
+      o.cpus = val();
+      if (!/^[0-9,-]+$/.test(o.cpus)) usage('--cpus: a taskset CPU list such as 1 or 0-1');
     } else if (a.startsWith('--calls')) {
       o.calls = Number(val());
       if (!Number.isInteger(o.calls) || o.calls < 1) usage('--calls: positive integer');
@@ -75,7 +79,7 @@ function parseArgs(argv) {
 
 function usage(msg) {
   if (msg) console.error(`bench: ${msg}`);
-  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib] [--calls N]');
+  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib] [--calls N] [--cpus LIST]');
   process.exit(msg ? 2 : 0);
 }
 
@@ -91,8 +95,14 @@ function checkInterrupted() {
   if (interrupted) throw new Interrupted(`interrupted by ${interrupted}`);
 }
 
+let pinCpus = null; // --cpus: measured commands run under taskset -c
+
 /** Runs a command; resolves with exit status, captured output and wall-clock seconds. */
-function run(cmd, args, { stdout = 'pipe', timeout = 600_000 } = {}) {
+function run(cmd, args, { stdout = 'pipe', timeout = 600_000, pin = false } = {}) {
+  if (pin && pinCpus) {
+    args = ['-c', pinCpus, cmd, ...args];
+    cmd = 'taskset';
+  }
   return new Promise((resolve, reject) => {
     let outFd = null;
     let stdio;
@@ -337,7 +347,7 @@ function scenarios(opts, hasProcFile) {
       key: 'floor',
       label: 'rawdump (floor): ctnetlink dump, count only',
       async run(size) {
-        const r = await runOk(join(BIN, 'rawdump'), ['--netns', ns()]);
+        const r = await runOk(join(BIN, 'rawdump'), ['--netns', ns()], { pin: true });
         const j = lastJson(r.stdout);
         if (j.messages !== size) warn(`rawdump saw ${j.messages} messages, expected ${size}`);
         return { seconds: j.seconds, wall: r.seconds, messages: j.messages, bytes: j.bytes, datagrams: j.datagrams };
@@ -349,7 +359,7 @@ function scenarios(opts, hasProcFile) {
       key: 'ctL',
       label: '`conntrack -L > /dev/null`',
       async run(size) {
-        const r = await runOk('nsenter', [`--net=${ns()}`, 'conntrack', '-L'], { stdout: 'null' });
+        const r = await runOk('nsenter', [`--net=${ns()}`, 'conntrack', '-L'], { stdout: 'null', pin: true });
         const m = /(\d+) flow entries/.exec(r.stderr);
         if (m && Number(m[1]) !== size) warn(`conntrack -L showed ${m[1]} entries, expected ${size}`);
         return { seconds: r.seconds, wall: true };
@@ -359,7 +369,7 @@ function scenarios(opts, hasProcFile) {
       key: 'ctC',
       label: '`conntrack -C`',
       async run(size) {
-        const r = await runOk('nsenter', [`--net=${ns()}`, 'conntrack', '-C']);
+        const r = await runOk('nsenter', [`--net=${ns()}`, 'conntrack', '-C'], { pin: true });
         if (Number(r.stdout.trim()) !== size) warn(`conntrack -C said ${r.stdout.trim()}, expected ${size}`);
         return { seconds: r.seconds, wall: true };
       },
@@ -369,7 +379,7 @@ function scenarios(opts, hasProcFile) {
         key: 'proc',
         label: '`cat /proc/net/nf_conntrack > /dev/null`',
         async run() {
-          const r = await runOk('nsenter', [`--net=${ns()}`, 'cat', '/proc/net/nf_conntrack'], { stdout: 'null' });
+          const r = await runOk('nsenter', [`--net=${ns()}`, 'cat', '/proc/net/nf_conntrack'], { stdout: 'null', pin: true });
           return { seconds: r.seconds, wall: true };
         },
       });
@@ -377,7 +387,7 @@ function scenarios(opts, hasProcFile) {
   }
   if (opts.only.has('lib')) {
     const child = (mode) => async (size) => {
-      const r = await run(process.execPath, ['--expose-gc', join(HERE, 'lib-child.mjs'), mode, ns()], { timeout: 300_000 });
+      const r = await run(process.execPath, ['--expose-gc', join(HERE, 'lib-child.mjs'), mode, ns()], { timeout: 300_000, pin: true });
       checkInterrupted();
       let j;
       try {
@@ -398,7 +408,7 @@ function scenarios(opts, hasProcFile) {
       label: '`conntrack count` (this package\'s CLI)',
       async run(size) {
         if (!existsSync(DIST_CLI)) return { unavailable: 'dist/lib/cli.js not built' };
-        const r = await run('nsenter', [`--net=${ns()}`, process.execPath, DIST_CLI, 'count'], { timeout: 60_000 });
+        const r = await run('nsenter', [`--net=${ns()}`, process.execPath, DIST_CLI, 'count'], { timeout: 60_000, pin: true });
         checkInterrupted();
         if (r.code !== 0) return { error: `conntrack count: ${r.signal ?? `exit ${r.code}`}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}` };
         if (!r.stdout.includes(String(size))) warn(`conntrack count printed ${JSON.stringify(r.stdout.trim().slice(0, 80))}, expected ${size}`);
@@ -449,7 +459,7 @@ async function measureLatency(opts) {
   if (opts.only.has('floor')) {
     const xs = [];
     for (let i = 0; i < reps; i++) {
-      const r = await runOk(join(BIN, 'rawdump'), ['--netns', state.nsPath, '--stats', String(opts.calls)]);
+      const r = await runOk(join(BIN, 'rawdump'), ['--netns', state.nsPath, '--stats', String(opts.calls)], { pin: true });
       xs.push(lastJson(r.stdout).nsPerCall);
     }
     out.floor = { median: median(xs), runs: xs };
@@ -458,7 +468,7 @@ async function measureLatency(opts) {
     const xs = [];
     let status = null;
     for (let i = 0; i < reps && !status; i++) {
-      const r = await run(process.execPath, [join(HERE, 'lib-child.mjs'), 'latency', state.nsPath, String(opts.calls)], { timeout: 300_000 });
+      const r = await run(process.execPath, [join(HERE, 'lib-child.mjs'), 'latency', state.nsPath, String(opts.calls)], { timeout: 300_000, pin: true });
       checkInterrupted();
       let j;
       try {
@@ -500,6 +510,7 @@ function report(meta, opts, bySize, latency, fills, others) {
   L.push(`| nf_conntrack_buckets | ${meta.buckets} |`);
   L.push(`| Entries | ${opts.sizes.map(fmtN).join(', ')} (UDP, IPv4, one sandbox netns) |`);
   L.push(`| Repetitions | ${opts.reps}, each in a fresh process; median reported |`);
+  L.push(`| CPU pinning | ${opts.cpus ? `taskset -c ${opts.cpus}` : 'none'} |`);
   L.push(`| Other entries in the shared hash | ${others} |`);
   L.push('');
   L.push('## Dumps and counts');
@@ -568,7 +579,7 @@ function report(meta, opts, bySize, latency, fills, others) {
     L.push(libBig?.status ?? 'library scenarios not run (--only)');
   }
   L.push('');
-  L.push('## Fill (benchmarks/bin/fill: raw UDP via sendmmsg, entries confirmed at postrouting)');
+  L.push('## Fill (benchmarks/bin/fill: raw UDP via sendmmsg, entries confirmed at postrouting; target ~200,000/s)');
   L.push('');
   L.push('| Up to | Entries verified (`conntrack -C`) | Sent | Seconds | Entries/s |');
   L.push('|---:|---:|---:|---:|---:|');
@@ -588,6 +599,7 @@ function report(meta, opts, bySize, latency, fills, others) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  pinCpus = opts.cpus;
   if (process.getuid?.() !== 0) throw new Error('run as root: needs CAP_NET_ADMIN and CAP_SYS_ADMIN (netns, setns, sysctl)');
   mkdirSync(BIN, { recursive: true });
   mkdirSync(RESULTS, { recursive: true });
