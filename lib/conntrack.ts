@@ -1,0 +1,357 @@
+/**
+ * The handle: one ctnetlink socket in one network namespace, plus any dumps it runs
+ * (each dump has its own socket and thread in native code).
+ */
+import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+
+import { abortError, closedError, ConntrackError, invalidArgument } from './errors.js';
+import { compileFilter } from './filter.js';
+import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeError, type NativeHandle } from './native.js';
+import { decodeBatch } from './records.js';
+import type {
+  ConntrackEntry, Count, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter,
+  ExpectCounterName, ExpectStats, NetnsSpec, OpenOptions, Stats,
+} from './types.js';
+
+/** CTA_STATS_* numbers (nfnetlink_conntrack.h) and the names conntrack -S prints. */
+const CPU_COUNTERS: Record<number, CpuCounterName> = {
+  1: 'searched', 2: 'found', 3: 'new', 4: 'invalid', 5: 'ignore', 6: 'delete', 7: 'delete_list',
+  8: 'insert', 9: 'insert_failed', 10: 'drop', 11: 'early_drop', 12: 'error', 13: 'search_restart',
+  14: 'clash_resolve', 15: 'chaintoolong',
+};
+const EXPECT_COUNTERS: Record<number, ExpectCounterName> = { 1: 'new', 2: 'create', 3: 'delete' };
+const CTA_STATS_GLOBAL_ENTRIES = 1;
+const CTA_STATS_GLOBAL_MAX_ENTRIES = 2;
+
+const DEFAULT_BATCH_SIZE = 1024;
+const MAX_BATCH_SIZE = 65536;
+
+/** Turns a netns option into the path of a namespace file, checking its form only. */
+export function netnsPath(netns: NetnsSpec | undefined): string | undefined {
+  if (netns === undefined) return undefined;
+  if (typeof netns === 'number') {
+    if (!Number.isInteger(netns) || netns <= 0) throw invalidArgument(`netns pid must be a positive integer, not ${netns}`);
+    return `/proc/${netns}/ns/net`;
+  }
+  if (typeof netns !== 'string' || !netns.startsWith('/') || netns.includes('\0')) {
+    throw invalidArgument('netns must be a pid or an absolute path such as /run/netns/NAME or /proc/PID/ns/net');
+  }
+  return netns;
+}
+
+/** Maps an addon error to a ConntrackError a person can act on. */
+export function toConntrackError(err: unknown, netns: string | undefined): ConntrackError {
+  if (err instanceof ConntrackError) return err;
+  const e = err as NativeError & { detail?: string };
+  const errno = e?.errno;
+  const syscall = e?.syscall ?? '';
+  const where = netns ? `network namespace ${netns}` : 'this network namespace';
+  const details = { errno, syscall, cause: err };
+  if (e?.protocol) {
+    return new ConntrackError('ERR_CONNTRACK_PROTOCOL', `the kernel sent a message this library cannot decode: ${e.detail ?? e.message}`, details);
+  }
+  if (syscall === 'open netns') {
+    if (errno === 2 /* ENOENT */) return new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${netns} does not exist`, details);
+    if (errno === 13 /* EACCES */ || errno === 1 /* EPERM */) {
+      return new ConntrackError('ERR_CONNTRACK_PERMISSION', `cannot open network namespace ${netns}: run as root or grant CAP_SYS_ADMIN`, { ...details, capability: 'CAP_SYS_ADMIN' });
+    }
+    return new ConntrackError('ERR_CONNTRACK_NETNS', `${netns} is not a network namespace (${e.detail ?? e.message})`, details);
+  }
+  if (syscall === 'setns') {
+    return new ConntrackError('ERR_CONNTRACK_PERMISSION', `entering ${where} needs CAP_SYS_ADMIN (and CAP_NET_ADMIN there): run as root or grant both capabilities`, { ...details, capability: 'CAP_SYS_ADMIN' });
+  }
+  if (syscall.startsWith('socket') && (errno === 93 /* EPROTONOSUPPORT */ || errno === 97 /* EAFNOSUPPORT */)) {
+    return new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', 'this kernel has no netfilter netlink (CONFIG_NETFILTER_NETLINK): conntrack cannot be read', details);
+  }
+  if (syscall.startsWith('ctnetlink')) {
+    if (errno === 1 /* EPERM */) {
+      return new ConntrackError('ERR_CONNTRACK_PERMISSION', `reading conntrack in ${where} needs CAP_NET_ADMIN: run as root or grant CAP_NET_ADMIN`, { ...details, capability: 'CAP_NET_ADMIN' });
+    }
+    if (errno === 95 /* EOPNOTSUPP */ || errno === 2 /* ENOENT */) {
+      return new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `conntrack is not available in ${where} (nf_conntrack and nf_conntrack_netlink must be loaded)`, details);
+    }
+  }
+  const text = e?.message ?? String(err);
+  return new ConntrackError('ERR_CONNTRACK_KERNEL', `conntrack request failed in ${where}: ${text}`, details);
+}
+
+function counterMaps<N extends string>(pairs: NativeAttrPairs, names: Record<number, N>) {
+  const counters: Partial<Record<N, number>> = {};
+  const unknown: Record<number, number> = {};
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    const type = pairs[i] as number;
+    const value = pairs[i + 1] as number;
+    const name = names[type];
+    if (name !== undefined) counters[name] = value;
+    else unknown[type] = value;
+  }
+  return { counters, unknown };
+}
+
+function sum<K extends string | number>(rows: Array<Partial<Record<K, number>>>): Partial<Record<K, number>> {
+  const total: Partial<Record<K, number>> = {};
+  for (const row of rows) {
+    for (const key of Object.keys(row) as K[]) total[key] = (total[key] ?? 0) + (row[key] ?? 0);
+  }
+  return total;
+}
+
+export interface DumpCounters {
+  /** Conntrack messages received from the kernel. */
+  messages: number;
+  /** Entries handed to JS. */
+  entries: number;
+  /** Entries the kernel sent twice (a dump of a changing table) and that were dropped. */
+  duplicates: number;
+  /** Entries dropped by the native filter check. */
+  filteredOut: number;
+  /** The kernel applied (part of) the filter itself. */
+  kernelFiltered: boolean;
+}
+
+/** An async iterator over a dump's entries that can also report its counters. */
+export interface EntryIterator<T> extends AsyncIterableIterator<T> {
+  counters(): DumpCounters;
+}
+
+export class Conntrack implements AsyncDisposable {
+  readonly netns: string | undefined;
+  #native: NativeHandle | undefined;
+  #inflight: Promise<unknown> | undefined;
+  readonly #dumps = new Set<DumpRun>();
+
+  private constructor(native: NativeHandle, netns: string | undefined) {
+    this.#native = native;
+    this.netns = netns;
+  }
+
+  /** Opens a handle, in `options.netns` when given (a path or a pid), else in this process's namespace. */
+  static async open(options: OpenOptions = {}): Promise<Conntrack> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const path = netnsPath(options.netns);
+    try {
+      return new Conntrack(await binding().open(path ?? null), path);
+    } catch (err) {
+      throw toConntrackError(err, path);
+    }
+  }
+
+  get closed(): boolean {
+    return this.#native === undefined;
+  }
+
+  #handle(): NativeHandle {
+    if (this.#native === undefined) throw closedError();
+    return this.#native;
+  }
+
+  /** Runs one request; requests on a handle never overlap (the socket is shared). */
+  async #request<T>(run: (native: NativeHandle) => T | Promise<T>): Promise<T> {
+    while (this.#inflight) await this.#inflight.catch(() => undefined);
+    let result: T | Promise<T>;
+    try {
+      result = run(this.#handle());
+    } catch (err) {
+      throw toConntrackError(err, this.netns);
+    }
+    if (!(result instanceof Promise)) return result;
+    this.#inflight = result;
+    try {
+      return await result;
+    } catch (err) {
+      throw toConntrackError(err, this.netns);
+    } finally {
+      this.#inflight = undefined;
+    }
+  }
+
+  /** Entries in this namespace and the global limit: one IPCTNL_MSG_CT_GET_STATS request. */
+  async count(): Promise<Count> {
+    const pairs = await this.#request((native) => native.globalStats());
+    let entries: number | undefined;
+    let max: number | undefined;
+    for (let i = 0; i + 1 < pairs.length; i += 2) {
+      if (pairs[i] === CTA_STATS_GLOBAL_ENTRIES) entries = pairs[i + 1];
+      else if (pairs[i] === CTA_STATS_GLOBAL_MAX_ENTRIES) max = pairs[i + 1];
+    }
+    // CTA_STATS_GLOBAL_MAX_ENTRIES arrived in Linux 4.18: older kernels need procfs.
+    if (entries === undefined) entries = await this.#readProcNumber('/proc/sys/net/netfilter/nf_conntrack_count');
+    if (max === undefined) max = await this.#readProcNumber('/proc/sys/net/netfilter/nf_conntrack_max');
+    return { entries, max };
+  }
+
+  async #readProcNumber(path: string): Promise<number> {
+    try {
+      const text = this.netns ? await binding().netnsReadFile(this.netns, path) : await readFile(path, 'utf8');
+      return Number.parseInt(text, 10);
+    } catch (err) {
+      throw toConntrackError(err, this.netns);
+    }
+  }
+
+  /** Per-CPU conntrack statistics (conntrack -S), and their sum. */
+  async stats(): Promise<Stats> {
+    const rows = await this.#request((native) => native.cpuStats(false));
+    const perCpu: CpuStats[] = rows.map((row: NativeCpuRow) => ({ cpu: row.cpu, ...counterMaps(row.attrs, CPU_COUNTERS) }));
+    return {
+      perCpu,
+      total: sum(perCpu.map((r) => r.counters)) as CpuCounters,
+      totalUnknown: sum(perCpu.map((r) => r.unknown)) as Record<number, number>,
+    };
+  }
+
+  /** Per-CPU expectation-table statistics (conntrack -S expect). */
+  async expectationStats(): Promise<ExpectStats> {
+    const rows = await this.#request((native) => native.cpuStats(true));
+    const perCpu = rows.map((row: NativeCpuRow) => ({ cpu: row.cpu, ...counterMaps(row.attrs, EXPECT_COUNTERS) }));
+    return { perCpu, total: sum(perCpu.map((r) => r.counters)), totalUnknown: sum(perCpu.map((r) => r.unknown)) as Record<number, number> };
+  }
+
+  /**
+   * Every entry that matches `filter`, streamed: batches come from a native thread, and the
+   * kernel dump pauses while the consumer does not ask for more.
+   */
+  entries(filter?: EntryFilter, options: EntriesOptions = {}): EntryIterator<ConntrackEntry> {
+    const run = this.#startDump(filter, options);
+    let buffered: ConntrackEntry[] = [];
+    let index = 0;
+    const iterator: EntryIterator<ConntrackEntry> = {
+      async next(): Promise<IteratorResult<ConntrackEntry>> {
+        while (index >= buffered.length) {
+          const batch = await run.next();
+          if (batch === null) return { value: undefined, done: true };
+          buffered = batch;
+          index = 0;
+        }
+        return { value: buffered[index++] as ConntrackEntry, done: false };
+      },
+      async return(): Promise<IteratorResult<ConntrackEntry>> {
+        run.close();
+        buffered = [];
+        return { value: undefined, done: true };
+      },
+      counters: () => run.counters(),
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+    return iterator;
+  }
+
+  /** The same dump as entries(), one array per native batch: the fastest way to consume it. */
+  batches(filter?: EntryFilter, options: EntriesOptions = {}): EntryIterator<ConntrackEntry[]> {
+    const run = this.#startDump(filter, options);
+    const iterator: EntryIterator<ConntrackEntry[]> = {
+      async next(): Promise<IteratorResult<ConntrackEntry[]>> {
+        const batch = await run.next();
+        return batch === null ? { value: undefined, done: true } : { value: batch, done: false };
+      },
+      async return(): Promise<IteratorResult<ConntrackEntry[]>> {
+        run.close();
+        return { value: undefined, done: true };
+      },
+      counters: () => run.counters(),
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+    return iterator;
+  }
+
+  /** entries() as an object-mode Readable with backpressure; destroying it ends the dump. */
+  stream(filter?: EntryFilter, options: EntriesOptions = {}): Readable {
+    const iterator = this.entries(filter, options);
+    return Readable.from(iterator, { objectMode: true, highWaterMark: options.batchSize ?? DEFAULT_BATCH_SIZE });
+  }
+
+  #startDump(filter: EntryFilter | undefined, options: EntriesOptions): DumpRun {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
+      throw invalidArgument(`batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}`);
+    }
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw invalidArgument('signal must be an AbortSignal');
+    }
+    const compiled = compileFilter(filter, options.kernelFilter ?? true);
+    const native = this.#handle();
+    let dump: NativeDump;
+    try {
+      dump = native.startDump(compiled, batchSize);
+    } catch (err) {
+      throw toConntrackError(err, this.netns);
+    }
+    const run = new DumpRun(dump, this.netns, options.signal, () => this.#dumps.delete(run));
+    this.#dumps.add(run);
+    return run;
+  }
+
+  /** Closes the socket; running dumps end with ERR_CONNTRACK_CLOSED. Idempotent. */
+  async close(): Promise<void> {
+    const native = this.#native;
+    if (native === undefined) return;
+    this.#native = undefined;
+    for (const run of this.#dumps) run.close(closedError());
+    this.#dumps.clear();
+    native.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** One running dump: pulls batches from native code, honours abort and close. */
+class DumpRun {
+  #dump: NativeDump;
+  #netns: string | undefined;
+  #signal: AbortSignal | undefined;
+  #onEnd: () => void;
+  #failure: Error | undefined;
+  #ended = false;
+  #onAbort = () => this.close(abortError(this.#signal as AbortSignal));
+
+  constructor(dump: NativeDump, netns: string | undefined, signal: AbortSignal | undefined, onEnd: () => void) {
+    this.#dump = dump;
+    this.#netns = netns;
+    this.#signal = signal;
+    this.#onEnd = onEnd;
+    if (signal?.aborted) this.close(abortError(signal));
+    else signal?.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  async next(): Promise<ConntrackEntry[] | null> {
+    for (;;) {
+      if (this.#failure) throw this.#failure;
+      if (this.#ended) return null;
+      let batch: NativeBatch | null;
+      try {
+        batch = await this.#dump.read();
+      } catch (err) {
+        this.close(toConntrackError(err, this.#netns));
+        throw this.#failure;
+      }
+      if (this.#failure) throw this.#failure; // closed or aborted while waiting
+      if (batch === null) {
+        this.close();
+        return null;
+      }
+      if (batch.count > 0) return decodeBatch(batch);
+    }
+  }
+
+  counters(): DumpCounters {
+    return this.#dump.counters();
+  }
+
+  /** Ends the dump; with `failure`, later reads throw it. */
+  close(failure?: Error): void {
+    if (failure && !this.#ended) this.#failure = failure;
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#signal?.removeEventListener('abort', this.#onAbort);
+    this.#dump.close();
+    this.#onEnd();
+  }
+}

@@ -1,0 +1,646 @@
+// The JS binding: converts between JS values and the native layers, nothing more.
+// Kernel I/O happens on non-blocking sockets or off the main thread.
+#include <napi.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ct_codec.h"
+#include "ct_dump.h"
+#include "ct_request.h"
+#include "netlink_socket.h"
+#include "netns.h"
+
+namespace {
+
+using ct::SysError;
+
+Napi::Error toJsError(Napi::Env env, const SysError& err) {
+  std::string message;
+  if (err.protocol) {
+    message = "malformed kernel message: " + err.detail;
+  } else {
+    message = err.op + ": " + std::strerror(err.errnum);
+    if (!err.detail.empty()) message += " (" + err.detail + ")";
+  }
+  Napi::Error e = Napi::Error::New(env, message);
+  Napi::Object obj = e.Value();
+  if (err.errnum != 0) obj.Set("errno", Napi::Number::New(env, err.errnum));
+  obj.Set("syscall", Napi::String::New(env, err.op));
+  if (!err.detail.empty()) obj.Set("detail", Napi::String::New(env, err.detail));
+  if (err.protocol) obj.Set("protocol", Napi::Boolean::New(env, true));
+  return e;
+}
+
+Napi::Array pairsToArray(Napi::Env env, const std::vector<uint32_t>& pairs) {
+  Napi::Array out = Napi::Array::New(env, pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, pairs[i]));
+  return out;
+}
+
+Napi::Value transactionResult(Napi::Env env, const ct::Transaction& t) {
+  if (t.kind() == ct::Transaction::Kind::kGlobalStats) return pairsToArray(env, t.pairs());
+  Napi::Array rows = Napi::Array::New(env, t.rows().size());
+  for (size_t i = 0; i < t.rows().size(); ++i) {
+    Napi::Object row = Napi::Object::New(env);
+    row.Set("cpu", Napi::Number::New(env, t.rows()[i].cpu));
+    row.Set("attrs", pairsToArray(env, t.rows()[i].pairs));
+    rows.Set(static_cast<uint32_t>(i), row);
+  }
+  return rows;
+}
+
+// Constructors per environment (worker threads each load the addon into their own).
+struct AddonData {
+  Napi::FunctionReference dumpConstructor;
+  Napi::FunctionReference handleConstructor;
+};
+
+// ---- filter conversion ----------------------------------------------------------------------
+
+uint32_t u32Of(const Napi::Object& o, const char* key) {
+  return o.Get(key).As<Napi::Number>().Uint32Value();
+}
+
+bool readFilter(const Napi::Value& value, ct::Filter& f) {
+  if (value.IsNull() || value.IsUndefined()) return false;
+  Napi::Object o = value.As<Napi::Object>();
+  f.family = static_cast<uint8_t>(u32Of(o, "family"));
+  f.protocol = o.Get("protocol").As<Napi::Number>().Int32Value();
+  f.tcpStates = u32Of(o, "tcpStates");
+  f.markValue = u32Of(o, "markValue");
+  f.markMask = u32Of(o, "markMask");
+  f.zone = o.Get("zone").As<Napi::Number>().Int32Value();
+  f.statusSet = u32Of(o, "statusSet");
+  f.statusUnset = u32Of(o, "statusUnset");
+  f.kernel = o.Get("kernel").ToBoolean().Value();
+  Napi::Array addresses = o.Get("addresses").As<Napi::Array>();
+  for (uint32_t i = 0; i < addresses.Length(); ++i) {
+    Napi::Object a = addresses.Get(i).As<Napi::Object>();
+    ct::AddressMatch m;
+    m.tuple = static_cast<uint8_t>(u32Of(a, "tuple"));
+    m.end = static_cast<uint8_t>(u32Of(a, "end"));
+    m.family = static_cast<uint8_t>(u32Of(a, "family"));
+    m.prefix = static_cast<uint8_t>(u32Of(a, "prefix"));
+    Napi::Uint8Array bytes = a.Get("bytes").As<Napi::Uint8Array>();
+    size_t want = m.family == AF_INET6 ? 16 : 4;
+    if (bytes.ByteLength() != want || m.prefix > want * 8)
+      throw Napi::TypeError::New(value.Env(), "address filter: wrong address length or prefix");
+    std::memcpy(m.bytes, bytes.Data(), want);
+    f.addresses.push_back(m);
+  }
+  Napi::Array ports = o.Get("ports").As<Napi::Array>();
+  for (uint32_t i = 0; i < ports.Length(); ++i) {
+    Napi::Object p = ports.Get(i).As<Napi::Object>();
+    ct::PortMatch m;
+    m.tuple = static_cast<uint8_t>(u32Of(p, "tuple"));
+    m.end = static_cast<uint8_t>(u32Of(p, "end"));
+    m.low = static_cast<uint16_t>(u32Of(p, "low"));
+    m.high = static_cast<uint16_t>(u32Of(p, "high"));
+    f.ports.push_back(m);
+  }
+  return true;
+}
+
+// ---- batches ----------------------------------------------------------------------------------
+
+Napi::Object batchToJs(Napi::Env env, ct::Batch&& batch) {
+  Napi::Object out = Napi::Object::New(env);
+  size_t bytes = batch.count * ct::slot::kCount * sizeof(uint32_t);
+  if (bytes == 0) {
+    out.Set("records", Napi::ArrayBuffer::New(env, 0));
+    out.Set("count", Napi::Number::New(env, 0));
+    out.Set("strings", Napi::String::New(env, ""));
+    return out;
+  }
+  // Hand the record memory to JS without copying; JS frees it with the ArrayBuffer.
+  auto* owned = new std::vector<uint32_t>(std::move(batch.records));
+  Napi::ArrayBuffer records = Napi::ArrayBuffer::New(
+      env, owned->data(), bytes, [](Napi::Env, void*, std::vector<uint32_t>* v) { delete v; }, owned);
+  out.Set("records", records);
+  out.Set("count", Napi::Number::New(env, static_cast<double>(batch.count)));
+  // Latin-1: one char per byte, so JS slices the text at the byte offsets the records hold.
+  napi_value text;
+  NAPI_THROW_IF_FAILED(env, napi_create_string_latin1(env, batch.text.data(), batch.text.size(), &text), out);
+  out.Set("strings", text);
+  return out;
+}
+
+// ---- dumps ----------------------------------------------------------------------------------
+
+// Shared by the JS wrapper and the thread-safe function's calls, which may arrive after the
+// wrapper is gone.
+struct DumpState {
+  std::unique_ptr<ct::DumpSession> session;
+  Napi::ThreadSafeFunction wake;
+  bool wakeLive = false;
+  std::unique_ptr<Napi::Promise::Deferred> pending;
+  bool ended = false;  // end or error delivered, or closed
+  bool hookRegistered = false;
+  Napi::Env env;
+
+  static void OnTeardown(void* arg) {
+    auto* self = static_cast<DumpState*>(arg);
+    self->hookRegistered = false;
+    self->close(true);
+  }
+  explicit DumpState(Napi::Env e) : env(e) {}
+
+  void releaseWake() {
+    if (wakeLive) {
+      wake.Release();
+      wakeLive = false;
+    }
+  }
+
+  // Main thread: settle the pending read if the session has something.
+  void drain() {
+    if (!pending) return;
+    ct::Batch batch;
+    SysError err;
+    switch (ended ? ct::DumpSession::Take::kEnd : session->take(batch, err)) {
+      case ct::DumpSession::Take::kNothing:
+        return;
+      case ct::DumpSession::Take::kBatch:
+        settle([&](Napi::Promise::Deferred& d) { d.Resolve(batchToJs(env, std::move(batch))); });
+        return;
+      case ct::DumpSession::Take::kEnd:
+        ended = true;
+        settle([&](Napi::Promise::Deferred& d) { d.Resolve(env.Null()); });
+        releaseWake();
+        return;
+      case ct::DumpSession::Take::kError:
+        ended = true;
+        settle([&](Napi::Promise::Deferred& d) { d.Reject(toJsError(env, err).Value()); });
+        releaseWake();
+        return;
+    }
+  }
+
+  template <typename F>
+  void settle(F&& settleWith) {
+    std::unique_ptr<Napi::Promise::Deferred> deferred = std::move(pending);
+    settleWith(*deferred);
+    if (wakeLive) wake.Unref(env);  // nobody waits: let the process exit
+  }
+
+  // `teardown`: the environment is going away; settle nothing, just stop the thread.
+  void close(bool teardown = false) {
+    if (session) session->stop();
+    ended = true;
+    if (pending && !teardown) settle([&](Napi::Promise::Deferred& d) { d.Resolve(env.Null()); });
+    pending.reset();
+    releaseWake();
+  }
+};
+
+class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
+ public:
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeDump",
+                       {InstanceMethod<&DumpWrap::Read>("read"), InstanceMethod<&DumpWrap::Close>("close"),
+                        InstanceMethod<&DumpWrap::Counters>("counters")});
+  }
+
+  explicit DumpWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DumpWrap>(info) {}
+
+  ~DumpWrap() override {
+    if (state_) {
+      if (state_->hookRegistered) napi_remove_env_cleanup_hook(state_->env, &DumpState::OnTeardown, state_.get());
+      state_->hookRegistered = false;
+      state_->close();
+    }
+  }
+
+  void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, size_t batchSize) {
+    state_ = std::make_shared<DumpState>(env);
+    std::shared_ptr<DumpState> state = state_;
+    state->wake = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                                "conntrack-dump", 0, 1);
+    state->wakeLive = true;
+    state->wake.Unref(env);
+    Napi::ThreadSafeFunction wake = state->wake;
+    std::weak_ptr<DumpState> weak = state;
+    state->session = std::make_unique<ct::DumpSession>(nsFd, filter, batchSize, [wake, weak]() mutable {
+      // Dump thread: ask the main thread to drain. The state may be gone by the time it runs.
+      wake.NonBlockingCall([weak](Napi::Env, Napi::Function) {
+        if (auto s = weak.lock()) s->drain();
+      });
+    });
+    // The session calls `wake` from its thread until stop() joins it; stop() runs before Release().
+    // The environment may end before this wrapper is collected: stop the thread then.
+    napi_add_env_cleanup_hook(env, &DumpState::OnTeardown, state.get());
+    state->hookRegistered = true;
+    SysError err;
+    if (!state->session->start(err)) {
+      state->ended = true;
+      throw toJsError(env, err);
+    }
+  }
+
+ private:
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto deferred = std::make_unique<Napi::Promise::Deferred>(env);
+    Napi::Promise promise = deferred->Promise();
+    if (state_->pending) {
+      deferred->Reject(Napi::Error::New(env, "a read is already pending").Value());
+      return promise;
+    }
+    state_->pending = std::move(deferred);
+    if (state_->wakeLive) state_->wake.Ref(env);  // someone waits: keep the loop alive
+    state_->drain();
+    return promise;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    state_->close();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ct::DumpCounters c = state_->session ? state_->session->counters() : ct::DumpCounters{};
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("messages", Napi::Number::New(env, static_cast<double>(c.messages)));
+    o.Set("entries", Napi::Number::New(env, static_cast<double>(c.entries)));
+    o.Set("duplicates", Napi::Number::New(env, static_cast<double>(c.duplicates)));
+    o.Set("filteredOut", Napi::Number::New(env, static_cast<double>(c.filteredOut)));
+    o.Set("kernelFiltered", Napi::Boolean::New(env, c.kernelFiltered));
+    return o;
+  }
+
+  std::shared_ptr<DumpState> state_;
+};
+
+// ---- handles ----------------------------------------------------------------------------------
+
+class HandleWrap;
+
+// Finishes a request whose answer was not queued yet: waits on a pool thread.
+class PendingRequest : public Napi::AsyncWorker {
+ public:
+  PendingRequest(Napi::Env env, HandleWrap* handle, std::unique_ptr<ct::Transaction> t)
+      : Napi::AsyncWorker(env, "conntrack-request"), handle_(handle), transaction_(std::move(t)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override;
+  void OnOK() override;
+  void OnError(const Napi::Error& e) override;
+
+ private:
+  HandleWrap* handle_;
+  std::unique_ptr<ct::Transaction> transaction_;
+  Napi::Promise::Deferred deferred_;
+  SysError err_;
+};
+
+class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
+ public:
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeHandle",
+                       {InstanceMethod<&HandleWrap::GlobalStats>("globalStats"),
+                        InstanceMethod<&HandleWrap::CpuStats>("cpuStats"),
+                        InstanceMethod<&HandleWrap::StartDump>("startDump"),
+                        InstanceMethod<&HandleWrap::Close>("close")});
+  }
+
+  explicit HandleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HandleWrap>(info) {}
+  ~HandleWrap() override { closeFds(); }
+
+  void Adopt(int nsFd, int socketFd, uint32_t portId);
+  ct::NetlinkSocket& socket() { return socket_; }
+  void requestDone() { busy_ = false; Unref(); }
+
+ private:
+  Napi::Value Run(const Napi::CallbackInfo& info, ct::Transaction::Kind kind) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    if (busy_) throw Napi::Error::New(env, "busy");
+    auto t = std::make_unique<ct::Transaction>(kind);
+    SysError err;
+    if (!t->begin(socket_, err)) throw toJsError(env, err);
+    int state = t->pump(socket_, err);
+    if (state < 0) throw toJsError(env, err);
+    if (state == 1) return transactionResult(env, *t);
+    // Not answered within the send: finish off the main thread, and keep this handle alive.
+    busy_ = true;
+    Ref();
+    auto* worker = new PendingRequest(env, this, std::move(t));
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  Napi::Value GlobalStats(const Napi::CallbackInfo& info) {
+    return Run(info, ct::Transaction::Kind::kGlobalStats);
+  }
+  Napi::Value CpuStats(const Napi::CallbackInfo& info) {
+    bool expectations = info.Length() > 0 && info[0].ToBoolean().Value();
+    return Run(info, expectations ? ct::Transaction::Kind::kExpectationCpuStats : ct::Transaction::Kind::kCpuStats);
+  }
+
+  Napi::Value StartDump(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    Napi::Object obj = env.GetInstanceData<AddonData>()->dumpConstructor.New({});
+    DumpWrap::Unwrap(obj)->Begin(env, nsFd_, hasFilter ? &filter : nullptr, batchSize);
+    return obj;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (!busy_) closeFds();
+    closed_ = true;
+    return info.Env().Undefined();
+  }
+
+  void closeFds() {
+    socket_.close();
+    if (nsFd_ >= 0) {
+      ::close(nsFd_);
+      nsFd_ = -1;
+    }
+  }
+
+  friend class PendingRequest;
+  ct::NetlinkSocket socket_;
+  int nsFd_ = -1;
+  bool busy_ = false;
+  bool closed_ = false;
+};
+
+void PendingRequest::Execute() {
+  ct::NetlinkSocket& socket = handle_->socket();
+  for (int waited = 0; waited < 50; ++waited) {  // at most 5 s
+    pollfd fd{socket.fd(), POLLIN, 0};
+    int ready = ::poll(&fd, 1, 100);
+    if (ready < 0 && errno != EINTR) {
+      err_ = SysError::fromErrno(errno, "poll");
+      SetError("poll");
+      return;
+    }
+    int state = transaction_->pump(socket, err_);
+    if (state < 0) {
+      SetError("request");
+      return;
+    }
+    if (state == 1) return;
+  }
+  err_ = SysError::fromErrno(ETIMEDOUT, "ctnetlink request");
+  SetError("timeout");
+}
+
+void PendingRequest::OnOK() {
+  Napi::Env env = Env();
+  bool closeAfter = handle_->closed_;
+  handle_->requestDone();
+  if (closeAfter) handle_->closeFds();
+  deferred_.Resolve(transactionResult(env, *transaction_));
+}
+
+void PendingRequest::OnError(const Napi::Error&) {
+  Napi::Env env = Env();
+  bool closeAfter = handle_->closed_;
+  handle_->requestDone();
+  if (closeAfter) handle_->closeFds();
+  deferred_.Reject(toJsError(env, err_).Value());
+}
+
+void HandleWrap::Adopt(int nsFd, int socketFd, uint32_t portId) {
+  (void)portId;
+  nsFd_ = nsFd;
+  socket_.adopt(socketFd, portId);
+}
+
+// ---- async entry points -----------------------------------------------------------------------
+
+class OpenWorker : public Napi::AsyncWorker {
+ public:
+  OpenWorker(Napi::Env env, std::string path, bool hasPath)
+      : Napi::AsyncWorker(env, "conntrack-open"), path_(std::move(path)), hasPath_(hasPath),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    if (hasPath_) {
+      nsFd_ = ct::openNetns(path_, err_);
+      if (nsFd_ < 0) return SetError("netns");
+    }
+    auto openSocket = [this] { opened_ = socket_.open(true, err_); };
+    if (nsFd_ >= 0) {
+      if (!ct::runInNetns(nsFd_, openSocket, err_)) return SetError("setns");
+    } else {
+      openSocket();
+    }
+    if (!opened_) SetError("socket");
+  }
+
+  void OnOK() override {
+    Napi::Object obj = Env().GetInstanceData<AddonData>()->handleConstructor.New({});
+    HandleWrap::Unwrap(obj)->Adopt(nsFd_, socket_.release(), socket_.portId());
+    nsFd_ = -1;
+    deferred_.Resolve(obj);
+  }
+
+  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+
+  ~OpenWorker() override {
+    if (nsFd_ >= 0) ::close(nsFd_);
+  }
+
+ private:
+  std::string path_;
+  bool hasPath_;
+  Napi::Promise::Deferred deferred_;
+  SysError err_;
+  int nsFd_ = -1;
+  ct::NetlinkSocket socket_;
+  bool opened_ = false;
+};
+
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  bool hasPath = info.Length() > 0 && info[0].IsString();
+  auto* worker = new OpenWorker(info.Env(), hasPath ? info[0].As<Napi::String>().Utf8Value() : "", hasPath);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// File operations inside a network namespace (procfs and sysfs views follow it).
+class NetnsFileWorker : public Napi::AsyncWorker {
+ public:
+  enum class Op { kRead, kWrite, kList };
+  NetnsFileWorker(Napi::Env env, Op op, std::string ns, std::string path, std::string data)
+      : Napi::AsyncWorker(env, "conntrack-netns-file"), op_(op), ns_(std::move(ns)), path_(std::move(path)),
+        data_(std::move(data)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    int nsFd = ct::openNetns(ns_, err_);
+    if (nsFd < 0) return SetError("netns");
+    bool entered = ct::runInNetns(nsFd, [this] { perform(); }, err_);
+    ::close(nsFd);
+    if (!entered || failed_) SetError("file");
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    switch (op_) {
+      case Op::kRead:
+        deferred_.Resolve(Napi::String::New(env, result_));
+        break;
+      case Op::kWrite:
+        deferred_.Resolve(env.Undefined());
+        break;
+      case Op::kList: {
+        Napi::Array names = Napi::Array::New(env, entries_.size());
+        for (size_t i = 0; i < entries_.size(); ++i) names.Set(static_cast<uint32_t>(i), entries_[i]);
+        deferred_.Resolve(names);
+        break;
+      }
+    }
+  }
+  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+
+ private:
+  void fail(const char* op) {
+    err_ = SysError::fromErrno(errno, std::string(op) + " " + path_);
+    failed_ = true;
+  }
+
+  void perform() {
+    std::string path = ct::threadLocalProcPath(path_);
+    if (op_ == Op::kList) {
+      DIR* dir = ::opendir(path.c_str());
+      if (!dir) return fail("opendir");
+      while (dirent* d = ::readdir(dir)) {
+        if (std::strcmp(d->d_name, ".") != 0 && std::strcmp(d->d_name, "..") != 0) entries_.emplace_back(d->d_name);
+      }
+      ::closedir(dir);
+      return;
+    }
+    int fd = ::open(path.c_str(), (op_ == Op::kRead ? O_RDONLY : O_WRONLY | O_TRUNC) | O_CLOEXEC);
+    if (fd < 0) return fail("open");
+    if (op_ == Op::kRead) {
+      char buf[4096];
+      for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          fail("read");
+          break;
+        }
+        if (n == 0) break;
+        result_.append(buf, static_cast<size_t>(n));
+      }
+    } else {
+      ssize_t n = ::write(fd, data_.data(), data_.size());
+      if (n < 0) fail("write");
+    }
+    ::close(fd);
+  }
+
+  Op op_;
+  std::string ns_, path_, data_;
+  Napi::Promise::Deferred deferred_;
+  SysError err_;
+  bool failed_ = false;
+  std::string result_;
+  std::vector<std::string> entries_;
+};
+
+Napi::Value NetnsFile(const Napi::CallbackInfo& info, NetnsFileWorker::Op op) {
+  std::string ns = info[0].As<Napi::String>().Utf8Value();
+  std::string path = info[1].As<Napi::String>().Utf8Value();
+  std::string data = op == NetnsFileWorker::Op::kWrite ? info[2].As<Napi::String>().Utf8Value() : "";
+  auto* worker = new NetnsFileWorker(info.Env(), op, std::move(ns), std::move(path), std::move(data));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  ct::Filter filter;
+  bool hasFilter = info.Length() > 1 && readFilter(info[1], filter);
+  ct::Batch batch;
+  ct::KeySet seen;
+  SysError err;
+  if (!ct::decodeDatagramToBatch(data.Data(), data.ByteLength(), hasFilter ? &filter : nullptr, &seen, batch, err))
+    throw toJsError(env, err);
+  return batchToJs(env, std::move(batch));
+}
+
+Napi::Object Layout(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  auto set = [&](const char* k, uint32_t v) { o.Set(k, Napi::Number::New(env, v)); };
+  set("slots", ct::slot::kCount);
+  set("present", ct::slot::kPresent);
+  set("family", ct::slot::kFamily);
+  set("id", ct::slot::kId);
+  set("status", ct::slot::kStatus);
+  set("timeout", ct::slot::kTimeout);
+  set("mark", ct::slot::kMark);
+  set("use", ct::slot::kUse);
+  set("zone", ct::slot::kZone);
+  set("secmark", ct::slot::kSecmark);
+  set("orig", ct::slot::kOrig);
+  set("reply", ct::slot::kReply);
+  set("master", ct::slot::kMaster);
+  set("counters", ct::slot::kCounters);
+  set("timestamp", ct::slot::kTimestamp);
+  set("tcp", ct::slot::kTcp);
+  set("tcpFlags", ct::slot::kTcpFlags);
+  set("sctp", ct::slot::kSctp);
+  set("dccp", ct::slot::kDccp);
+  set("helper", ct::slot::kHelper);
+  set("secctxOff", ct::slot::kSecctxOff);
+  set("labels", ct::slot::kLabels);
+  set("seqAdjOrig", ct::slot::kSeqAdjOrig);
+  set("seqAdjReply", ct::slot::kSeqAdjReply);
+  set("synproxy", ct::slot::kSynproxy);
+  set("hasLabels", ct::kHasLabels);
+  set("hasSynproxy", ct::kHasSynproxy);
+  set("tupleHasDst", ct::kTupleHasDst);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->dumpConstructor = Napi::Persistent(DumpWrap::Init(env));
+  data->handleConstructor = Napi::Persistent(HandleWrap::Init(env));
+  env.SetInstanceData(data);  // deleted with the environment
+  exports.Set("open", Napi::Function::New(env, Open));
+  exports.Set("netnsReadFile", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+    return NetnsFile(i, NetnsFileWorker::Op::kRead);
+  }));
+  exports.Set("netnsWriteFile", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+    return NetnsFile(i, NetnsFileWorker::Op::kWrite);
+  }));
+  exports.Set("netnsListDir", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+    return NetnsFile(i, NetnsFileWorker::Op::kList);
+  }));
+  exports.Set("decode", Napi::Function::New(env, Decode));
+  exports.Set("layout", Layout(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(conntrack, Init)

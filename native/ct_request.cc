@@ -1,0 +1,64 @@
+#include "ct_request.h"
+
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <linux/netlink.h>
+
+namespace ct {
+
+bool Transaction::begin(NetlinkSocket& socket, SysError& err) {
+  uint8_t request[64];
+  seq_ = socket.nextSeq();
+  size_t len = 0;
+  switch (kind_) {
+    case Kind::kGlobalStats:  // answered with one message, no NLMSG_DONE
+      len = buildRequest(request, sizeof request,
+                         static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS),
+                         NLM_F_REQUEST, seq_, 0);
+      break;
+    case Kind::kCpuStats:  // only answered as a dump
+      len = buildRequest(request, sizeof request,
+                         static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU),
+                         NLM_F_REQUEST | NLM_F_DUMP, seq_, 0);
+      break;
+    case Kind::kExpectationCpuStats:
+      len = buildRequest(request, sizeof request,
+                         static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK_EXP << 8) | IPCTNL_MSG_EXP_GET_STATS_CPU),
+                         NLM_F_REQUEST | NLM_F_DUMP, seq_, 0);
+      break;
+  }
+  return socket.send(request, len, err);
+}
+
+int Transaction::pump(NetlinkSocket& socket, SysError& err) {
+  if (buffer_.empty()) buffer_.resize(kReceiveBufferSize);
+  while (!complete_) {
+    long n = socket.receive(buffer_.data(), buffer_.size(), err, true);
+    if (n < 0) return -1;
+    if (n == 0) return 0;
+    bool done = false;
+    if (!walkDatagram(buffer_.data(), static_cast<size_t>(n), seq_, *this, done, err)) return -1;
+    if (done) complete_ = true;
+  }
+  return 1;
+}
+
+bool Transaction::onMessage(const MessageView& message, SysError& err) {
+  switch (message.kind) {
+    case MessageKind::kStatsGlobal:
+      if (kind_ != Kind::kGlobalStats) return true;
+      complete_ = true;
+      return decodeCounters(message, pairs_, err);
+    case MessageKind::kStatsCpu:
+    case MessageKind::kExpStatsCpu: {
+      bool wanted = (message.kind == MessageKind::kStatsCpu) == (kind_ == Kind::kCpuStats);
+      if (kind_ == Kind::kGlobalStats || !wanted) return true;
+      rows_.push_back(CpuRow{message.resId, {}});
+      return decodeCounters(message, rows_.back().pairs, err);
+    }
+    default:
+      return true;
+  }
+}
+
+}  // namespace ct

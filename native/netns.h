@@ -1,0 +1,26 @@
+// Network namespaces: open and check a namespace file, and run work inside it on a
+// short-lived thread, so the calling thread (Node's main or a pool thread) never switches.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "sys_error.h"
+
+namespace ct {
+
+// Opens `path` and checks it is a network namespace. Returns the fd, or -1 with `err` set.
+int openNetns(const std::string& path, SysError& err);
+
+// Runs `work` on a new thread that first enters the namespace `nsFd` (-1: stay in ours).
+// Returns false with `err` set when the switch fails; `work` reports its own errors.
+bool runInNetns(int nsFd, const std::function<void()>& work, SysError& err);
+
+// Enters `nsFd` on the calling thread; only for threads this library owns.
+bool enterNetns(int nsFd, SysError& err);
+
+// procfs paths under /proc/net and /proc/self/net follow the process's namespace, not the
+// thread's: rewrite them to /proc/thread-self/net so a thread inside a netns sees its own.
+std::string threadLocalProcPath(const std::string& path);
+
+}  // namespace ct
