@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine (as root): installs the system tools
+# the integration tests drive, installs npm dependencies, builds, type-checks, then runs all vitest
+# projects. Exits non-zero on the first failure.
+#
+# CI defaults to true here: this is the run-everything command, and with CI=true an integration
+# suite whose prerequisites are missing fails instead of being skipped (test/helpers/gate.ts).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CI="${CI:-true}"
+# Tools live in sbin; a non-login root shell may not have it on PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# command -> Debian package that provides it
+declare -A PACKAGE_OF=(
+  [conntrack]=conntrack
+  [nft]=nftables
+  [ip]=iproute2
+  [ping]=iputils-ping
+  [sysctl]=procps
+  [mosquitto]=mosquitto
+  [unshare]=util-linux
+  # node-gyp needs a compiler, make and python to build the addon.
+  [g++]=g++
+  [make]=make
+  [python3]=python3
+)
+
+install_system_packages() {
+  local missing=() tool
+  for tool in "${!PACKAGE_OF[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
+  done
+  if ((${#missing[@]} == 0)); then
+    log "system tools: all present"
+    return
+  fi
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing packages ${missing[*]}, and not root: install them, or run this script as root" >&2
+    exit 1
+  fi
+  # The package lists of a fresh machine may be empty or stale: refresh only when installing.
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+install_npm_dependencies() {
+  if [[ -f package-lock.json ]]; then
+    # npm records what it installed in node_modules/.package-lock.json; when that is newer than the
+    # lockfile and the manifest, node_modules is current and `npm ci` (which deletes it first)
+    # would only cost time.
+    if [[ -f node_modules/.package-lock.json \
+          && node_modules/.package-lock.json -nt package-lock.json \
+          && node_modules/.package-lock.json -nt package.json ]]; then
+      log "npm dependencies: node_modules is current"
+    else
+      log "npm ci"
+      npm ci
+    fi
+  else
+    log "npm install (no package-lock.json)"
+    npm install
+  fi
+}
+
+main() {
+  install_system_packages
+  install_npm_dependencies
+  log "npm run build"
+  npm run build
+  log "npm run typecheck"
+  npm run typecheck
+  log "vitest run (all projects)"
+  npx vitest run
+  log "all tests passed"
+}
+
+# Sourcing the file (for checking one step by hand) defines the functions without running them.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
