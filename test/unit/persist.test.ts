@@ -256,3 +256,60 @@ describe('detectConntrackLinkage', () => {
     expect(await detectConntrackLinkage(moduleDir)).toBe('module');
   });
 });
+
+describe('persist command', () => {
+  let root: string;
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'ct-persist-cli-'));
+  });
+
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  async function runPersist(argv: string[]) {
+    const { PassThrough } = await import('node:stream');
+    const { persistCommand } = await import('../../lib/cli/tuning.js');
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = '';
+    let err = '';
+    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const code = await persistCommand(argv, { stdout, stderr });
+    return { code, out, err };
+  }
+
+  it('writes the files under --root with --apply', async () => {
+    const { code, out } = await runPersist(['--max', '1048576', '--buckets', '262144', '--sysctl', 'nf_conntrack_acct=1', '--apply', '--root', root, '--json']);
+    expect(code).toBe(0);
+    const parsed = JSON.parse(out) as { applied: Array<{ path: string; changed: boolean }> };
+    expect(parsed.applied.map((file) => file.path)).toContain(SYSCTL_FILE);
+    expect(lines(await readFile(join(root, SYSCTL_FILE), 'utf8'))).toEqual([
+      HEADER,
+      'net.netfilter.nf_conntrack_buckets = 262144',
+      'net.netfilter.nf_conntrack_max = 1048576',
+      'net.netfilter.nf_conntrack_acct = 1',
+    ]);
+  });
+
+  it('only prints without --apply', async () => {
+    const { code, out } = await runPersist(['--max', '65536']);
+    expect(code).toBe(0);
+    expect(out).toContain('net.netfilter.nf_conntrack_max = 65536');
+    expect(out).toContain('Nothing written');
+    expect(await readdir(root)).toEqual([]);
+  });
+
+  it.each([
+    [['--apply']],
+    [['--max', '5', '--root', '/tmp']],
+    [['--max', 'lots']],
+    [['--sysctl', 'nf_conntrack_acct']],
+  ])('exits 2 for %j', async (argv) => {
+    const { code, err } = await runPersist(argv);
+    expect(code).toBe(2);
+    expect(err).toContain('usage: conntrack persist');
+  });
+});

@@ -322,3 +322,52 @@ describe('recommend', () => {
     expect((caught as ConntrackError).message.length).toBeGreaterThan(20);
   });
 });
+
+describe('size command', () => {
+  async function runSize(argv: string[]) {
+    const { PassThrough } = await import('node:stream');
+    const { sizeCommand } = await import('../../lib/cli/tuning.js');
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = '';
+    let err = '';
+    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const code = await sizeCommand(argv, { stdout, stderr });
+    return { code, out, err };
+  }
+
+  it('prints the recommendation as JSON', async () => {
+    const { code, out } = await runSize(['--connections', '524288', '--object-size', '320', '--json']);
+    expect(code).toBe(0);
+    const parsed = JSON.parse(out) as { recommendation: { max: number; buckets: number; memory: { entriesBytes: number } } };
+    expect(parsed.recommendation.max).toBe(1_048_576);
+    expect(parsed.recommendation.buckets).toBe(1_048_576);
+    expect(parsed.recommendation.memory.entriesBytes).toBe(320 * MiB);
+  });
+
+  it('prints commands for people', async () => {
+    const { code, out } = await runSize(['--connections', '100000', '--object-size', '256']);
+    expect(code).toBe(0);
+    expect(out).toContain('nf_conntrack_max      200704');
+    expect(out).toContain('  sysctl -w net.netfilter.nf_conntrack_max=200704');
+    expect(out).toContain('conntrack persist --max 200704 --buckets 200704 --apply --root /');
+  });
+
+  it.each([
+    [[]],
+    [['--connections', 'many']],
+    [['--connections', '10', '--bogus']],
+    [['--connections', '10', 'extra']],
+  ])('exits 2 with usage for %j', async (argv) => {
+    const { code, err } = await runSize(argv);
+    expect(code).toBe(2);
+    expect(err).toContain('usage: conntrack size');
+  });
+
+  it('exits 1 when the arguments are well-formed but invalid', async () => {
+    const { code, err } = await runSize(['--connections', '10', '--headroom', '0.5']);
+    expect(code).toBe(1);
+    expect(err).toContain('headroom must be a number from 1 to 16');
+  });
+});

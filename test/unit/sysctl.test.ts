@@ -384,3 +384,47 @@ describe('writing through a namespace', () => {
     expect(error.message).toContain('the kernel rejected the value');
   });
 });
+
+describe('sysctl command', () => {
+  async function runSysctl(argv: string[]) {
+    const { PassThrough } = await import('node:stream');
+    const { sysctlCommand } = await import('../../lib/cli/tuning.js');
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = '';
+    let err = '';
+    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const code = await sysctlCommand(argv, { stdout, stderr });
+    return { code, out, err };
+  }
+
+  it('describes settings as JSON', async () => {
+    const { code, out } = await runSysctl(['describe', 'nf_conntrack_max', 'net.netfilter.nf_conntrack_udp_timeout', '--json']);
+    expect(code).toBe(0);
+    const parsed = JSON.parse(out) as Array<{ name: string; writable: string; scope: string }>;
+    expect(parsed.map((d) => [d.name, d.scope, d.writable])).toEqual([
+      ['net.netfilter.nf_conntrack_max', 'global', 'initial-netns-only'],
+      ['net.netfilter.nf_conntrack_udp_timeout', 'per-netns', 'any-netns'],
+    ]);
+  });
+
+  it('describes settings for people', async () => {
+    const { code, out } = await runSysctl(['describe', 'nf_conntrack_tcp_timeout_established']);
+    expect(code).toBe(0);
+    expect(out).toContain('type seconds, range 1 .. 2147483 seconds');
+    expect(out).toContain('per network namespace; writable: in any namespace');
+  });
+
+  it('exits 1 with the library message for a path-like name, before touching anything', async () => {
+    const { code, err } = await runSysctl(['get', '../../etc/passwd']);
+    expect(code).toBe(1);
+    expect(err).toContain('is not a conntrack sysctl name');
+  });
+
+  it.each([[[]], [['frobnicate']], [['set']], [['set', 'nf_conntrack_max']], [['get', '--netns']]])('exits 2 for %j', async (argv) => {
+    const { code, err } = await runSysctl(argv);
+    expect(code).toBe(2);
+    expect(err).toContain('usage: conntrack sysctl');
+  });
+});
