@@ -13,8 +13,9 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
-          // Tests share the kernel's global conntrack limits: one file at a time.
-          fileParallelism: false,
+          // Tests share the kernel's global conntrack limits: one file at a time, in one process.
+          pool: 'forks',
+          poolOptions: { forks: { singleFork: true } },
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },

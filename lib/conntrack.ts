@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 
 import { abortError, closedError, ConntrackError, invalidArgument } from './errors.js';
 import { compileFilter } from './filter.js';
+import { netnsPath } from './netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeError, type NativeHandle } from './native.js';
 import { decodeBatch } from './records.js';
 import type {
@@ -26,19 +27,6 @@ const CTA_STATS_GLOBAL_MAX_ENTRIES = 2;
 
 const DEFAULT_BATCH_SIZE = 1024;
 const MAX_BATCH_SIZE = 65536;
-
-/** Turns a netns option into the path of a namespace file, checking its form only. */
-export function netnsPath(netns: NetnsSpec | undefined): string | undefined {
-  if (netns === undefined) return undefined;
-  if (typeof netns === 'number') {
-    if (!Number.isInteger(netns) || netns <= 0) throw invalidArgument(`netns pid must be a positive integer, not ${netns}`);
-    return `/proc/${netns}/ns/net`;
-  }
-  if (typeof netns !== 'string' || !netns.startsWith('/') || netns.includes('\0')) {
-    throw invalidArgument('netns must be a pid or an absolute path such as /run/netns/NAME or /proc/PID/ns/net');
-  }
-  return netns;
-}
 
 /** Maps an addon error to a ConntrackError a person can act on. */
 export function toConntrackError(err: unknown, netns: string | undefined): ConntrackError {
@@ -129,7 +117,7 @@ export class Conntrack implements AsyncDisposable {
   /** Opens a handle, in `options.netns` when given (a path or a pid), else in this process's namespace. */
   static async open(options: OpenOptions = {}): Promise<Conntrack> {
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
-    const path = netnsPath(options.netns);
+    const path = options.netns === undefined ? undefined : netnsPath(options.netns);
     try {
       return new Conntrack(await binding().open(path ?? null), path);
     } catch (err) {

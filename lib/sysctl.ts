@@ -11,8 +11,8 @@
  * from a native thread that entered it (binding().netns*File); this process's own namespace is
  * read with node:fs.
  */
+import { netnsPath } from './netns.js';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { isAbsolute, normalize } from 'node:path';
 import { ConntrackError, invalidArgument } from './errors.js';
 import { binding } from './native.js';
 import { MAX_BUCKETS } from './sizing.js';
@@ -424,18 +424,6 @@ export interface SysctlOptions {
   netns?: NetnsSpec;
 }
 
-/** Turns a NetnsSpec into the path of a namespace file, validating it. */
-export function netnsPath(spec: NetnsSpec): string {
-  if (typeof spec === 'number') {
-    if (!Number.isSafeInteger(spec) || spec < 1) throw invalidArgument(`netns pid must be a positive integer, got ${spec}`);
-    return `/proc/${spec}/ns/net`;
-  }
-  if (typeof spec !== 'string' || spec.length === 0 || spec.includes('\0') || !isAbsolute(spec) || normalize(spec) !== spec) {
-    throw invalidArgument(`netns must be an absolute, normalised path such as /run/netns/NAME or /proc/PID/ns/net, or a pid; got ${JSON.stringify(spec)}`);
-  }
-  return spec;
-}
-
 async function namespaceFiles(options: SysctlOptions | undefined): Promise<NetnsFiles> {
   if (options?.netns === undefined) return ownNamespaceFiles();
   const path = netnsPath(options.netns);
@@ -615,3 +603,5 @@ export async function readAllSysctls(options?: SysctlOptions): Promise<Record<st
 export async function writeSysctl(name: string, value: number | string | boolean, options?: SysctlOptions): Promise<number> {
   return writeSysctlWith(await namespaceFiles(options), name, value);
 }
+
+export { netnsPath } from './netns.js';

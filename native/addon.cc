@@ -259,8 +259,18 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
       return promise;
     }
     state_->pending = std::move(deferred);
-    if (state_->wakeLive) state_->wake.Ref(env);  // someone waits: keep the loop alive
-    state_->drain();
+    if (!state_->wakeLive) {
+      state_->drain();
+      return promise;
+    }
+    state_->wake.Ref(env);  // someone waits: keep the loop alive
+    // Settle in a later turn of the event loop even when a batch is ready now: a consumer
+    // that awaits batch after batch would otherwise run them all in one microtask queue
+    // and starve timers and I/O.
+    std::weak_ptr<DumpState> weak = state_;
+    state_->wake.NonBlockingCall([weak](Napi::Env, Napi::Function) {
+      if (auto s = weak.lock()) s->drain();
+    });
     return promise;
   }
 

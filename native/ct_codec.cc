@@ -698,7 +698,8 @@ bool walkDatagram(const uint8_t* data, size_t len, uint32_t expectSeq, MessageSi
         uint16_t msg = NFNL_MSG_TYPE(h.nlmsg_type);
         view.kind = MessageKind::kOther;
         if (subsys == NFNL_SUBSYS_CTNETLINK) {
-          if (msg == IPCTNL_MSG_CT_NEW || msg == IPCTNL_MSG_CT_GET || msg == IPCTNL_MSG_CT_DELETE)
+          if (msg == IPCTNL_MSG_CT_NEW || msg == IPCTNL_MSG_CT_GET || msg == IPCTNL_MSG_CT_DELETE ||
+              msg == IPCTNL_MSG_CT_GET_CTRZERO)
             view.kind = MessageKind::kEntry;
           else if (msg == IPCTNL_MSG_CT_GET_STATS)
             view.kind = MessageKind::kStatsGlobal;

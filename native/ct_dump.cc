@@ -1,13 +1,15 @@
 #include "ct_dump.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <linux/netlink.h>
+
+#include <cstring>
 
 #include "netlink_socket.h"
 #include "netns.h"
@@ -17,6 +19,8 @@ namespace {
 
 // Batches waiting for JS. Two let decoding run one batch ahead of JS without piling up.
 constexpr size_t kMaxQueued = 2;
+// Datagrams waiting for the decoder (the kernel sends at most 32 KiB each).
+constexpr size_t kMaxRawQueued = 16;
 // A batch's text must fit string refs; stop well before that.
 constexpr size_t kMaxBatchText = 4u << 20;
 
@@ -57,6 +61,41 @@ class DumpSink : public MessageSink {
   std::atomic<bool>& kernelFiltered_;
 };
 
+// What the receiver needs to know of a datagram without decoding it: does the dump end here,
+// and with which error (from NLMSG_ERROR, or a DONE that carries one)?
+struct Control {
+  bool end = false;
+  int error = 0;  // positive errno
+  bool entries = false;
+};
+
+Control scanControl(const uint8_t* data, size_t len, uint32_t seq) {
+  Control c;
+  while (len >= NLMSG_HDRLEN) {
+    nlmsghdr h;
+    std::memcpy(&h, data, sizeof h);
+    if (h.nlmsg_len < NLMSG_HDRLEN || h.nlmsg_len > len) {
+      c.end = true;  // malformed: the decoder reports it
+      return c;
+    }
+    if (h.nlmsg_seq == seq) {
+      if (h.nlmsg_type == NLMSG_DONE || h.nlmsg_type == NLMSG_ERROR || h.nlmsg_type == NLMSG_OVERRUN) {
+        c.end = true;
+        int code = 0;
+        if (h.nlmsg_len >= NLMSG_HDRLEN + sizeof code) std::memcpy(&code, data + NLMSG_HDRLEN, sizeof code);
+        if (h.nlmsg_type != NLMSG_OVERRUN && code < 0) c.error = -code;
+        return c;
+      }
+      if (h.nlmsg_type >= NLMSG_MIN_TYPE) c.entries = true;
+    }
+    size_t step = NLMSG_ALIGN(h.nlmsg_len);
+    if (step >= len) break;
+    data += step;
+    len -= step;
+  }
+  return c;
+}
+
 }  // namespace
 
 DumpSession::DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::function<void()> notify)
@@ -77,7 +116,8 @@ bool DumpSession::start(SysError& err) {
     err = SysError::fromErrno(errno, "eventfd");
     return false;
   }
-  thread_ = std::thread([this] { run(); });
+  decoder_ = std::thread([this] { decode(); });
+  receiver_ = std::thread([this] { receive(); });
   return true;
 }
 
@@ -87,12 +127,18 @@ void DumpSession::stop() {
     std::lock_guard<std::mutex> lock(mu_);
     spaceAvailable_.notify_all();
   }
+  {
+    std::lock_guard<std::mutex> lock(rawMu_);
+    rawReady_.notify_all();
+    rawSpace_.notify_all();
+  }
   if (wakeFd_ >= 0) {
     uint64_t one = 1;
     ssize_t ignored = ::write(wakeFd_, &one, sizeof one);
     (void)ignored;
   }
-  if (thread_.joinable()) thread_.join();
+  if (receiver_.joinable()) receiver_.join();
+  if (decoder_.joinable()) decoder_.join();
 }
 
 DumpCounters DumpSession::counters() const {
@@ -148,35 +194,51 @@ void DumpSession::finish(const SysError* err) {
   notify_();
 }
 
-void DumpSession::run() {
-  SysError err;
-  bool ok = enterNetns(nsFd_, err) && runDump(err);
-  if (stopping_.load()) {
-    finish(nullptr);  // closed by the consumer: a clean end, not an error
-    return;
-  }
-  finish(ok ? nullptr : &err);
+bool DumpSession::pushRaw(std::vector<uint8_t>&& datagram, size_t len) {
+  std::unique_lock<std::mutex> lock(rawMu_);
+  rawSpace_.wait(lock, [this] { return raw_.size() < kMaxRawQueued || stopping_.load(); });
+  if (stopping_.load()) return false;
+  Raw r;
+  r.data = std::move(datagram);
+  r.len = len;
+  raw_.push_back(std::move(r));
+  rawReady_.notify_one();
+  return true;
 }
 
-bool DumpSession::runDump(SysError& err) {
+// Receiver thread: enter the namespace, send the request, pull datagrams until the end.
+void DumpSession::receive() {
+  SysError err;
+  bool ok = enterNetns(nsFd_, err) && receiveAll(err);
+  std::lock_guard<std::mutex> lock(rawMu_);
+  if (!ok) {
+    receiveFailed_ = true;
+    receiveError_ = err;
+  }
+  Raw last;
+  last.last = true;
+  raw_.push_back(std::move(last));
+  rawReady_.notify_one();
+}
+
+bool DumpSession::receiveAll(SysError& err) {
   NetlinkSocket socket;
   if (!socket.open(true, err)) return false;
-  // A bigger receive buffer lets the kernel queue ahead while we decode.
+  // Room for the kernel to queue ahead while we hand datagrams over.
   int rcvbuf = 1 << 20;
   ::setsockopt(socket.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 
   bool kernelFilter = hasFilter_ && filter_.kernel;
-  const Filter* nativeFilter = hasFilter_ && !filter_.empty() ? &filter_ : nullptr;
   std::vector<uint8_t> request(4096);
-  std::vector<uint8_t> buffer(kReceiveBufferSize);
-  KeySet seen;
-  Batch batch;
-  batch.records.reserve(batchSize_ * slot::kCount);
-
+  bool sawEntries = false;
   for (;;) {  // one pass, or two when the kernel refuses our filter attributes
     Filter sent = filter_;
     sent.kernel = kernelFilter;
     uint32_t seq = socket.nextSeq();
+    {
+      std::lock_guard<std::mutex> lock(rawMu_);
+      expectedSeq_ = seq;
+    }
     size_t len = buildDumpRequest(request.data(), request.size(), seq, hasFilter_ ? &sent : nullptr);
     if (len == 0) {
       err = SysError::fromErrno(EMSGSIZE, "build dump request");
@@ -184,10 +246,7 @@ bool DumpSession::runDump(SysError& err) {
     }
     if (!socket.send(request.data(), len, err)) return false;
 
-    DumpSink sink(nativeFilter, seen, batch, messages_, duplicates_, filteredOut_, kernelFiltered_);
-    bool done = false;
-    bool retryWithoutKernelFilter = false;
-    while (!done) {
+    for (;;) {
       pollfd fds[2] = {{socket.fd(), POLLIN, 0}, {wakeFd_, POLLIN, 0}};
       int ready = ::poll(fds, 2, -1);
       if (ready < 0) {
@@ -196,31 +255,77 @@ bool DumpSession::runDump(SysError& err) {
         return false;
       }
       if (stopping_.load() || (fds[1].revents & POLLIN)) return true;
+      std::vector<uint8_t> buffer;
+      {
+        std::lock_guard<std::mutex> lock(rawMu_);
+        if (!spare_.empty()) {
+          buffer = std::move(spare_.back());
+          spare_.pop_back();
+        }
+      }
+      if (buffer.size() < kReceiveBufferSize) buffer.resize(kReceiveBufferSize);
       long n = socket.receive(buffer.data(), buffer.size(), err, true);
       if (n < 0) return false;
       if (n == 0) continue;
-      if (!walkDatagram(buffer.data(), static_cast<size_t>(n), seq, sink, done, err)) {
-        // Kernels without a filter attribute we sent may refuse it (EOPNOTSUPP, EINVAL):
-        // ask again without it; the native check filters anyway.
-        bool refused = !err.protocol && (err.errnum == EOPNOTSUPP || err.errnum == EINVAL);
-        if (kernelFilter && refused && messages_.load() == 0) {
-          retryWithoutKernelFilter = true;
-          break;
-        }
-        return false;
+      Control c = scanControl(buffer.data(), static_cast<size_t>(n), seq);
+      sawEntries = sawEntries || c.entries;
+      // Kernels without a filter attribute we sent may refuse it (EOPNOTSUPP, EINVAL):
+      // ask again without it; the native check filters anyway.
+      if (c.error != 0 && kernelFilter && !sawEntries && (c.error == EOPNOTSUPP || c.error == EINVAL)) {
+        kernelFilter = false;
+        break;
       }
-      if (batch.count >= batchSize_ || batch.text.size() >= kMaxBatchText) {
-        if (!publish(batch)) return true;
-      }
+      if (!pushRaw(std::move(buffer), static_cast<size_t>(n))) return true;
+      if (c.end) return true;
     }
-    if (retryWithoutKernelFilter) {
-      kernelFilter = false;
-      err = SysError();
-      continue;
-    }
-    publish(batch);
-    return true;
   }
+}
+
+// Decoder thread: datagrams in, batches out.
+void DumpSession::decode() {
+  const Filter* nativeFilter = hasFilter_ && !filter_.empty() ? &filter_ : nullptr;
+  KeySet seen;
+  Batch batch;
+  batch.records.reserve(batchSize_ * slot::kCount);
+  DumpSink sink(nativeFilter, seen, batch, messages_, duplicates_, filteredOut_, kernelFiltered_);
+  SysError err;
+  for (;;) {
+    Raw raw;
+    uint32_t seq;
+    {
+      std::unique_lock<std::mutex> lock(rawMu_);
+      rawReady_.wait(lock, [this] { return !raw_.empty() || stopping_.load(); });
+      if (stopping_.load()) break;
+      raw = std::move(raw_.front());
+      raw_.pop_front();
+      rawSpace_.notify_one();
+      seq = expectedSeq_;
+      if (raw.last) {
+        if (receiveFailed_) {
+          lock.unlock();
+          finish(&receiveError_);
+          return;
+        }
+        break;
+      }
+    }
+    bool done = false;
+    bool ok = walkDatagram(raw.data.data(), raw.len, seq, sink, done, err);
+    {
+      std::lock_guard<std::mutex> lock(rawMu_);
+      if (spare_.size() < kMaxRawQueued) spare_.push_back(std::move(raw.data));
+    }
+    if (!ok) {
+      if (!stopping_.load()) finish(&err);
+      else finish(nullptr);
+      return;
+    }
+    if (batch.count >= batchSize_ || batch.text.size() >= kMaxBatchText || done) {
+      if (!publish(batch)) break;
+    }
+  }
+  if (!stopping_.load()) publish(batch);
+  finish(nullptr);  // closed by the consumer, or the end of the dump: a clean end
 }
 
 }  // namespace ct

@@ -1,7 +1,8 @@
-// A table dump on its own thread and socket. The thread receives and decodes; finished
-// batches wait in a short queue. When the queue is full the thread stops receiving, so the
-// kernel stops producing: memory stays bounded however large the table and however slow
-// the consumer.
+// A table dump on its own socket and two threads: a receiver that only pulls datagrams from
+// the kernel (the kernel builds the next datagram inside that receive call, and that is most
+// of a dump's cost), and a decoder that turns them into batches. Both queues are short; when
+// the consumer is slow they fill, the receiver stops receiving and the kernel stops
+// producing, so memory stays bounded however large the table.
 #pragma once
 
 #include <atomic>
@@ -43,10 +44,12 @@ class DumpSession {
   DumpCounters counters() const;
 
  private:
-  void run();
-  bool runDump(SysError& err);
+  void receive();
+  bool receiveAll(SysError& err);
+  void decode();
   bool publish(Batch& batch);  // false when stopping
   void finish(const SysError* err);
+  bool pushRaw(std::vector<uint8_t>&& datagram, size_t len);  // false when stopping
 
   int nsFd_ = -1;
   Filter filter_;
@@ -54,7 +57,23 @@ class DumpSession {
   size_t batchSize_;
   std::function<void()> notify_;
   int wakeFd_ = -1;
-  std::thread thread_;
+  std::thread receiver_;
+  std::thread decoder_;
+
+  // Receiver -> decoder.
+  struct Raw {
+    std::vector<uint8_t> data;
+    size_t len = 0;
+    bool last = false;  // the receiver is done (end, error or stop): nothing follows
+    uint32_t seq = 0;
+  };
+  std::mutex rawMu_;
+  std::condition_variable rawReady_, rawSpace_;
+  std::deque<Raw> raw_;
+  std::vector<std::vector<uint8_t>> spare_;  // recycled datagram buffers
+  SysError receiveError_;
+  bool receiveFailed_ = false;
+  uint32_t expectedSeq_ = 0;  // of the request in flight
 
   mutable std::mutex mu_;
   std::condition_variable spaceAvailable_;

@@ -49,6 +49,12 @@ bool Transaction::onMessage(const MessageView& message, SysError& err) {
       if (kind_ != Kind::kGlobalStats) return true;
       complete_ = true;
       return decodeCounters(message, pairs_, err);
+    case MessageKind::kEntry:
+      // The kernel labels expectation stats NFNL_SUBSYS_CTNETLINK message 3, the number of
+      // IPCTNL_MSG_CT_GET_CTRZERO (ctnetlink_exp_stat_fill_info, every version since 3.7).
+      if (kind_ != Kind::kExpectationCpuStats) return true;
+      rows_.push_back(CpuRow{message.resId, {}});
+      return decodeCounters(message, rows_.back().pairs, err);
     case MessageKind::kStatsCpu:
     case MessageKind::kExpStatsCpu: {
       bool wanted = (message.kind == MessageKind::kStatsCpu) == (kind_ == Kind::kCpuStats);

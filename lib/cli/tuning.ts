@@ -5,7 +5,6 @@
  */
 import { totalmem, release } from 'node:os';
 import { parseArgs } from 'node:util';
-import { ConntrackError } from '../errors.js';
 import {
   applyPersistence,
   bootParameterAdvice,
@@ -15,75 +14,7 @@ import {
 } from '../persist.js';
 import { DEFAULT_HEADROOM, kernelDefaults, readSlabObjectSize, recommend } from '../sizing.js';
 import { describeSysctl, readAllSysctls, readSysctl, writeSysctl, type SysctlOptions } from '../sysctl.js';
-import type { NetnsSpec } from '../types.js';
-
-export interface CommandIo {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-}
-
-export type Command = (argv: string[], io: CommandIo) => Promise<number>;
-
-class UsageError extends Error {}
-
-function write(stream: NodeJS.WritableStream, text: string): void {
-  stream.write(text.endsWith('\n') ? text : `${text}\n`);
-}
-
-function json(stream: NodeJS.WritableStream, value: unknown): void {
-  write(stream, JSON.stringify(value, null, 2));
-}
-
-/** Runs a command body, turning errors into messages and exit codes. */
-async function run(io: CommandIo, usage: string, body: () => Promise<number>): Promise<number> {
-  try {
-    return await body();
-  } catch (error) {
-    const code = (error as { code?: unknown }).code;
-    if (error instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
-      write(io.stderr, `conntrack: ${(error as Error).message}\n${usage}`);
-      return 2;
-    }
-    if (error instanceof ConntrackError) {
-      write(io.stderr, `conntrack: ${error.message}`);
-      return 1;
-    }
-    write(io.stderr, `conntrack: unexpected error: ${(error as Error)?.stack ?? String(error)}`);
-    return 1;
-  }
-}
-
-function integerOption(name: string, text: string | undefined, min: number): number | undefined {
-  if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) < min) {
-    throw new UsageError(`--${name} takes an integer >= ${min}, got "${text}"`);
-  }
-  return Number(text);
-}
-
-function numberOption(name: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  if (!/^\d+(\.\d+)?$/.test(text)) throw new UsageError(`--${name} takes a number, got "${text}"`);
-  return Number(text);
-}
-
-function netnsOption(text: string | undefined): SysctlOptions {
-  if (text === undefined) return {};
-  const netns: NetnsSpec = /^\d+$/.test(text) ? Number(text) : text;
-  return { netns };
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
-}
+import { formatBytes, integerOption, json, netnsOption, numberOption, run, UsageError, write, type Command, type CommandIo } from './common.js';
 
 const SYSCTL_USAGE = `usage: conntrack sysctl get [NAME...] [--netns PATH|PID] [--json]
        conntrack sysctl set NAME=VALUE... [--netns PATH|PID] [--json]
