@@ -3,6 +3,8 @@
 //
 //   npm run bench -- [--sizes 100000,1000000] [--reps 5] [--only floor,cli,lib] [--calls 100000]
 //                    [--cpus LIST]   (pin measured commands with taskset -c LIST)
+//                    [--wait S]      (wait up to S seconds for other namespaces to empty and
+//                                     the load average to drop below 0.5 before starting)
 //
 // Builds benchmarks/bin/{rawdump,fill} (cc -O2), creates a sandbox netns ctbench-<pid>,
 // raises the global nf_conntrack_max for the run (restored in finally, on SIGINT/SIGTERM, and
@@ -44,7 +46,7 @@ const TARGETS = {
 // Options
 
 function parseArgs(argv) {
-  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib']), calls: 100000, cpus: null };
+  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib']), calls: 100000, cpus: null, wait: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -65,6 +67,9 @@ function parseArgs(argv) {
     } else if (a.startsWith('--cpus')) {
       o.cpus = val();
       if (!/^[0-9,-]+$/.test(o.cpus)) usage('--cpus: a taskset CPU list such as 1 or 0-1');
+    } else if (a.startsWith('--wait')) {
+      o.wait = Number(val());
+      if (!Number.isFinite(o.wait) || o.wait < 0) usage('--wait: seconds');
     } else if (a.startsWith('--calls')) {
       o.calls = Number(val());
       if (!Number.isInteger(o.calls) || o.calls < 1) usage('--calls: positive integer');
@@ -79,7 +84,7 @@ function parseArgs(argv) {
 
 function usage(msg) {
   if (msg) console.error(`bench: ${msg}`);
-  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib] [--calls N] [--cpus LIST]');
+  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib] [--calls N] [--cpus LIST] [--wait SECONDS]');
   process.exit(msg ? 2 : 0);
 }
 
@@ -306,17 +311,30 @@ function describeOthers(o) {
 }
 
 /** Waits (up to 60 s) for entries of deleted namespaces to leave the shared table. */
-async function waitForQuietTable(limit) {
-  for (let i = 0; i < 60; i++) {
+const loadavg1 = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+
+/**
+ * Waits up to 60 s for entries of deleted namespaces to leave the shared table; with --wait S,
+ * up to S seconds for other namespaces to empty and the machine to go idle (load average < 0.5).
+ */
+async function waitForQuietTable(limit, waitSeconds) {
+  const deadline = Date.now() + Math.max(60, waitSeconds) * 1000;
+  let said = false;
+  for (;;) {
     const o = await otherEntries();
     const named = Object.values(o.named).reduce((a, b) => a + b, 0);
     const total = Math.max(o.slab ?? 0, o.initNs + named);
-    if (total <= limit) return o;
-    if (named > limit || o.initNs > limit) return o; // live namespaces: waiting will not help
+    const busy = waitSeconds > 0 && loadavg1() >= 0.5;
+    if (total <= limit && !busy) return o;
+    const live = named > limit || o.initNs > limit;
+    if (Date.now() > deadline || (live && waitSeconds === 0)) return o;
+    if (!said) {
+      console.error(`bench: waiting for a quiet machine (${describeOthers(o)}; load ${loadavg1()})`);
+      said = true;
+    }
     await new Promise((r) => setTimeout(r, 1000));
     checkInterrupted();
   }
-  return otherEntries();
 }
 
 async function fillTo(target) {
@@ -505,6 +523,7 @@ function report(meta, opts, bySize, latency, fills, others) {
   L.push(`| Kernel | ${meta.kernel} |`);
   L.push(`| CPU | ${meta.cpu} × ${meta.ncpu} |`);
   L.push(`| Memory | ${meta.memGiB} GiB |`);
+  L.push(`| Load average before the run | ${meta.loadavg} |`);
   L.push(`| Node | ${meta.node} |`);
   L.push(`| conntrack-tools | ${meta.ctTools} |`);
   L.push(`| nf_conntrack_buckets | ${meta.buckets} |`);
@@ -565,6 +584,10 @@ function report(meta, opts, bySize, latency, fills, others) {
   L.push(`## Library dump of ${fmtN(biggest)} entries: event loop and memory`);
   L.push('');
   if (libBig && libBig.runs.length) {
+    L.push('Event-loop delay: `monitorEventLoopDelay({ resolution: 1 })`; its samples include the 1 ms interval');
+    L.push('(an idle loop reads ~1 ms). RSS: peak of 50 ms samples minus the value before the dump; VmHWM');
+    L.push('catches peaks between samples.');
+    L.push('');
     const m = (f) => median(libBig.runs.map(f));
     const w = (f) => Math.max(...libBig.runs.map(f));
     const MiB = (b) => (b / 1048576).toFixed(1);
@@ -635,7 +658,9 @@ async function main() {
   };
 
   const biggest = opts.sizes[opts.sizes.length - 1];
-  let others = await waitForQuietTable(10000);
+  let others = await waitForQuietTable(10000, opts.wait);
+  meta.loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  if (loadavg1() >= 1) warn(`load average ${meta.loadavg} before the run: other work competes for the CPUs`);
   const othersTotal = Math.max(others.slab ?? 0, others.initNs + Object.values(others.named).reduce((a, b) => a + b, 0));
   if (othersTotal > Math.max(10000, biggest / 100)) {
     warn(`the shared conntrack hash already holds about ${othersTotal} entries outside the sandbox (${describeOthers(others)}); every dump walks them too, so times are inflated`);
