@@ -411,6 +411,13 @@ uint32_t hashBytes(uint32_t h, const uint8_t* p, size_t n) {
   return h;
 }
 
+// A kernel error code is a negative errno (MAX_ERRNO is 4095); anything else is not one.
+bool kernelErrno(int code, int& errnum) {
+  if (code >= 0 || code < -4095) return false;
+  errnum = -code;
+  return true;
+}
+
 uint32_t zoneOf(const Entry& e) {
   if (e.present & kHasZone) return e.zone;
   if (e.orig.has & kTupleHasZone) return e.orig.zone;
@@ -636,8 +643,13 @@ bool walkDatagram(const uint8_t* data, size_t len, uint32_t expectSeq, MessageSi
         if (payloadLen >= sizeof(int)) {
           int code;
           std::memcpy(&code, payload, sizeof code);
+          int errnum = 0;
+          if (kernelErrno(code, errnum)) {
+            err = SysError::fromErrno(errnum, "ctnetlink dump");
+            return false;
+          }
           if (code < 0) {
-            err = SysError::fromErrno(-code, "ctnetlink dump");
+            err = SysError::malformed("NLMSG_DONE carries error code " + std::to_string(code));
             return false;
           }
         }
@@ -654,7 +666,12 @@ bool walkDatagram(const uint8_t* data, size_t len, uint32_t expectSeq, MessageSi
           done = true;
           return true;
         }
-        err = SysError::fromErrno(-code, "ctnetlink request");
+        int errnum = 0;
+        if (!kernelErrno(code, errnum)) {
+          err = SysError::malformed("NLMSG_ERROR carries error code " + std::to_string(code));
+          return false;
+        }
+        err = SysError::fromErrno(errnum, "ctnetlink request");
         // Extended ack text follows the echoed request header (NETLINK_CAP_ACK: header only).
         if ((h.nlmsg_flags & NLM_F_ACK_TLVS) && payloadLen >= sizeof(nlmsgerr)) {
           nlmsgerr e;

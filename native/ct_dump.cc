@@ -83,7 +83,8 @@ Control scanControl(const uint8_t* data, size_t len, uint32_t seq) {
         c.end = true;
         int code = 0;
         if (h.nlmsg_len >= NLMSG_HDRLEN + sizeof code) std::memcpy(&code, data + NLMSG_HDRLEN, sizeof code);
-        if (h.nlmsg_type != NLMSG_OVERRUN && code < 0) c.error = -code;
+        // Only a real errno matters here (a retry decision); the decoder reports odd codes.
+        if (h.nlmsg_type != NLMSG_OVERRUN && code < 0 && code >= -4095) c.error = -code;
         return c;
       }
       if (h.nlmsg_type >= NLMSG_MIN_TYPE) c.entries = true;

@@ -28,6 +28,9 @@ declare -A PACKAGE_OF=(
   [g++]=g++
   [make]=make
   [python3]=python3
+  # The decoder's fuzzer and sanitizers (scripts/fuzz.sh).
+  [clang++]=clang
+  [cmake]=cmake
 )
 
 install_system_packages() {
@@ -35,6 +38,8 @@ install_system_packages() {
   for tool in "${!PACKAGE_OF[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
   done
+  # libFuzzer and the sanitizer runtimes come as a library package, not a command.
+  dpkg-query -W -f='${Status}' libclang-rt-14-dev 2>/dev/null | grep -q 'ok installed' || missing+=(libclang-rt-14-dev)
   if ((${#missing[@]} == 0)); then
     log "system tools: all present"
     return
@@ -78,6 +83,8 @@ main() {
   npm run typecheck
   log "vitest run (all projects)"
   npx vitest run
+  log "fuzz the decoder (ASan + UBSan), 30 s"
+  bash scripts/fuzz.sh 30
   log "all tests passed"
 }
 

@@ -241,6 +241,16 @@ describe('damaged and unusual messages', () => {
     expect(caught?.protocol).toBeUndefined();
   });
 
+  it('treats an error code that is no errno as a malformed message (found by fuzzing)', () => {
+    for (const code of [-2147483648, -5000]) {
+      const error = Buffer.alloc(36);
+      error.writeUInt32LE(36, 0);
+      error.writeUInt16LE(2, 4); // NLMSG_ERROR
+      error.writeInt32LE(code, 16);
+      expectProtocolError(() => binding().decode(error, null), /error code/);
+    }
+  });
+
   it('drops a repeated entry within one decode', () => {
     const twice = Buffer.concat([firstMessage, firstMessage]);
     expect(binding().decode(twice, null).count).toBe(1);
