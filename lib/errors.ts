@@ -61,7 +61,6 @@ export function closedError(): ConntrackError {
 /** The error an aborted iteration rejects with, as Node's own APIs do. */
 export function abortError(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
-  if (reason instanceof Error && reason.name === 'AbortError') return reason;
   const err = new Error('The operation was aborted', { cause: reason }) as Error & { code: string };
   err.name = 'AbortError';
   err.code = 'ABORT_ERR';
