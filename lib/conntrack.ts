@@ -206,6 +206,7 @@ export class Conntrack implements AsyncDisposable {
     let index = 0;
     const iterator: EntryIterator<ConntrackEntry> = {
       async next(): Promise<IteratorResult<ConntrackEntry>> {
+        run.throwIfFailed(); // abort or close also stop what is already buffered
         while (index >= buffered.length) {
           const batch = await run.next();
           if (batch === null) return { value: undefined, done: true };
@@ -264,14 +265,17 @@ export class Conntrack implements AsyncDisposable {
     }
     const compiled = compileFilter(filter, options.kernelFilter ?? true);
     const native = this.#handle();
+    // Already aborted: start nothing; the first next() rejects.
+    if (options.signal?.aborted) return DumpRun.failed(abortError(options.signal));
     let dump: NativeDump;
     try {
       dump = native.startDump(compiled, batchSize);
     } catch (err) {
       throw toConntrackError(err, this.netns);
     }
-    const run = new DumpRun(dump, this.netns, options.signal, () => this.#dumps.delete(run));
-    this.#dumps.add(run);
+    const dumps = this.#dumps;
+    const run: DumpRun = new DumpRun(dump, this.netns, options.signal, () => dumps.delete(run));
+    dumps.add(run);
     return run;
   }
 
@@ -305,8 +309,23 @@ class DumpRun {
     this.#netns = netns;
     this.#signal = signal;
     this.#onEnd = onEnd;
-    if (signal?.aborted) this.close(abortError(signal));
-    else signal?.addEventListener('abort', this.#onAbort, { once: true });
+    signal?.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  /** A run that never started: every read rejects with `failure`. */
+  static failed(failure: Error): DumpRun {
+    const nothing: NativeDump = {
+      read: async () => null,
+      close: () => undefined,
+      counters: () => ({ messages: 0, entries: 0, duplicates: 0, filteredOut: 0, kernelFiltered: false }),
+    };
+    const run = new DumpRun(nothing, undefined, undefined, () => undefined);
+    run.close(failure);
+    return run;
+  }
+
+  throwIfFailed(): void {
+    if (this.#failure) throw this.#failure;
   }
 
   async next(): Promise<ConntrackEntry[] | null> {

@@ -555,7 +555,8 @@ size_t buildRequest(uint8_t* buf, size_t cap, uint16_t type, uint16_t flags, uin
 
 size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* filter) {
   Writer w(buf, cap);
-  uint8_t family = filter ? filter->family : 0;
+  // The family is a kernel-side filter too (nfgen_family): only send it when asked to filter there.
+  uint8_t family = filter && filter->kernel ? filter->family : 0;
   writeHeader(w, static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET),
               NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0);
   if (filter == nullptr || !filter->kernel) return finish(w);
@@ -577,8 +578,10 @@ size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* fi
   uint32_t tupleFlags[2] = {0, 0};
   for (uint8_t dir = 0; dir < 2; ++dir) {
     const AddressMatch* ends[2] = {nullptr, nullptr};
+    // IPv6 addresses stay native: the kernel's tuple filter tests them with
+    // `!ipv6_addr_cmp(...)`, which rejects exactly the equal addresses (5.8 to at least 6.18).
     for (const AddressMatch& m : filter->addresses)
-      if (m.tuple == dir && m.family == family && m.prefix == addrLen * 8) ends[m.end] = &m;
+      if (m.tuple == dir && m.family == AF_INET && family == AF_INET && m.prefix == addrLen * 8) ends[m.end] = &m;
     const PortMatch* ports[2] = {nullptr, nullptr};
     if (portsComparable)
       for (const PortMatch& m : filter->ports)

@@ -19,18 +19,20 @@ namespace {
 
 // Batches waiting for JS. Two let decoding run one batch ahead of JS without piling up.
 constexpr size_t kMaxQueued = 2;
-// Datagrams waiting for the decoder (the kernel sends at most 32 KiB each).
-constexpr size_t kMaxRawQueued = 16;
 // A batch's text must fit string refs; stop well before that.
 constexpr size_t kMaxBatchText = 4u << 20;
-
+// Datagrams waiting for the decoder (the kernel sends at most 32 KiB each).
+constexpr size_t kMaxRawQueued = 16;
 class DumpSink : public MessageSink {
  public:
-  DumpSink(const Filter* filter, KeySet& seen, Batch& batch, std::atomic<uint64_t>& messages,
-           std::atomic<uint64_t>& duplicates, std::atomic<uint64_t>& filteredOut,
-           std::atomic<bool>& kernelFiltered)
-      : filter_(filter), seen_(seen), batch_(batch), messages_(messages), duplicates_(duplicates),
-        filteredOut_(filteredOut), kernelFiltered_(kernelFiltered) {}
+  DumpSink(const Filter* filter, KeySet& seen, Batch& batch, size_t batchSize, std::function<bool()> flush,
+           std::atomic<uint64_t>& messages, std::atomic<uint64_t>& duplicates,
+           std::atomic<uint64_t>& filteredOut, std::atomic<bool>& kernelFiltered)
+      : filter_(filter), seen_(seen), batch_(batch), batchSize_(batchSize), flush_(std::move(flush)),
+        messages_(messages), duplicates_(duplicates), filteredOut_(filteredOut), kernelFiltered_(kernelFiltered) {}
+
+  // Set when a flush found the session stopping: the walk ended on purpose, not on an error.
+  bool stopped = false;
 
   bool onMessage(const MessageView& m, SysError& err) override {
     if (m.kind != MessageKind::kEntry) return true;
@@ -48,6 +50,11 @@ class DumpSink : public MessageSink {
       return true;
     }
     appendRecord(batch_, e);
+    // A batch holds at most batchSize entries, even in the middle of a datagram.
+    if ((batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !flush_()) {
+      stopped = true;
+      return false;
+    }
     return true;
   }
 
@@ -55,6 +62,8 @@ class DumpSink : public MessageSink {
   const Filter* filter_;
   KeySet& seen_;
   Batch& batch_;
+  size_t batchSize_;
+  std::function<bool()> flush_;
   std::atomic<uint64_t>& messages_;
   std::atomic<uint64_t>& duplicates_;
   std::atomic<uint64_t>& filteredOut_;
@@ -288,7 +297,8 @@ void DumpSession::decode() {
   KeySet seen;
   Batch batch;
   batch.records.reserve(batchSize_ * slot::kCount);
-  DumpSink sink(nativeFilter, seen, batch, messages_, duplicates_, filteredOut_, kernelFiltered_);
+  DumpSink sink(nativeFilter, seen, batch, batchSize_, [this, &batch] { return publish(batch); }, messages_,
+                duplicates_, filteredOut_, kernelFiltered_);
   SysError err;
   for (;;) {
     Raw raw;
@@ -317,13 +327,10 @@ void DumpSession::decode() {
       if (spare_.size() < kMaxRawQueued) spare_.push_back(std::move(raw.data));
     }
     if (!ok) {
-      if (!stopping_.load()) finish(&err);
-      else finish(nullptr);
+      finish(sink.stopped || stopping_.load() ? nullptr : &err);
       return;
     }
-    if (batch.count >= batchSize_ || batch.text.size() >= kMaxBatchText || done) {
-      if (!publish(batch)) break;
-    }
+    if (done) break;
   }
   if (!stopping_.load()) publish(batch);
   finish(nullptr);  // closed by the consumer, or the end of the dump: a clean end
