@@ -627,6 +627,7 @@ async function main() {
   mkdirSync(BIN, { recursive: true });
   mkdirSync(RESULTS, { recursive: true });
   recoverStale();
+  saveState(); // claims the run: a second run refuses to start while this pid lives
 
   const cc = process.env.CC || 'cc';
   for (const prog of ['rawdump', 'fill']) {
@@ -659,6 +660,7 @@ async function main() {
 
   const biggest = opts.sizes[opts.sizes.length - 1];
   let others = await waitForQuietTable(10000, opts.wait);
+  meta.date = new Date().toISOString();
   meta.loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   if (loadavg1() >= 1) warn(`load average ${meta.loadavg} before the run: other work competes for the CPUs`);
   const othersTotal = Math.max(others.slab ?? 0, others.initNs + Object.values(others.named).reduce((a, b) => a + b, 0));
