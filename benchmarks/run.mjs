@@ -171,6 +171,7 @@ function sh(cmd, args, input) {
 
 const state = { ns: null, nsPath: null, origMax: null, setMax: null, nextStart: 0 };
 const warnings = [];
+const foreignBySize = {}; // CPUs kept busy by other processes while measuring, per size
 
 function warn(msg) {
   warnings.push(msg);
@@ -437,6 +438,24 @@ function scenarios(opts, hasProcFile) {
   return list;
 }
 
+/** CPU ticks: the whole machine busy, and this process plus its waited-for children. */
+function cpuTicks() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0); // up to steal; guest is inside user
+  const busy = total - f[3] - f[4];
+  const st = readFileSync('/proc/self/stat', 'utf8');
+  const g = st.slice(st.lastIndexOf(')') + 2).split(' ').map(Number); // g[0] is field 3 (state)
+  const ours = g[11] + g[12] + g[13] + g[14]; // utime stime cutime cstime (fields 14-17)
+  return { busy, ours, at: process.hrtime.bigint() };
+}
+
+/** CPU-seconds per second used by other processes between two cpuTicks() samples. */
+function foreignLoad(a, b) {
+  const hz = 100; // USER_HZ
+  const wall = Number(b.at - a.at) / 1e9;
+  return Math.max(0, (b.busy - a.busy - (b.ours - a.ours)) / hz / wall);
+}
+
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
@@ -446,6 +465,7 @@ function median(xs) {
 
 async function measureSize(size, list, reps) {
   const res = Object.fromEntries(list.map((s) => [s.key, { label: s.label, runs: [], status: null }]));
+  const t0 = cpuTicks();
   // Interleave scenarios within each repetition so drift affects all of them alike.
   for (let rep = 0; rep < reps; rep++) {
     for (const s of list) {
@@ -463,6 +483,11 @@ async function measureSize(size, list, reps) {
       }
     }
     process.stderr.write(`bench: ${size}: repetition ${rep + 1}/${reps} done\n`);
+  }
+  const foreign = foreignLoad(t0, cpuTicks());
+  foreignBySize[size] = foreign;
+  if (foreign > 0.15) {
+    warn(`at ${size}: other processes kept about ${foreign.toFixed(2)} CPUs busy during the measurements; figures are noisy`);
   }
   for (const slot of Object.values(res)) {
     if (slot.runs.length) slot.median = median(slot.runs.map((r) => r.seconds));
@@ -531,6 +556,8 @@ function report(meta, opts, bySize, latency, fills, others) {
   L.push(`| Repetitions | ${opts.reps}, each in a fresh process; median reported |`);
   L.push(`| CPU pinning | ${opts.cpus ? `taskset -c ${opts.cpus}` : 'none'} |`);
   L.push(`| Other entries in the shared hash | ${others} |`);
+  const fl = Object.entries(foreignBySize).map(([n, f]) => `${fmtN(Number(n))}: ${f.toFixed(2)}`).join(', ');
+  if (fl) L.push(`| CPUs used by other processes while measuring | ${fl} |`);
   L.push('');
   L.push('## Dumps and counts');
   L.push('');
@@ -706,7 +733,7 @@ async function main() {
   const md = report(meta, opts, bySize, latency, fills, describeOthers(others));
   process.stdout.write(md);
   writeFileSync(join(RESULTS, 'latest.md'), md);
-  writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ meta, opts: { ...opts, only: [...opts.only] }, bySize, latency, fills, warnings }, null, 2));
+  writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ meta, opts: { ...opts, only: [...opts.only] }, bySize, latency, fills, foreignBySize, warnings }, null, 2));
   console.error(`bench: wrote ${join('benchmarks', 'results', 'latest.md')}`);
 }
 
