@@ -6,6 +6,8 @@
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
+import { expect } from 'vitest';
+import type { Tuple } from '../../lib/types.js';
 import { requireTool } from './tools.js';
 import type { Netns } from './netns.js';
 
@@ -258,4 +260,27 @@ export async function fillUdp(ns: Netns, count: number, options: FillUdpOptions 
   const report = await new ChildLines(child, 'fill-udp').nextJson<{ sent: number }>(options.timeoutMs ?? 120_000);
   await exited;
   return { sent: report.sent };
+}
+
+/** The entry whose original tuple is this flow's (by protocol, addresses, ports or ICMP type). */
+export function entryForFlow<T extends { original: Pick<Tuple, 'protocol' | 'src' | 'dst' | 'sport' | 'dport' | 'icmpType'> }>(
+  entries: readonly T[],
+  flow: FlowInfo,
+): T {
+  const matches = entries.filter((e) =>
+    e.original.protocol === flow.protocol &&
+    e.original.src === flow.src &&
+    e.original.dst === flow.dst &&
+    (flow.sport === undefined || e.original.sport === flow.sport) &&
+    (flow.dport === undefined || e.original.dport === flow.dport) &&
+    (flow.icmpType === undefined || e.original.icmpType === flow.icmpType));
+  expect(matches, `exactly one entry for ${JSON.stringify(flow)}`).toHaveLength(1);
+  return matches[0] as T;
+}
+
+/** The flow of this kind and family (and destination port, if given); throws if there is none. */
+export function flowOf(flows: readonly FlowInfo[], kind: FlowInfo['kind'], family: 4 | 6, port?: number): FlowInfo {
+  const flow = flows.find((f) => f.kind === kind && f.family === family && (port === undefined || f.dport === port));
+  if (flow === undefined) throw new Error(`no ${kind} IPv${family} flow${port === undefined ? '' : ` to ${port}`}`);
+  return flow;
 }

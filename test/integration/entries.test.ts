@@ -10,7 +10,7 @@ import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../hel
 import {
   ORACLE_VISIBLE_FLAGS, oracleCount, oracleEntries, oracleIds, type OracleEntry,
 } from '../helpers/oracle.js';
-import { fillUdp, openFlows, type FlowInfo, type OpenFlows } from '../helpers/traffic.js';
+import { entryForFlow, fillUdp, flowOf, openFlows, type OpenFlows } from '../helpers/traffic.js';
 import { requireTool } from '../helpers/tools.js';
 
 const MARK_PORT = 7100;
@@ -51,24 +51,6 @@ function comparable(e: ConntrackEntry | OracleEntry) {
     helper: e.helper,
     labels: e.labels === undefined ? undefined : [...e.labels],
   };
-}
-
-function entryForFlow<T extends ConntrackEntry | OracleEntry>(entries: readonly T[], flow: FlowInfo): T {
-  const matches = entries.filter((e) =>
-    e.original.protocol === flow.protocol &&
-    e.original.src === flow.src &&
-    e.original.dst === flow.dst &&
-    (flow.sport === undefined || e.original.sport === flow.sport) &&
-    (flow.dport === undefined || e.original.dport === flow.dport) &&
-    (flow.icmpType === undefined || e.original.icmpType === flow.icmpType));
-  expect(matches, `exactly one entry for ${JSON.stringify(flow)}`).toHaveLength(1);
-  return matches[0] as T;
-}
-
-function flowOf(flows: readonly FlowInfo[], kind: FlowInfo['kind'], family: 4 | 6, port?: number): FlowInfo {
-  const flow = flows.find((f) => f.kind === kind && f.family === family && (port === undefined || f.dport === port));
-  if (flow === undefined) throw new Error(`no ${kind} IPv${family} flow${port === undefined ? '' : ` to ${port}`}`);
-  return flow;
 }
 
 function byId<T extends { id: number }>(entries: readonly T[]): Map<number, T> {

@@ -5,7 +5,7 @@
  * Invalid filters: entries(), batches() and stream() throw ConntrackError
  * ERR_CONNTRACK_INVALID_FILTER synchronously, before any dump starts: no thread, no socket.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { BlockList, isIPv4 } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -15,6 +15,7 @@ import {
 import { describeIntegration } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../helpers/netns.js';
 import { ORACLE_VISIBLE_FLAGS, oracleEntries, type OracleEntry } from '../helpers/oracle.js';
+import { netlinkSockets } from '../helpers/sockets.js';
 import { fillUdp, openFlows, type OpenFlows } from '../helpers/traffic.js';
 import { requireTool } from '../helpers/tools.js';
 
@@ -95,37 +96,6 @@ async function collect(ct: Conntrack, filter: EntryFilter | undefined, kernelFil
 }
 
 const sortedIds = (list: readonly { id: number }[]) => list.map((e) => e.id).sort((a, b) => a - b);
-
-/** Inodes of the netlink sockets listed in a /proc/net/netlink text. */
-function netlinkInodes(text: string): Set<string> {
-  const inodes = new Set<string>();
-  for (const line of text.split('\n').slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    const inode = fields[fields.length - 1];
-    if (fields.length >= 10 && inode !== undefined) inodes.add(inode);
-  }
-  return inodes;
-}
-
-/** Netlink sockets this process holds, in its own namespace or in `ns`. */
-async function netlinkSockets(ns: Netns): Promise<number> {
-  const inodes = new Set([
-    ...netlinkInodes(readFileSync('/proc/self/net/netlink', 'utf8')),
-    ...netlinkInodes((await ns.exec('cat', ['/proc/net/netlink'])).stdout),
-  ]);
-  let count = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      continue; // closed meanwhile
-    }
-    const match = /^socket:\[(\d+)\]$/.exec(target);
-    if (match?.[1] !== undefined && inodes.has(match[1])) count++;
-  }
-  return count;
-}
 
 function threadCount(): number {
   return readdirSync('/proc/self/task').length;

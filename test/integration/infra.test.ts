@@ -11,32 +11,13 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { describeIntegration } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, liveNetnsNames, run, sweepStaleNetns, type Netns } from '../helpers/netns.js';
-import { oracleCount, oracleEntries, oracleIds, oracleStats, type OracleEntry } from '../helpers/oracle.js';
-import { fillUdp, openFlows, type FlowInfo } from '../helpers/traffic.js';
+import { oracleCount, oracleEntries, oracleIds, oracleStats } from '../helpers/oracle.js';
+import { entryForFlow, fillUdp, flowOf, openFlows } from '../helpers/traffic.js';
 import { requireTool } from '../helpers/tools.js';
 
 const MARK_PORT = 7100;
 const ZONE_PORT = 7200;
 const LABEL_PORT = 7300;
-
-/** The entry whose original tuple is this flow's (by protocol, addresses, ports or ICMP type). */
-function entryFor(entries: readonly OracleEntry[], flow: FlowInfo): OracleEntry {
-  const matches = entries.filter((e) =>
-    e.original.protocol === flow.protocol &&
-    e.original.src === flow.src &&
-    e.original.dst === flow.dst &&
-    (flow.sport === undefined || e.original.sport === flow.sport) &&
-    (flow.dport === undefined || e.original.dport === flow.dport) &&
-    (flow.icmpType === undefined || e.original.icmpType === flow.icmpType));
-  expect(matches, `exactly one entry for ${JSON.stringify(flow)}`).toHaveLength(1);
-  return matches[0] as OracleEntry;
-}
-
-function flowOf(flows: readonly FlowInfo[], kind: FlowInfo['kind'], family: 4 | 6, port?: number): FlowInfo {
-  const flow = flows.find((f) => f.kind === kind && f.family === family && (port === undefined || f.dport === port));
-  if (flow === undefined) throw new Error(`no ${kind} IPv${family} flow${port === undefined ? '' : ` to ${port}`}`);
-  return flow;
-}
 
 /** CPUs the kernel keeps conntrack statistics for: the possible ones (e.g. "0-1", "0,2-3"). */
 function possibleCpuCount(): number {
@@ -157,7 +138,7 @@ describeIntegration('integration infrastructure', () => {
     expect(await oracleCount(ns)).toBeGreaterThanOrEqual(2);
     const entries = await oracleEntries(ns);
     for (const flow of tracked.info) {
-      const entry = entryFor(entries, flow);
+      const entry = entryForFlow(entries, flow);
       // Accounting and timestamps are off by default in a new namespace.
       expect(entry.counters).toBeUndefined();
       expect(entry.timestamp).toBeUndefined();
@@ -200,7 +181,7 @@ describeIntegration('integration infrastructure', () => {
     expect((await oracleIds(ns)).sort()).toEqual(entries.map((e) => e.id).sort());
 
     for (const flow of flows.info) {
-      const e = entryFor(entries, flow);
+      const e = entryForFlow(entries, flow);
       expect(e.family).toBe(flow.family === 6 ? 'ipv6' : 'ipv4');
       expect(e.id).toBeGreaterThan(0);
       expect(e.use).toBeGreaterThanOrEqual(1);
@@ -216,42 +197,42 @@ describeIntegration('integration infrastructure', () => {
       if (flow.dport !== MARK_PORT) expect(e.mark).toBe(0);
     }
 
-    const established = entryFor(entries, flowOf(flows.info, 'tcp-established', 4, MARK_PORT));
+    const established = entryForFlow(entries, flowOf(flows.info, 'tcp-established', 4, MARK_PORT));
     expect(established.tcp).toMatchObject({ state: 'ESTABLISHED', stateNumber: 3 });
     expect(established.flags).toEqual(['SEEN_REPLY', 'ASSURED']);
     expect(established.mark).toBe(0x2a);
     expect(established.counters?.reply.packets).toBeGreaterThanOrEqual(2);
 
-    const timeWait = entryFor(entries, flowOf(flows.info, 'tcp-time-wait', 4));
+    const timeWait = entryForFlow(entries, flowOf(flows.info, 'tcp-time-wait', 4));
     expect(timeWait.tcp?.state).toBe('TIME_WAIT');
     expect(timeWait.timeout).toBeLessThanOrEqual(120);
 
-    const zoned = entryFor(entries, flowOf(flows.info, 'udp-reply', 4, ZONE_PORT));
+    const zoned = entryForFlow(entries, flowOf(flows.info, 'udp-reply', 4, ZONE_PORT));
     expect(zoned.zone).toBe(7);
     expect(zoned.flags).toEqual(['SEEN_REPLY']); // one exchange: replied, not yet ASSURED
     expect(entries.filter((e) => e.zone === 7)).toHaveLength(1);
 
     for (const family of [4, 6] as const) {
-      const oneWay = entryFor(entries, flowOf(flows.info, 'udp-oneway', family));
+      const oneWay = entryForFlow(entries, flowOf(flows.info, 'udp-oneway', family));
       expect(oneWay.flags).toEqual([]); // [UNREPLIED]
       expect(oneWay.counters?.reply).toEqual({ packets: 0, bytes: 0 });
     }
 
-    const labelled = entryFor(entries, flowOf(flows.info, 'tcp-established', 6, LABEL_PORT));
+    const labelled = entryForFlow(entries, flowOf(flows.info, 'tcp-established', 6, LABEL_PORT));
     expect(labelled.labels).toEqual([3]);
     expect(labelled.original.src).toBe('::1');
     expect(entries.filter((e) => e.labels !== undefined)).toHaveLength(1);
 
-    const icmp = entryFor(entries, flowOf(flows.info, 'icmp-echo', 4));
+    const icmp = entryForFlow(entries, flowOf(flows.info, 'icmp-echo', 4));
     expect(icmp.original).toMatchObject({ protocolNumber: 1, icmpType: 8, icmpCode: 0, sport: undefined });
     expect(icmp.reply).toMatchObject({ icmpType: 0, icmpCode: 0, icmpId: icmp.original.icmpId });
-    const icmp6 = entryFor(entries, flowOf(flows.info, 'icmp-echo', 6));
+    const icmp6 = entryForFlow(entries, flowOf(flows.info, 'icmp-echo', 6));
     expect(icmp6.original).toMatchObject({ protocolNumber: 58, icmpType: 128, icmpCode: 0 });
     expect(icmp6.reply).toMatchObject({ icmpType: 129, icmpId: icmp6.original.icmpId });
 
     // poke() is one more round trip: the counters must move by it.
     await flows.poke();
-    const after = entryFor(await oracleEntries(ns), flowOf(flows.info, 'tcp-established', 4, MARK_PORT));
+    const after = entryForFlow(await oracleEntries(ns), flowOf(flows.info, 'tcp-established', 4, MARK_PORT));
     expect(after.id).toBe(established.id);
     expect(after.counters?.original.packets).toBeGreaterThan(established.counters?.original.packets ?? Infinity);
 
@@ -261,7 +242,7 @@ describeIntegration('integration infrastructure', () => {
 
     // Released flows close: the TCP entry leaves ESTABLISHED.
     await flows.close();
-    const closed = entryFor(await oracleEntries(ns), flowOf(flows.info, 'tcp-established', 4, MARK_PORT));
+    const closed = entryForFlow(await oracleEntries(ns), flowOf(flows.info, 'tcp-established', 4, MARK_PORT));
     expect(closed.tcp?.state).not.toBe('ESTABLISHED');
     await ns.destroy();
   });
@@ -279,8 +260,8 @@ describeIntegration('integration infrastructure', () => {
     const entriesB = await oracleEntries(b);
     expect(entriesA).toHaveLength(2);
     expect(entriesB).toHaveLength(1);
-    for (const flow of flowsA.info) entryFor(entriesA, flow);
-    entryFor(entriesB, flowOf(flowsB.info, 'tcp-established', 4));
+    for (const flow of flowsA.info) entryForFlow(entriesA, flow);
+    entryForFlow(entriesB, flowOf(flowsB.info, 'tcp-established', 4));
     const sportsA = new Set(flowsA.info.map((f) => f.sport));
     expect(entriesB.filter((e) => sportsA.has(e.original.sport))).toEqual([]);
     expect(entriesA.filter((e) => e.original.sport === flowsB.info[0]?.sport)).toEqual([]);

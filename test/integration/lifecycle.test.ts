@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -16,23 +16,13 @@ import { Conntrack, ConntrackError, type ConntrackEntry } from '../../lib/index.
 import { describeIntegration, findTool } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, run, type Netns } from '../helpers/netns.js';
 import { oracleCount } from '../helpers/oracle.js';
+import { netlinkSockets } from '../helpers/sockets.js';
 import { fillUdp } from '../helpers/traffic.js';
 import { requireTool } from '../helpers/tools.js';
 
 const N = 100_000;
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const DIST_INDEX = join(REPO, 'dist', 'lib', 'index.js');
-
-/** Inodes of the sockets listed in a /proc/net/netlink text. */
-function netlinkInodes(text: string): Set<string> {
-  const inodes = new Set<string>();
-  for (const line of text.split('\n').slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    const inode = fields[fields.length - 1];
-    if (fields.length >= 10 && inode !== undefined) inodes.add(inode);
-  }
-  return inodes;
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -73,39 +63,19 @@ function expectAbortError(err: unknown): void {
 
 describeIntegration('handle and dump lifecycle', () => {
   let ns: Netns;
-  /** Netlink sockets of this process, in its own namespace or in `ns`. */
-  let netlinkSockets: () => Promise<number>;
   let baseline: { sockets: number; threads: number };
 
   /** Back to what the process held before the handle/dump under test. */
   async function expectReleased(): Promise<void> {
-    await waitFor('netlink sockets back to the baseline', async () => (await netlinkSockets()) <= baseline.sockets);
+    await waitFor('netlink sockets back to the baseline', async () => (await netlinkSockets(ns)) <= baseline.sockets);
     await waitFor('threads back to the baseline', () => threadCount() <= baseline.threads);
-    expect(await netlinkSockets()).toBe(baseline.sockets);
+    expect(await netlinkSockets(ns)).toBe(baseline.sockets);
   }
 
   beforeAll(async () => {
     ns = await createNetns('lifecycle');
     await enableTracking(ns);
     expect(await fillUdp(ns, N)).toEqual({ sent: N });
-    netlinkSockets = async () => {
-      const inodes = new Set([
-        ...netlinkInodes(readFileSync('/proc/self/net/netlink', 'utf8')),
-        ...netlinkInodes((await ns.exec('cat', ['/proc/net/netlink'])).stdout),
-      ]);
-      let count = 0;
-      for (const fd of readdirSync('/proc/self/fd')) {
-        let target = '';
-        try {
-          target = readlinkSync(`/proc/self/fd/${fd}`);
-        } catch {
-          continue;
-        }
-        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-        if (inode !== undefined && inodes.has(inode)) count++;
-      }
-      return count;
-    };
     // Warm up (addon loaded, libuv pool started, one full dump), then take the baseline.
     {
       const ct = await Conntrack.open({ netns: ns.path });
@@ -113,7 +83,7 @@ describeIntegration('handle and dump lifecycle', () => {
       await ct.close();
     }
     await sleep(100);
-    baseline = { sockets: await netlinkSockets(), threads: threadCount() };
+    baseline = { sockets: await netlinkSockets(ns), threads: threadCount() };
   }, 300_000);
 
   afterAll(destroyAllNetns);
@@ -129,7 +99,7 @@ describeIntegration('handle and dump lifecycle', () => {
           void entry;
           if (++seen === 10) {
             // The dump is live: its own socket (besides the handle's) and threads.
-            expect(await netlinkSockets()).toBe(baseline.sockets + 2);
+            expect(await netlinkSockets(ns)).toBe(baseline.sockets + 2);
             expect(threadCount()).toBeGreaterThan(baseline.threads);
             controller.abort();
           }
@@ -201,7 +171,7 @@ describeIntegration('handle and dump lifecycle', () => {
       }
       expect(seen).toBe(1000);
       // The dump's socket is gone while the handle stays open and usable.
-      await waitFor('the dump socket to close', async () => (await netlinkSockets()) === baseline.sockets + 1);
+      await waitFor('the dump socket to close', async () => (await netlinkSockets(ns)) === baseline.sockets + 1);
       expect((await ct.count()).entries).toBe(N);
     }
     await expectReleased();
@@ -214,7 +184,7 @@ describeIntegration('handle and dump lifecycle', () => {
         expect(batch.length).toBeGreaterThan(0);
         break;
       }
-      await waitFor('the dump socket to close', async () => (await netlinkSockets()) === baseline.sockets + 1);
+      await waitFor('the dump socket to close', async () => (await netlinkSockets(ns)) === baseline.sockets + 1);
     }
     await expectReleased();
   });
@@ -231,7 +201,7 @@ describeIntegration('handle and dump lifecycle', () => {
       expect(seen).toBeGreaterThanOrEqual(500);
       expect(seen).toBeLessThan(N);
       expect(stream.destroyed).toBe(true);
-      await waitFor('the dump socket to close', async () => (await netlinkSockets()) === baseline.sockets + 1);
+      await waitFor('the dump socket to close', async () => (await netlinkSockets(ns)) === baseline.sockets + 1);
     }
     await expectReleased();
   });
@@ -280,7 +250,7 @@ describeIntegration('handle and dump lifecycle', () => {
       leaked = ct;
       iterator = ct.entries();
       expect((await iterator.next()).done).toBe(false);
-      expect(await netlinkSockets()).toBe(baseline.sockets + 2);
+      expect(await netlinkSockets(ns)).toBe(baseline.sockets + 2);
     }
     expect(leaked.closed).toBe(true);
     await expectReleased();

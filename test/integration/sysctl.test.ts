@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { ConntrackError } from '../../lib/errors.js';
 import { renderPersistence } from '../../lib/persist.js';
 import { readAllSysctls, readSysctl, writeSysctl } from '../../lib/sysctl.js';
+import { rejection } from '../helpers/errors.js';
 import { describeIntegration } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, run, type Netns } from '../helpers/netns.js';
 import { requireTool } from '../helpers/tools.js';
@@ -32,16 +32,6 @@ function parseSysctlDump(text: string): Record<string, string> {
 
 function asText(values: Record<string, number | string>): Record<string, string> {
   return Object.fromEntries(Object.entries(values).map(([name, value]) => [name, String(value)]));
-}
-
-async function rejection(promise: Promise<unknown>): Promise<ConntrackError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConntrackError);
-    return error as ConntrackError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describeIntegration('conntrack sysctls in a network namespace', () => {

@@ -2,6 +2,7 @@ import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, wri
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { persistCommand } from '../../lib/cli/tuning.js';
 import { ConntrackError } from '../../lib/errors.js';
 import {
   UDEV_RULE,
@@ -12,6 +13,7 @@ import {
   renderPersistence,
   type PersistenceFile,
 } from '../../lib/persist.js';
+import { runCommand } from '../helpers/cli.js';
 
 const HEADER = '# Written by the conntrack npm package (conntrack persist). Lines it does not own are kept.';
 const SYSCTL_FILE = '/etc/sysctl.d/90-conntrack.conf';
@@ -268,21 +270,8 @@ describe('persist command', () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  async function runPersist(argv: string[]) {
-    const { PassThrough } = await import('node:stream');
-    const { persistCommand } = await import('../../lib/cli/tuning.js');
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    const code = await persistCommand(argv, { stdout, stderr });
-    return { code, out, err };
-  }
-
   it('writes the files under --root with --apply', async () => {
-    const { code, out } = await runPersist(['--max', '1048576', '--buckets', '262144', '--sysctl', 'nf_conntrack_acct=1', '--apply', '--root', root, '--json']);
+    const { code, out } = await runCommand(persistCommand, ['--max', '1048576', '--buckets', '262144', '--sysctl', 'nf_conntrack_acct=1', '--apply', '--root', root, '--json']);
     expect(code).toBe(0);
     const parsed = JSON.parse(out) as { applied: Array<{ path: string; changed: boolean }> };
     expect(parsed.applied.map((file) => file.path)).toContain(SYSCTL_FILE);
@@ -295,7 +284,7 @@ describe('persist command', () => {
   });
 
   it('only prints without --apply', async () => {
-    const { code, out } = await runPersist(['--max', '65536']);
+    const { code, out } = await runCommand(persistCommand, ['--max', '65536']);
     expect(code).toBe(0);
     expect(out).toContain('net.netfilter.nf_conntrack_max = 65536');
     expect(out).toContain('Nothing written');
@@ -308,7 +297,7 @@ describe('persist command', () => {
     [['--max', 'lots']],
     [['--sysctl', 'nf_conntrack_acct']],
   ])('exits 2 for %j', async (argv) => {
-    const { code, err } = await runPersist(argv);
+    const { code, err } = await runCommand(persistCommand, argv);
     expect(code).toBe(2);
     expect(err).toContain('usage: conntrack persist');
   });

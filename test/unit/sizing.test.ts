@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sizeCommand } from '../../lib/cli/tuning.js';
 import { ConntrackError } from '../../lib/errors.js';
 import {
   DEFAULT_OBJECT_SIZE,
@@ -14,6 +15,7 @@ import {
   readSlabObjectSize,
   recommend,
 } from '../../lib/sizing.js';
+import { runCommand } from '../helpers/cli.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -324,21 +326,8 @@ describe('recommend', () => {
 });
 
 describe('size command', () => {
-  async function runSize(argv: string[]) {
-    const { PassThrough } = await import('node:stream');
-    const { sizeCommand } = await import('../../lib/cli/tuning.js');
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    const code = await sizeCommand(argv, { stdout, stderr });
-    return { code, out, err };
-  }
-
   it('prints the recommendation as JSON', async () => {
-    const { code, out } = await runSize(['--connections', '524288', '--object-size', '320', '--json']);
+    const { code, out } = await runCommand(sizeCommand, ['--connections', '524288', '--object-size', '320', '--json']);
     expect(code).toBe(0);
     const parsed = JSON.parse(out) as { recommendation: { max: number; buckets: number; memory: { entriesBytes: number } } };
     expect(parsed.recommendation.max).toBe(1_048_576);
@@ -347,7 +336,7 @@ describe('size command', () => {
   });
 
   it('prints commands for people', async () => {
-    const { code, out } = await runSize(['--connections', '100000', '--object-size', '256']);
+    const { code, out } = await runCommand(sizeCommand, ['--connections', '100000', '--object-size', '256']);
     expect(code).toBe(0);
     expect(out).toContain('nf_conntrack_max      200704');
     expect(out).toContain('  sysctl -w net.netfilter.nf_conntrack_max=200704');
@@ -360,13 +349,13 @@ describe('size command', () => {
     [['--connections', '10', '--bogus']],
     [['--connections', '10', 'extra']],
   ])('exits 2 with usage for %j', async (argv) => {
-    const { code, err } = await runSize(argv);
+    const { code, err } = await runCommand(sizeCommand, argv);
     expect(code).toBe(2);
     expect(err).toContain('usage: conntrack size');
   });
 
   it('exits 1 when the arguments are well-formed but invalid', async () => {
-    const { code, err } = await runSize(['--connections', '10', '--headroom', '0.5']);
+    const { code, err } = await runCommand(sizeCommand, ['--connections', '10', '--headroom', '0.5']);
     expect(code).toBe(1);
     expect(err).toContain('headroom must be a number from 1 to 16');
   });

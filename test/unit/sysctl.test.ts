@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { sysctlCommand } from '../../lib/cli/tuning.js';
 import { ConntrackError } from '../../lib/errors.js';
 import {
   INITIAL_NETNS_INODE,
@@ -15,6 +16,8 @@ import {
   writeSysctlWith,
   type NetnsFiles,
 } from '../../lib/sysctl.js';
+import { runCommand } from '../helpers/cli.js';
+import { rejection } from '../helpers/errors.js';
 
 const DIR = '/proc/sys/net/netfilter';
 
@@ -93,16 +96,6 @@ function fakeNamespace(options: FakeOptions = {}) {
     },
   };
   return { files, values, touched, writes };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<ConntrackError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConntrackError);
-    return error as ConntrackError;
-  }
-  throw new Error('expected a rejection');
 }
 
 function thrown(fn: () => unknown): ConntrackError {
@@ -386,21 +379,8 @@ describe('writing through a namespace', () => {
 });
 
 describe('sysctl command', () => {
-  async function runSysctl(argv: string[]) {
-    const { PassThrough } = await import('node:stream');
-    const { sysctlCommand } = await import('../../lib/cli/tuning.js');
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    const code = await sysctlCommand(argv, { stdout, stderr });
-    return { code, out, err };
-  }
-
   it('describes settings as JSON', async () => {
-    const { code, out } = await runSysctl(['describe', 'nf_conntrack_max', 'net.netfilter.nf_conntrack_udp_timeout', '--json']);
+    const { code, out } = await runCommand(sysctlCommand, ['describe', 'nf_conntrack_max', 'net.netfilter.nf_conntrack_udp_timeout', '--json']);
     expect(code).toBe(0);
     const parsed = JSON.parse(out) as Array<{ name: string; writable: string; scope: string }>;
     expect(parsed.map((d) => [d.name, d.scope, d.writable])).toEqual([
@@ -410,20 +390,20 @@ describe('sysctl command', () => {
   });
 
   it('describes settings for people', async () => {
-    const { code, out } = await runSysctl(['describe', 'nf_conntrack_tcp_timeout_established']);
+    const { code, out } = await runCommand(sysctlCommand, ['describe', 'nf_conntrack_tcp_timeout_established']);
     expect(code).toBe(0);
     expect(out).toContain('type seconds, range 1 .. 2147483 seconds');
     expect(out).toContain('per network namespace; writable: in any namespace');
   });
 
   it('exits 1 with the library message for a path-like name, before touching anything', async () => {
-    const { code, err } = await runSysctl(['get', '../../etc/passwd']);
+    const { code, err } = await runCommand(sysctlCommand, ['get', '../../etc/passwd']);
     expect(code).toBe(1);
     expect(err).toContain('is not a conntrack sysctl name');
   });
 
   it.each([[[]], [['frobnicate']], [['set']], [['set', 'nf_conntrack_max']], [['get', '--netns']]])('exits 2 for %j', async (argv) => {
-    const { code, err } = await runSysctl(argv);
+    const { code, err } = await runCommand(sysctlCommand, argv);
     expect(code).toBe(2);
     expect(err).toContain('usage: conntrack sysctl');
   });
