@@ -108,6 +108,8 @@ export class Conntrack implements AsyncDisposable {
   #native: NativeHandle | undefined;
   #inflight: Promise<unknown> | undefined;
   readonly #dumps = new Set<DumpRun>();
+  /** Where count() answers land: no allocation per call for a poller. */
+  readonly #statsScratch = new Uint32Array(32);
 
   private constructor(native: NativeHandle, netns: string | undefined) {
     this.#native = native;
@@ -156,10 +158,12 @@ export class Conntrack implements AsyncDisposable {
 
   /** Entries in this namespace and the global limit: one IPCTNL_MSG_CT_GET_STATS request. */
   async count(): Promise<Count> {
-    const pairs = await this.#request((native) => native.globalStats());
+    const answer = await this.#request<number | NativeAttrPairs>((native) => native.globalStats(this.#statsScratch));
+    const pairs: ArrayLike<number> = typeof answer === 'number' ? this.#statsScratch : answer;
+    const length = typeof answer === 'number' ? answer : answer.length;
     let entries: number | undefined;
     let max: number | undefined;
-    for (let i = 0; i + 1 < pairs.length; i += 2) {
+    for (let i = 0; i + 1 < length; i += 2) {
       if (pairs[i] === CTA_STATS_GLOBAL_ENTRIES) entries = pairs[i + 1];
       else if (pairs[i] === CTA_STATS_GLOBAL_MAX_ENTRIES) max = pairs[i + 1];
     }

@@ -64,8 +64,12 @@ export interface NativeCpuRow {
 }
 
 export interface NativeHandle {
-  /** IPCTNL_MSG_CT_GET_STATS; sync when the kernel already answered, else a promise. */
+  /**
+   * IPCTNL_MSG_CT_GET_STATS; sync when the kernel already answered, else a promise. With `out`,
+   * a sync answer is written into it and the number of values returned.
+   */
   globalStats(): NativeAttrPairs | Promise<NativeAttrPairs>;
+  globalStats(out: Uint32Array): number | Promise<NativeAttrPairs>;
   /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
   cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
   startDump(filter: NativeFilter | null, batchSize: number): NativeDump;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -332,6 +333,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
 
   void Adopt(int nsFd, int socketFd, uint32_t portId);
   ct::NetlinkSocket& socket() { return socket_; }
+  std::vector<uint8_t>& buffer() { return buffer_; }
   void requestDone() { busy_ = false; Unref(); }
 
  private:
@@ -339,22 +341,46 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     Napi::Env env = info.Env();
     if (closed_) throw Napi::Error::New(env, "closed");
     if (busy_) throw Napi::Error::New(env, "busy");
-    auto t = std::make_unique<ct::Transaction>(kind);
+    ct::Transaction t(kind);
     SysError err;
-    if (!t->begin(socket_, err)) throw toJsError(env, err);
-    int state = t->pump(socket_, err);
+    if (!t.begin(socket_, err)) throw toJsError(env, err);
+    int state = t.pump(socket_, buffer_, err);
     if (state < 0) throw toJsError(env, err);
-    if (state == 1) return transactionResult(env, *t);
+    if (state == 1) return transactionResult(env, t);
     // Not answered within the send: finish off the main thread, and keep this handle alive.
     busy_ = true;
     Ref();
-    auto* worker = new PendingRequest(env, this, std::move(t));
+    auto* worker = new PendingRequest(env, this, std::make_unique<ct::Transaction>(std::move(t)));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;
   }
 
+  // globalStats(out?: Uint32Array): with `out`, the (attribute, value) pairs are written
+  // into it and their count returned, so a caller polling every second allocates nothing.
   Napi::Value GlobalStats(const Napi::CallbackInfo& info) {
+    if (info.Length() > 0 && info[0].IsTypedArray()) {
+      Napi::Env env = info.Env();
+      if (closed_) throw Napi::Error::New(env, "closed");
+      if (busy_) throw Napi::Error::New(env, "busy");
+      Napi::Uint32Array out = info[0].As<Napi::Uint32Array>();
+      ct::Transaction t(ct::Transaction::Kind::kGlobalStats);
+      SysError err;
+      if (!t.begin(socket_, err)) throw toJsError(env, err);
+      int state = t.pump(socket_, buffer_, err);
+      if (state < 0) throw toJsError(env, err);
+      if (state == 1) {
+        size_t n = std::min(t.pairs().size(), out.ElementLength());
+        std::copy(t.pairs().begin(), t.pairs().begin() + static_cast<std::ptrdiff_t>(n), out.Data());
+        return Napi::Number::New(env, static_cast<double>(n));
+      }
+      busy_ = true;  // rare: finish as an array on a pool thread
+      Ref();
+      auto* worker = new PendingRequest(env, this, std::make_unique<ct::Transaction>(std::move(t)));
+      Napi::Promise promise = worker->Promise();
+      worker->Queue();
+      return promise;
+    }
     return Run(info, ct::Transaction::Kind::kGlobalStats);
   }
   Napi::Value CpuStats(const Napi::CallbackInfo& info) {
@@ -389,6 +415,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
 
   friend class PendingRequest;
   ct::NetlinkSocket socket_;
+  std::vector<uint8_t> buffer_ = std::vector<uint8_t>(ct::kReceiveBufferSize);  // reused by every request
   int nsFd_ = -1;
   bool busy_ = false;
   bool closed_ = false;
@@ -404,7 +431,7 @@ void PendingRequest::Execute() {
       SetError("poll");
       return;
     }
-    int state = transaction_->pump(socket, err_);
+    int state = transaction_->pump(socket, handle_->buffer(), err_);
     if (state < 0) {
       SetError("request");
       return;

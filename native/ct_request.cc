@@ -30,14 +30,14 @@ bool Transaction::begin(NetlinkSocket& socket, SysError& err) {
   return socket.send(request, len, err);
 }
 
-int Transaction::pump(NetlinkSocket& socket, SysError& err) {
-  if (buffer_.empty()) buffer_.resize(kReceiveBufferSize);
+int Transaction::pump(NetlinkSocket& socket, std::vector<uint8_t>& buffer, SysError& err) {
+  if (buffer.size() < kReceiveBufferSize) buffer.resize(kReceiveBufferSize);
   while (!complete_) {
-    long n = socket.receive(buffer_.data(), buffer_.size(), err, true);
+    long n = socket.receive(buffer.data(), buffer.size(), err, true);
     if (n < 0) return -1;
     if (n == 0) return 0;
     bool done = false;
-    if (!walkDatagram(buffer_.data(), static_cast<size_t>(n), seq_, *this, done, err)) return -1;
+    if (!walkDatagram(buffer.data(), static_cast<size_t>(n), seq_, *this, done, err)) return -1;
     if (done) complete_ = true;
   }
   return 1;

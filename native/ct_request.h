@@ -23,7 +23,8 @@ class Transaction : public MessageSink {
 
   bool begin(NetlinkSocket& socket, SysError& err);
   // 1: complete; 0: nothing more queued yet (poll and call again); -1: error.
-  int pump(NetlinkSocket& socket, SysError& err);
+  // `buffer` (kReceiveBufferSize bytes) belongs to the caller, reused across requests.
+  int pump(NetlinkSocket& socket, std::vector<uint8_t>& buffer, SysError& err);
 
   Kind kind() const { return kind_; }
   const std::vector<uint32_t>& pairs() const { return pairs_; }
@@ -37,7 +38,6 @@ class Transaction : public MessageSink {
   bool complete_ = false;
   std::vector<uint32_t> pairs_;
   std::vector<CpuRow> rows_;
-  std::vector<uint8_t> buffer_;
 };
 
 }  // namespace ct
