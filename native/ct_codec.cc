@@ -964,7 +964,7 @@ bool KeySet::insert(uint64_t key) {
     size_ += fresh;
     return fresh;
   }
-  if ((size_ + 1) * 2 > slots_.size()) grow();
+  if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.empty() ? 1024 : slots_.size() * 2);
   size_t mask = slots_.size() - 1;
   size_t i = static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 20) & mask;
   for (;;) {
@@ -978,10 +978,16 @@ bool KeySet::insert(uint64_t key) {
   }
 }
 
-void KeySet::grow() {
+void KeySet::reserve(size_t count) {
+  size_t capacity = 1024;
+  while (capacity < count * 2) capacity *= 2;  // load stays at or under one half
+  if (capacity > slots_.size()) rehash(capacity);
+}
+
+void KeySet::rehash(size_t capacity) {
   std::vector<uint64_t> old;
   old.swap(slots_);
-  slots_.assign(old.empty() ? 1024 : old.size() * 2, 0);
+  slots_.assign(capacity, 0);
   size_t mask = slots_.size() - 1;
   for (uint64_t key : old) {
     if (key == 0) continue;

@@ -258,13 +258,15 @@ class KeySet {
  public:
   // True when the key was new.
   bool insert(uint64_t key);
+  // Makes room for `count` keys at once: no rehash while they arrive.
+  void reserve(size_t count);
   size_t size() const { return size_; }
 
  private:
   std::vector<uint64_t> slots_;
   size_t size_ = 0;
   bool hasZero_ = false;
-  void grow();
+  void rehash(size_t capacity);
 };
 
 // Decodes a whole datagram of conntrack messages into `batch` (filtering and de-duplicating

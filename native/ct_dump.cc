@@ -7,11 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
 
 #include <cstring>
 
 #include "netlink_socket.h"
+#include "ct_request.h"
 #include "netns.h"
 
 namespace ct {
@@ -240,6 +242,17 @@ bool DumpSession::receiveAll(SysError& err) {
 
   bool kernelFilter = hasFilter_ && filter_.kernel;
   std::vector<uint8_t> request(4096);
+  {
+    // The table's size, so the decoder sizes its de-duplication set once (a few µs).
+    Transaction count(Transaction::Kind::kGlobalStats);
+    std::vector<uint8_t> answer;
+    SysError ignored;
+    if (count.begin(socket, ignored) && count.pump(socket, answer, ignored) == 1) {
+      const std::vector<uint32_t>& pairs = count.pairs();
+      for (size_t i = 0; i + 1 < pairs.size(); i += 2)
+        if (pairs[i] == CTA_STATS_GLOBAL_ENTRIES) expectedEntries_.store(pairs[i + 1]);
+    }
+  }
   bool sawEntries = false;
   for (;;) {  // one pass, or two when the kernel refuses our filter attributes
     Filter sent = filter_;
@@ -300,6 +313,7 @@ void DumpSession::decode() {
   DumpSink sink(nativeFilter, seen, batch, batchSize_, [this, &batch] { return publish(batch); }, messages_,
                 duplicates_, filteredOut_, kernelFiltered_);
   SysError err;
+  bool reserved = false;
   for (;;) {
     Raw raw;
     uint32_t seq;
@@ -319,6 +333,11 @@ void DumpSession::decode() {
         }
         break;
       }
+    }
+    if (!reserved) {
+      // Filtered dumps keep fewer entries; the set grows on its own if the table does.
+      if (!nativeFilter) seen.reserve(static_cast<size_t>(expectedEntries_.load()));
+      reserved = true;
     }
     bool done = false;
     bool ok = walkDatagram(raw.data.data(), raw.len, seq, sink, done, err);

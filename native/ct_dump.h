@@ -74,6 +74,7 @@ class DumpSession {
   SysError receiveError_;
   bool receiveFailed_ = false;
   uint32_t expectedSeq_ = 0;  // of the request in flight
+  std::atomic<uint64_t> expectedEntries_{0};  // the namespace's count when the dump began
 
   mutable std::mutex mu_;
   std::condition_variable spaceAvailable_;
