@@ -467,11 +467,16 @@ async function measureSize(size, list, reps) {
   const res = Object.fromEntries(list.map((s) => [s.key, { label: s.label, runs: [], status: null }]));
   const t0 = cpuTicks();
   // Interleave scenarios within each repetition so drift affects all of them alike.
+  // The floor runs first and last in each repetition; every other scenario's ratio is taken
+  // against the mean of its own repetition's two floor runs (host noise drifts over seconds).
+  const floorScenario = list.find((s) => s.key === 'floor');
+  const order = floorScenario ? [...list, floorScenario] : list;
   for (let rep = 0; rep < reps; rep++) {
-    for (const s of list) {
+    for (const s of order) {
       const slot = res[s.key];
       if (slot.status) continue;
       const r = await s.run(size);
+      r.rep = rep;
       checkInterrupted();
       if (r.unavailable) {
         slot.status = `unavailable: ${r.unavailable}`;
@@ -489,6 +494,13 @@ async function measureSize(size, list, reps) {
   if (foreign > 0.15) {
     warn(`at ${size}: other processes kept about ${foreign.toFixed(2)} CPUs busy during the measurements; figures are noisy`);
   }
+  const floorOf = {};
+  for (const r of res.floor?.runs ?? []) (floorOf[r.rep] ??= []).push(r.seconds);
+  for (const [key, slot] of Object.entries(res)) {
+    if (key === 'floor') continue;
+    const ratios = slot.runs.filter((r) => floorOf[r.rep]).map((r) => r.seconds / (floorOf[r.rep].reduce((a, b) => a + b, 0) / floorOf[r.rep].length));
+    if (ratios.length) slot.pairedRatio = median(ratios);
+  }
   for (const slot of Object.values(res)) {
     if (slot.runs.length) slot.median = median(slot.runs.map((r) => r.seconds));
     if (slot.runs.length) slot.min = Math.min(...slot.runs.map((r) => r.seconds));
@@ -497,20 +509,16 @@ async function measureSize(size, list, reps) {
 }
 
 async function measureLatency(opts) {
-  const out = {};
+  // Interleaved: floor (rawdump --stats) and library (count()) alternate, one process each.
   const reps = Math.min(opts.reps, 5);
-  if (opts.only.has('floor')) {
-    const xs = [];
-    for (let i = 0; i < reps; i++) {
+  const floor = opts.only.has('floor') ? { runs: [] } : null;
+  const lib = opts.only.has('lib') ? { runs: [], status: null } : null;
+  for (let i = 0; i < reps; i++) {
+    if (floor) {
       const r = await runOk(join(BIN, 'rawdump'), ['--netns', state.nsPath, '--stats', String(opts.calls)], { pin: true });
-      xs.push(lastJson(r.stdout).nsPerCall);
+      floor.runs.push(lastJson(r.stdout).nsPerCall);
     }
-    out.floor = { median: median(xs), runs: xs };
-  }
-  if (opts.only.has('lib')) {
-    const xs = [];
-    let status = null;
-    for (let i = 0; i < reps && !status; i++) {
+    if (lib && !lib.status) {
       const r = await run(process.execPath, [join(HERE, 'lib-child.mjs'), 'latency', state.nsPath, String(opts.calls)], { timeout: 300_000, pin: true });
       checkInterrupted();
       let j;
@@ -519,14 +527,16 @@ async function measureLatency(opts) {
       } catch {
         j = { error: `${r.signal ?? `exit ${r.code}`}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}` };
       }
-      if (j.unavailable) status = `unavailable: ${j.unavailable}`;
+      if (j.unavailable) lib.status = `unavailable: ${j.unavailable}`;
       else if (j.error) {
-        status = `error: ${j.error}`;
+        lib.status = `error: ${j.error}`;
         warn(`count() latency: ${j.error}`);
-      } else xs.push(j.nsPerCall);
+      } else lib.runs.push(j.nsPerCall);
     }
-    out.lib = { median: median(xs), runs: xs, status };
   }
+  const out = {};
+  if (floor) out.floor = { median: median(floor.runs), runs: floor.runs };
+  if (lib) out.lib = { median: median(lib.runs), runs: lib.runs, status: lib.status };
   return out;
 }
 
@@ -563,7 +573,9 @@ function report(meta, opts, bySize, latency, fills, others) {
   L.push('');
   L.push('Seconds are the median over repetitions. rawdump and library times are measured inside the');
   L.push('process from request to last entry; CLI rows are wall-clock of the whole command. Ratios');
-  L.push('are to the floor of the same size; `conntrack count` is compared with `conntrack -C`.');
+  L.push('are the median over repetitions of time ÷ the mean of that repetition\'s two floor runs (the');
+  L.push('floor runs first and last in each repetition: the host drifts by tens of percent over minutes);');
+  L.push('`conntrack count` is compared with `conntrack -C` (medians).');
   L.push('');
   L.push('| Measurement | Entries | Median s | Min s | Ratio (× floor) | Target | |');
   L.push('|---|---:|---:|---:|---:|---|---|');
@@ -575,15 +587,14 @@ function report(meta, opts, bySize, latency, fills, others) {
     for (const [key, slot] of Object.entries(res)) {
       // Dumps compare with the dump floor; the count CLI with `conntrack -C`.
       let ratio = '—';
-      const base = key === 'libCli' ? ctC : key === 'ctC' || key === 'libCount' ? NaN : floor;
-      if (Number.isFinite(slot.median) && Number.isFinite(base)) {
-        ratio = `${(slot.median / base).toFixed(2)}${key === 'libCli' ? ' × `-C`' : ''}`;
-      }
+      if (key === 'floor' && Number.isFinite(floor)) ratio = '1.00';
+      else if (key === 'libCli' && Number.isFinite(slot.median) && Number.isFinite(ctC)) ratio = `${(slot.median / ctC).toFixed(2)} × \`-C\``;
+      else if (key !== 'ctC' && key !== 'libCount' && Number.isFinite(slot.pairedRatio)) ratio = slot.pairedRatio.toFixed(2);
       let target = '';
       let verdict = '';
       if (key === 'libEntries' && size === biggest) {
         target = `≤ ${TARGETS.dumpRatio}× floor`;
-        if (Number.isFinite(slot.median) && Number.isFinite(floor)) verdict = pass(slot.median / floor <= TARGETS.dumpRatio);
+        if (Number.isFinite(slot.pairedRatio)) verdict = pass(slot.pairedRatio <= TARGETS.dumpRatio);
       }
       if (slot.status && !slot.runs.length) {
         L.push(`| ${slot.label} | ${fmtN(size)} | ${slot.status} | | | ${target} | |`);
