@@ -337,7 +337,10 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   void requestDone() { busy_ = false; Unref(); }
 
  private:
-  Napi::Value Run(const Napi::CallbackInfo& info, ct::Transaction::Kind kind) {
+  // Sends one request and answers with `syncResult(env, transaction)` when the kernel already
+  // replied (the usual case), else with a promise settled from a pool thread.
+  template <typename SyncResult>
+  Napi::Value Run(const Napi::CallbackInfo& info, ct::Transaction::Kind kind, SyncResult&& syncResult) {
     Napi::Env env = info.Env();
     if (closed_) throw Napi::Error::New(env, "closed");
     if (busy_) throw Napi::Error::New(env, "busy");
@@ -346,7 +349,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     if (!t.begin(socket_, err)) throw toJsError(env, err);
     int state = t.pump(socket_, buffer_, err);
     if (state < 0) throw toJsError(env, err);
-    if (state == 1) return transactionResult(env, t);
+    if (state == 1) return syncResult(env, t);
     // Not answered within the send: finish off the main thread, and keep this handle alive.
     busy_ = true;
     Ref();
@@ -360,32 +363,19 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   // into it and their count returned, so a caller polling every second allocates nothing.
   Napi::Value GlobalStats(const Napi::CallbackInfo& info) {
     if (info.Length() > 0 && info[0].IsTypedArray()) {
-      Napi::Env env = info.Env();
-      if (closed_) throw Napi::Error::New(env, "closed");
-      if (busy_) throw Napi::Error::New(env, "busy");
       Napi::Uint32Array out = info[0].As<Napi::Uint32Array>();
-      ct::Transaction t(ct::Transaction::Kind::kGlobalStats);
-      SysError err;
-      if (!t.begin(socket_, err)) throw toJsError(env, err);
-      int state = t.pump(socket_, buffer_, err);
-      if (state < 0) throw toJsError(env, err);
-      if (state == 1) {
+      return Run(info, ct::Transaction::Kind::kGlobalStats, [&out](Napi::Env env, const ct::Transaction& t) {
         size_t n = std::min(t.pairs().size(), out.ElementLength());
         std::copy(t.pairs().begin(), t.pairs().begin() + static_cast<std::ptrdiff_t>(n), out.Data());
         return Napi::Number::New(env, static_cast<double>(n));
-      }
-      busy_ = true;  // rare: finish as an array on a pool thread
-      Ref();
-      auto* worker = new PendingRequest(env, this, std::make_unique<ct::Transaction>(std::move(t)));
-      Napi::Promise promise = worker->Promise();
-      worker->Queue();
-      return promise;
+      });
     }
-    return Run(info, ct::Transaction::Kind::kGlobalStats);
+    return Run(info, ct::Transaction::Kind::kGlobalStats, transactionResult);
   }
   Napi::Value CpuStats(const Napi::CallbackInfo& info) {
     bool expectations = info.Length() > 0 && info[0].ToBoolean().Value();
-    return Run(info, expectations ? ct::Transaction::Kind::kExpectationCpuStats : ct::Transaction::Kind::kCpuStats);
+    return Run(info, expectations ? ct::Transaction::Kind::kExpectationCpuStats : ct::Transaction::Kind::kCpuStats,
+               transactionResult);
   }
 
   Napi::Value StartDump(const Napi::CallbackInfo& info) {
