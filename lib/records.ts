@@ -38,7 +38,6 @@ const HAS_LABELS = 1 << 19;
 const HAS_SEQADJ_ORIG = 1 << 20;
 const HAS_SEQADJ_REPLY = 1 << 21;
 const HAS_SYNPROXY = 1 << 22;
-export const PRESENT_BITS = { HAS_LABELS, HAS_SYNPROXY } as const;
 
 // Tuple bits (kTupleProto >> 8).
 const T_PORTS = 1 << 1;
@@ -46,7 +45,6 @@ const T_ICMP = 1 << 2;
 const T_ZONE = 1 << 3;
 const T_SRC = 1 << 4;
 const T_DST = 1 << 5;
-export const TUPLE_HAS_DST = T_DST;
 
 const AF_INET = 2;
 const AF_INET6 = 10;

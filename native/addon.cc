@@ -449,7 +449,6 @@ void PendingRequest::OnError(const Napi::Error&) {
 }
 
 void HandleWrap::Adopt(int nsFd, int socketFd, uint32_t portId) {
-  (void)portId;
   nsFd_ = nsFd;
   socket_.adopt(socketFd, portId);
 }
@@ -642,9 +641,6 @@ Napi::Object Layout(Napi::Env env) {
   set("seqAdjOrig", ct::slot::kSeqAdjOrig);
   set("seqAdjReply", ct::slot::kSeqAdjReply);
   set("synproxy", ct::slot::kSynproxy);
-  set("hasLabels", ct::kHasLabels);
-  set("hasSynproxy", ct::kHasSynproxy);
-  set("tupleHasDst", ct::kTupleHasDst);
   return o;
 }
 

@@ -434,7 +434,7 @@ bool prefixMatches(const uint8_t* addr, const AddressMatch& m) {
   return (addr[full] & mask) == (m.bytes[full] & mask);
 }
 
-// Writes an address string ref into the batch text, reusing `reuse` when the bytes are equal.
+// Writes an address into the batch text and returns its string ref.
 uint32_t appendAddress(Batch& batch, uint8_t family, const uint8_t* addr) {
   char text[64];
   size_t n = formatAddress(family, addr, text);
@@ -470,25 +470,6 @@ void writeTuple(Batch& batch, uint32_t* r, const Tuple& t, const Tuple* mirror, 
   r[slot::kTupleSrc] = srcRef;
   r[slot::kTupleDst] = dstRef;
 }
-
-class BatchSink : public MessageSink {
- public:
-  BatchSink(const Filter* filter, KeySet* seen, Batch& batch) : filter_(filter), seen_(seen), batch_(batch) {}
-  bool onMessage(const MessageView& m, SysError& err) override {
-    if (m.kind != MessageKind::kEntry) return true;
-    Entry e;
-    if (!decodeEntry(m, e, err)) return false;
-    if (filter_ && !matches(*filter_, e)) return true;
-    if (seen_ && !seen_->insert(dedupKey(e))) return true;
-    appendRecord(batch_, e);
-    return true;
-  }
-
- private:
-  const Filter* filter_;
-  KeySet* seen_;
-  Batch& batch_;
-};
 
 }  // namespace
 
@@ -997,9 +978,35 @@ void KeySet::rehash(size_t capacity) {
   }
 }
 
+bool EntrySink::onMessage(const MessageView& m, SysError& err) {
+  if (m.kind != MessageKind::kEntry) return true;
+  if (counters_) {
+    counters_->messages.fetch_add(1, std::memory_order_relaxed);
+    if (m.flags & NLM_F_DUMP_FILTERED) counters_->kernelFiltered.store(true, std::memory_order_relaxed);
+  }
+  Entry e;
+  if (!decodeEntry(m, e, err)) return false;
+  if (filter_ && !matches(*filter_, e)) {
+    if (counters_) counters_->filteredOut.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  // A dump that resumes inside a changed hash bucket can send an entry twice.
+  if (seen_ && !seen_->insert(dedupKey(e))) {
+    if (counters_) counters_->duplicates.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  appendRecord(batch_, e);
+  // A batch holds at most batchSize entries, even in the middle of a datagram.
+  if (batchFull_ && (batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !batchFull_()) {
+    stopped = true;
+    return false;
+  }
+  return true;
+}
+
 bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
                            Batch& batch, SysError& err) {
-  BatchSink sink(filter, seen, batch);
+  EntrySink sink(filter, seen, batch);
   bool done = false;
   return walkDatagram(data, len, 0, sink, done, err);
 }

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -268,6 +270,40 @@ class KeySet {
   bool hasZero_ = false;
   void rehash(size_t capacity);
 };
+
+// What a dump's decoding saw; atomics because another thread reads them while it runs.
+struct DecodeCounters {
+  std::atomic<uint64_t> messages{0};     // conntrack messages decoded
+  std::atomic<uint64_t> duplicates{0};   // dropped as repeats
+  std::atomic<uint64_t> filteredOut{0};  // dropped by the native filter
+  std::atomic<bool> kernelFiltered{false};  // the kernel marked a reply NLM_F_DUMP_FILTERED
+};
+
+// Decodes conntrack messages, filters them (`filter` may be null), drops repeats (`seen`
+// may be null) and appends records to `batch`. When `batchFull` is set and the batch reaches
+// `batchSize` entries (or its text grows large), it is called; returning false ends the walk
+// with `stopped` set.
+class EntrySink : public MessageSink {
+ public:
+  EntrySink(const Filter* filter, KeySet* seen, Batch& batch, DecodeCounters* counters = nullptr,
+            size_t batchSize = 0, std::function<bool()> batchFull = nullptr)
+      : filter_(filter), seen_(seen), batch_(batch), counters_(counters), batchSize_(batchSize),
+        batchFull_(std::move(batchFull)) {}
+
+  bool onMessage(const MessageView& message, SysError& err) override;
+  bool stopped = false;
+
+ private:
+  const Filter* filter_;
+  KeySet* seen_;
+  Batch& batch_;
+  DecodeCounters* counters_;
+  size_t batchSize_;
+  std::function<bool()> batchFull_;
+};
+
+// A batch's text must fit string refs; batches are cut well before that.
+constexpr size_t kMaxBatchText = 4u << 20;
 
 // Decodes a whole datagram of conntrack messages into `batch` (filtering and de-duplicating
 // through `seen` when given). Used by the binding's decode() for tests and by fuzzing.

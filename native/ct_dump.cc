@@ -21,57 +21,8 @@ namespace {
 
 // Batches waiting for JS. Two let decoding run one batch ahead of JS without piling up.
 constexpr size_t kMaxQueued = 2;
-// A batch's text must fit string refs; stop well before that.
-constexpr size_t kMaxBatchText = 4u << 20;
 // Datagrams waiting for the decoder (the kernel sends at most 32 KiB each).
 constexpr size_t kMaxRawQueued = 16;
-class DumpSink : public MessageSink {
- public:
-  DumpSink(const Filter* filter, KeySet& seen, Batch& batch, size_t batchSize, std::function<bool()> flush,
-           std::atomic<uint64_t>& messages, std::atomic<uint64_t>& duplicates,
-           std::atomic<uint64_t>& filteredOut, std::atomic<bool>& kernelFiltered)
-      : filter_(filter), seen_(seen), batch_(batch), batchSize_(batchSize), flush_(std::move(flush)),
-        messages_(messages), duplicates_(duplicates), filteredOut_(filteredOut), kernelFiltered_(kernelFiltered) {}
-
-  // Set when a flush found the session stopping: the walk ended on purpose, not on an error.
-  bool stopped = false;
-
-  bool onMessage(const MessageView& m, SysError& err) override {
-    if (m.kind != MessageKind::kEntry) return true;
-    messages_.fetch_add(1, std::memory_order_relaxed);
-    if (m.flags & NLM_F_DUMP_FILTERED) kernelFiltered_.store(true, std::memory_order_relaxed);
-    Entry e;
-    if (!decodeEntry(m, e, err)) return false;
-    if (filter_ && !matches(*filter_, e)) {
-      filteredOut_.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
-    // A dump that resumes inside a changed hash bucket can send an entry twice.
-    if (!seen_.insert(dedupKey(e))) {
-      duplicates_.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
-    appendRecord(batch_, e);
-    // A batch holds at most batchSize entries, even in the middle of a datagram.
-    if ((batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !flush_()) {
-      stopped = true;
-      return false;
-    }
-    return true;
-  }
-
- private:
-  const Filter* filter_;
-  KeySet& seen_;
-  Batch& batch_;
-  size_t batchSize_;
-  std::function<bool()> flush_;
-  std::atomic<uint64_t>& messages_;
-  std::atomic<uint64_t>& duplicates_;
-  std::atomic<uint64_t>& filteredOut_;
-  std::atomic<bool>& kernelFiltered_;
-};
-
 // What the receiver needs to know of a datagram without decoding it: does the dump end here,
 // and with which error (from NLMSG_ERROR, or a DONE that carries one)?
 struct Control {
@@ -155,11 +106,11 @@ void DumpSession::stop() {
 
 DumpCounters DumpSession::counters() const {
   DumpCounters c;
-  c.messages = messages_.load();
+  c.messages = decoded_.messages.load();
   c.entries = entries_.load();
-  c.duplicates = duplicates_.load();
-  c.filteredOut = filteredOut_.load();
-  c.kernelFiltered = kernelFiltered_.load();
+  c.duplicates = decoded_.duplicates.load();
+  c.filteredOut = decoded_.filteredOut.load();
+  c.kernelFiltered = decoded_.kernelFiltered.load();
   return c;
 }
 
@@ -310,8 +261,7 @@ void DumpSession::decode() {
   KeySet seen;
   Batch batch;
   batch.records.reserve(batchSize_ * slot::kCount);
-  DumpSink sink(nativeFilter, seen, batch, batchSize_, [this, &batch] { return publish(batch); }, messages_,
-                duplicates_, filteredOut_, kernelFiltered_);
+  EntrySink sink(nativeFilter, &seen, batch, &decoded_, batchSize_, [this, &batch] { return publish(batch); });
   SysError err;
   bool reserved = false;
   for (;;) {

@@ -84,8 +84,8 @@ class DumpSession {
   SysError error_;
   std::atomic<bool> stopping_{false};
 
-  std::atomic<uint64_t> messages_{0}, entries_{0}, duplicates_{0}, filteredOut_{0};
-  std::atomic<bool> kernelFiltered_{false};
+  DecodeCounters decoded_;
+  std::atomic<uint64_t> entries_{0};  // handed to the consumer
 };
 
 }  // namespace ct
