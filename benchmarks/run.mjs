@@ -21,7 +21,7 @@
 // latest.json). Dump times are measured inside the measuring process (rawdump, lib-child);
 // CLI times are wall-clock of the whole command (exec + setns + work).
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,8 @@ const BIN = join(HERE, 'bin');
 const RESULTS = join(HERE, 'results');
 const STATE_FILE = join(BIN, '.ctbench-state.json');
 const MAX_PATH = '/proc/sys/net/netfilter/nf_conntrack_max';
+// Shared with test/helpers/global-lock.ts: whoever changes the global nf_conntrack_max holds it.
+const GLOBAL_LIMITS_LOCK = '/run/lock/conntrack-global-limits';
 const DIST_INDEX = join(ROOT, 'dist', 'lib', 'index.js');
 const DIST_CLI = join(ROOT, 'dist', 'lib', 'cli.js');
 
@@ -195,6 +197,61 @@ function pidAlive(pid) {
   }
 }
 
+// ---- The machine-wide lock on the global conntrack limits (same protocol as
+// test/helpers/global-lock.ts: an atomic mkdir holding the owner's pid; a dead owner's lock is taken over).
+
+let lockHeld = false;
+
+function lockOwner() {
+  try {
+    const pid = Number(readFileSync(`${GLOBAL_LIMITS_LOCK}/pid`, 'utf8'));
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function tryTakeLock() {
+  try {
+    mkdirSync(GLOBAL_LIMITS_LOCK);
+  } catch (e) {
+    if (e.code !== 'EEXIST') throw e;
+    const owner = lockOwner();
+    let age = 0;
+    try {
+      age = Date.now() - statSync(GLOBAL_LIMITS_LOCK).mtimeMs;
+    } catch {
+      return tryTakeLock(); // released meanwhile
+    }
+    // No pid yet: its owner is between mkdir and writing it, unless that was long ago.
+    if (owner === undefined ? age < 10_000 : pidAlive(owner)) return false;
+    rmSync(GLOBAL_LIMITS_LOCK, { recursive: true, force: true });
+    return tryTakeLock();
+  }
+  writeFileSync(`${GLOBAL_LIMITS_LOCK}/pid`, String(process.pid));
+  lockHeld = true;
+  return true;
+}
+
+/** Waits while another live process holds the lock (a test lowering nf_conntrack_max, another run). */
+async function takeGlobalLimitsLock() {
+  mkdirSync(dirname(GLOBAL_LIMITS_LOCK), { recursive: true });
+  let said = false;
+  while (!tryTakeLock()) {
+    if (!said) {
+      console.error(`bench: waiting for ${GLOBAL_LIMITS_LOCK} (held by pid ${lockOwner() ?? '?'}: it changes nf_conntrack_max)`);
+      said = true;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    checkInterrupted();
+  }
+}
+
+function releaseGlobalLimitsLock() {
+  if (lockHeld && lockOwner() === process.pid) rmSync(GLOBAL_LIMITS_LOCK, { recursive: true, force: true });
+  lockHeld = false;
+}
+
 /** A previous run killed with SIGKILL leaves its netns and the raised limit: undo both. */
 function recoverStale() {
   if (!existsSync(STATE_FILE)) return;
@@ -249,6 +306,7 @@ function cleanupSync() {
     state.origMax = null;
   }
   rmSync(STATE_FILE, { force: true });
+  releaseGlobalLimitsLock(); // last: the limit is back to what it was
 }
 
 function createSandbox() {
@@ -664,14 +722,6 @@ async function main() {
   if (process.getuid?.() !== 0) throw new Error('run as root: needs CAP_NET_ADMIN and CAP_SYS_ADMIN (netns, setns, sysctl)');
   mkdirSync(BIN, { recursive: true });
   mkdirSync(RESULTS, { recursive: true });
-  recoverStale();
-  saveState(); // claims the run: a second run refuses to start while this pid lives
-
-  const cc = process.env.CC || 'cc';
-  for (const prog of ['rawdump', 'fill']) {
-    sh(cc, ['-O2', '-Wall', '-o', join(BIN, prog), join(HERE, `${prog}.c`)]);
-  }
-
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.on(sig, () => {
       if (interrupted) {
@@ -683,6 +733,18 @@ async function main() {
       console.error(`bench: ${sig}: stopping and cleaning up`);
       current?.kill('SIGKILL');
     });
+  }
+
+  // The whole run holds the global-limits lock: it raises nf_conntrack_max (and recoverStale may
+  // restore it), which a test lowering the limit at the same time would break, and vice versa.
+  process.on('exit', releaseGlobalLimitsLock);
+  await takeGlobalLimitsLock();
+  recoverStale();
+  saveState(); // claims the run: a second run refuses to start while this pid lives
+
+  const cc = process.env.CC || 'cc';
+  for (const prog of ['rawdump', 'fill']) {
+    sh(cc, ['-O2', '-Wall', '-o', join(BIN, prog), join(HERE, `${prog}.c`)]);
   }
 
   const meta = {
