@@ -5,6 +5,7 @@
  */
 import { countCommand, listCommand, statsCommand, summaryCommand } from './cli/core.js';
 import type { Command } from './cli/common.js';
+import { doctorCommand } from './cli/doctor.js';
 import { persistCommand, sizeCommand, sysctlCommand } from './cli/tuning.js';
 
 const COMMANDS: Record<string, Command> = {
@@ -14,6 +15,7 @@ const COMMANDS: Record<string, Command> = {
   sysctl: sysctlCommand,
   size: sizeCommand,
   persist: persistCommand,
+  doctor: doctorCommand,
 };
 
 const HELP = `usage: conntrack [COMMAND] [options]
@@ -25,6 +27,7 @@ const HELP = `usage: conntrack [COMMAND] [options]
   sysctl     get, set or describe net.netfilter.nf_conntrack_* settings
   size       recommend nf_conntrack_max and buckets for N connections, with memory cost
   persist    render (or --apply) the files that keep settings across reboots
+  doctor     is the table full or filling, dropping packets, badly sized? evidence and fixes
 
 Every command takes --netns PATH|PID and --json.`;
 

@@ -9,4 +9,10 @@ export {
   kernelDefaults, memoryCost, recommend, readSlabObjectSize, DEFAULT_OBJECT_SIZE,
 } from './sizing.js';
 export { renderPersistence, applyPersistence, detectConntrackLinkage } from './persist.js';
+export {
+  diagnose, evaluate, worstSeverity, USAGE_WARNING, USAGE_CRITICAL,
+  type Diagnosis, type DiagnosisFacts, type DiagnoseOptions, type Finding, type Fix, type Severity, type EntryBreakdown,
+} from './diagnose.js';
+export { readKernelLog, tableFullEvents, type KernelLogRecord, type TableFullEvent } from './kmsg.js';
+export { findConntrackDependents, type ConntrackDependents, type RuleMatch } from './dependents.js';
 export type * from './types.js';
