@@ -24,6 +24,7 @@ declare -A PACKAGE_OF=(
   [sysctl]=procps
   [mosquitto]=mosquitto
   [unshare]=util-linux
+  [nsenter]=util-linux
   # node-gyp needs a compiler, make and python to build the addon.
   [g++]=g++
   [make]=make

@@ -17,6 +17,7 @@ export const PACKAGE_OF: Record<string, string> = {
   sysctl: 'procps',
   mosquitto: 'mosquitto',
   unshare: 'util-linux',
+  nsenter: 'util-linux',
 };
 
 /** sbin directories are often missing from a non-root PATH although the tools live there. */
