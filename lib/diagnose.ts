@@ -143,7 +143,8 @@ function seconds(value: number): string {
 }
 
 function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
+  if (n === 1) return `${n} ${word}`;
+  return `${n} ${word.endsWith('y') ? `${word.slice(0, -1)}ies` : `${word}s`}`;
 }
 
 function sizingFix(recommendation: Recommendation, why: string): Fix {
@@ -431,6 +432,13 @@ function dependentsFinding(facts: DiagnosisFacts): Finding {
   if (dependents.rules === undefined) {
     return { id: 'dependents', severity: 'info', title: 'could not tell whether anything here needs conntrack', evidence };
   }
+  // With nothing tracked, exempting traffic is not advice worth giving.
+  if (facts.after.count.entries === 0) return { id: 'dependents', severity: 'info', title: 'nothing found here that needs conntrack', evidence };
+  return notrackFinding(evidence);
+}
+
+/** Exempting a busy service from tracking, for tables that track what nothing needs. */
+function notrackFinding(evidence: string[]): Finding {
   return {
     id: 'dependents',
     severity: 'info',

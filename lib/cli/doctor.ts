@@ -53,7 +53,8 @@ function formatFinding(finding: Finding, printedFixes: Set<string>): string[] {
   const lines = [`${LABEL[finding.severity].padEnd(9)} ${finding.title}`];
   for (const evidence of finding.evidence) lines.push(`          - ${evidence}`);
   if (finding.fix !== undefined) {
-    const key = JSON.stringify(finding.fix);
+    // Several findings share the sizing fix: its commands are printed once.
+    const key = finding.fix.commands.join('\n');
     if (printedFixes.has(key)) {
       lines.push('          fix: as above.');
     } else {
