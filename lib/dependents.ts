@@ -5,7 +5,9 @@
  * bigger" is.
  */
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, readFile } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
 
 import { binding } from './native.js';
 
@@ -40,12 +42,20 @@ const IPT_NAT = /-j (SNAT|DNAT|MASQUERADE|REDIRECT|NETMAP)\b/;
 const IPT_NOTRACK = /-j (NOTRACK|CT --notrack)\b/;
 const IPT_STATEFUL = /-m (conntrack|state|connmark|connlimit|helper)\b|-j (CONNMARK|CT)\b/;
 
-/** The lines of a ruleset listing that use (or switch off) conntrack. */
+/** nft prints live counters in rules; they make the same rule look different on every run. */
+function withoutCounterValues(rule: string): string {
+  return rule.replace(/\bcounter packets \d+ bytes \d+/g, 'counter');
+}
+
+/** The lines of a ruleset listing that use (or switch off) conntrack, each distinct rule once. */
 export function findConntrackRules(source: RuleMatch['source'], listing: string): RuleMatch[] {
   const nft = source === 'nft';
   const matches: RuleMatch[] = [];
+  const seen = new Set<string>();
   for (const raw of listing.split('\n')) {
-    const rule = raw.trim();
+    const rule = withoutCounterValues(raw.trim());
+    if (seen.has(rule)) continue;
+    seen.add(rule);
     if (rule === '' || rule.startsWith('#')) continue;
     // iptables-save: only rule lines; a nat table with no rules needs nothing.
     if (!nft && !rule.startsWith('-A ')) continue;
@@ -74,6 +84,19 @@ export function containerInterfaces(names: readonly string[]): string[] {
   return names.filter((name) => CONTAINER_INTERFACE.test(name));
 }
 
+/** Whether `command` is an executable on PATH (nsenter's own "not found" is not an errno). */
+async function onPath(command: string): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter)) {
+    try {
+      await access(join(dir, command), constants.X_OK);
+      return true;
+    } catch {
+      // not in this directory
+    }
+  }
+  return false;
+}
+
 function runTool(command: string, args: readonly string[], netnsPath: string | undefined): Promise<string> {
   // nsenter runs the tool inside the namespace; both come from util-linux / the firewall package.
   const [file, argv] = netnsPath === undefined ? [command, args] : ['nsenter', [`--net=${netnsPath}`, command, ...args]];
@@ -91,15 +114,18 @@ export async function findConntrackDependents(netnsPath: string | undefined): Pr
   const rulesUnknown: string[] = [];
   let listedAny = false;
   for (const tool of RULE_TOOLS) {
+    if (!(await onPath(tool.command))) {
+      // A legacy tool that is not installed means no legacy rules can exist: not worth a mention.
+      if (tool.source === 'nft') rulesUnknown.push('nft is not installed (Debian package nftables)');
+      continue;
+    }
     try {
       rules.push(...findConntrackRules(tool.source, await runTool(tool.command, tool.args, netnsPath)));
       listedAny = true;
     } catch (err) {
       const { code, stderr } = err as NodeJS.ErrnoException & { stderr?: string };
-      // A legacy tool that is not installed means no legacy rules can exist: not worth a mention.
-      if (code === 'ENOENT' && tool.source !== 'nft') continue;
       rulesUnknown.push(code === 'ENOENT'
-        ? `${tool.command} is not installed (or nsenter is missing)`
+        ? 'nsenter is not installed (Debian package util-linux)'
         : `${tool.command} failed: ${(stderr ?? '').trim() || (err as Error).message}`);
     }
   }

@@ -132,6 +132,11 @@ function counter(stats: CpuCounters, name: DropCounter): number {
   return stats[name] ?? 0;
 }
 
+function formatBytes(bytes: number): string {
+  if (bytes < 2 ** 20) return `${Math.ceil(bytes / 1024)} KiB`;
+  return bytes < 2 ** 30 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
 function percent(ratio: number): string {
   return `${(ratio * 100).toFixed(1)} %`;
 }
@@ -150,7 +155,7 @@ function plural(n: number, word: string): string {
 function sizingFix(recommendation: Recommendation, why: string): Fix {
   return {
     summary: `${why} Raise nf_conntrack_max to ${recommendation.max} and the buckets to ${recommendation.buckets} ` +
-      `(about ${(recommendation.memory.totalBytes / 2 ** 20).toFixed(0)} MiB of kernel memory when full), ` +
+      `(${formatBytes(recommendation.memory.totalBytes)} of kernel memory when full), ` +
       'in the initial namespace (the limit is global), and keep it across reboots:',
     commands: [
       ...recommendation.commands,
@@ -184,7 +189,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
       id: 'tracking',
       severity: 'ok',
       title: `conntrack is active in ${where}`,
-      evidence: [`${entries} entries; ${after.stats.insert ?? 0} inserted since the namespace started tracking.`],
+      evidence: [`${entries} entries now.`],
     });
   }
 
@@ -313,6 +318,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         'The kernel rate-limits this message: each line stands for one or more dropped packets.',
       );
       if (last.netnsInode === undefined) evidence.push('This kernel does not name the namespace in the message; the lines may come from another one.');
+      else if (!facts.initialNetns) evidence.push('Namespace inode numbers are reused once a namespace is gone: lines older than this namespace may come from an earlier one.');
       findings.push({
         id: 'kernel-log',
         severity: recent ? 'critical' : 'warning',

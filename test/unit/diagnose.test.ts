@@ -360,3 +360,10 @@ describe('rules and interfaces that need conntrack', () => {
     expect(containerInterfaces(names)).toEqual(['docker0', 'br-0123456789ab', 'cali1a2b3c4d5e6']);
   });
 });
+
+describe('rule listings from a live nft', () => {
+  it('lists a rule once, without its counter values', () => {
+    const listing = '\t\tct state new counter packets 200 bytes 12000\n\t\tct state new counter packets 3 bytes 180\n';
+    expect(findConntrackRules('nft', listing)).toEqual([{ source: 'nft', kind: 'stateful', rule: 'ct state new counter' }]);
+  });
+});
