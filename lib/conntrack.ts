@@ -108,12 +108,13 @@ export class Conntrack implements AsyncDisposable {
   #native: NativeHandle | undefined;
   #inflight: Promise<unknown> | undefined;
   readonly #dumps = new Set<DumpRun>();
-  /** Where count() answers land: no allocation per call for a poller. */
-  readonly #statsScratch = new Uint32Array(32);
+  /** count()'s request and where its answers land: no allocation per call for a poller. */
+  readonly #stats: { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
 
   private constructor(native: NativeHandle, netns: string | undefined) {
     this.#native = native;
     this.netns = netns;
+    this.#stats = native.globalStatsFunction();
   }
 
   /** Opens a handle, in `options.netns` when given (a path or a pid), else in this process's namespace. */
@@ -145,10 +146,14 @@ export class Conntrack implements AsyncDisposable {
     } catch (err) {
       throw toConntrackError(err, this.netns);
     }
-    if (!(result instanceof Promise)) return result;
-    this.#inflight = result;
+    return result instanceof Promise ? this.#track(result) : result;
+  }
+
+  /** Holds off other requests until `pending` (the kernel did not answer within the send) settles. */
+  async #track<T>(pending: Promise<T>): Promise<T> {
+    this.#inflight = pending;
     try {
-      return await result;
+      return await pending;
     } catch (err) {
       throw toConntrackError(err, this.netns);
     } finally {
@@ -156,18 +161,41 @@ export class Conntrack implements AsyncDisposable {
     }
   }
 
-  /** Entries in this namespace and the global limit: one IPCTNL_MSG_CT_GET_STATS request. */
-  async count(): Promise<Count> {
-    const answer = await this.#request<number | NativeAttrPairs>((native) => native.globalStats(this.#statsScratch));
-    const pairs: ArrayLike<number> = typeof answer === 'number' ? this.#statsScratch : answer;
-    const length = typeof answer === 'number' ? answer : answer.length;
+  /**
+   * Entries in this namespace and the global limit: one IPCTNL_MSG_CT_GET_STATS request.
+   * Not an async function: a poller's call usually completes inside the send, and then costs
+   * one already-resolved promise instead of two async frames and their microtask hops.
+   */
+  count(): Promise<Count> {
+    if (this.#native === undefined || this.#inflight !== undefined) return this.#countQueued();
+    let answer: number | Promise<NativeAttrPairs>;
+    try {
+      answer = this.#stats.call();
+    } catch (err) {
+      return Promise.reject(toConntrackError(err, this.netns));
+    }
+    if (typeof answer !== 'number') return this.#track(answer).then((pairs) => this.#countFrom(pairs, pairs.length));
+    return this.#countFrom(this.#stats.out, answer);
+  }
+
+  async #countQueued(): Promise<Count> {
+    const answer = await this.#request<number | NativeAttrPairs>(() => this.#stats.call());
+    return typeof answer === 'number' ? this.#countFrom(this.#stats.out, answer) : this.#countFrom(answer, answer.length);
+  }
+
+  #countFrom(pairs: ArrayLike<number>, length: number): Promise<Count> {
     let entries: number | undefined;
     let max: number | undefined;
     for (let i = 0; i + 1 < length; i += 2) {
       if (pairs[i] === CTA_STATS_GLOBAL_ENTRIES) entries = pairs[i + 1];
       else if (pairs[i] === CTA_STATS_GLOBAL_MAX_ENTRIES) max = pairs[i + 1];
     }
-    // CTA_STATS_GLOBAL_MAX_ENTRIES arrived in Linux 4.18: older kernels need procfs.
+    if (entries !== undefined && max !== undefined) return Promise.resolve({ entries, max });
+    return this.#countFromProcfs(entries, max);
+  }
+
+  // CTA_STATS_GLOBAL_MAX_ENTRIES arrived in Linux 4.18: older kernels need procfs.
+  async #countFromProcfs(entries: number | undefined, max: number | undefined): Promise<Count> {
     if (entries === undefined) entries = await this.#readProcNumber('/proc/sys/net/netfilter/nf_conntrack_count');
     if (max === undefined) max = await this.#readProcNumber('/proc/sys/net/netfilter/nf_conntrack_max');
     return { entries, max };

@@ -64,12 +64,13 @@ export interface NativeCpuRow {
 }
 
 export interface NativeHandle {
-  /**
-   * IPCTNL_MSG_CT_GET_STATS; sync when the kernel already answered, else a promise. With `out`,
-   * a sync answer is written into it and the number of values returned.
-   */
+  /** IPCTNL_MSG_CT_GET_STATS; sync when the kernel already answered, else a promise. */
   globalStats(): NativeAttrPairs | Promise<NativeAttrPairs>;
-  globalStats(out: Uint32Array): number | Promise<NativeAttrPairs>;
+  /**
+   * globalStats() for pollers: `call()` writes a sync answer's pairs into `out` and returns how
+   * many values it wrote (no allocation, no per-call argument handling).
+   */
+  globalStatsFunction(): { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
   /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
   cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
   startDump(filter: NativeFilter | null, batchSize: number): NativeDump;

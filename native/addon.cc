@@ -323,6 +323,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeHandle",
                        {InstanceMethod<&HandleWrap::GlobalStats>("globalStats"),
+                        InstanceMethod<&HandleWrap::GlobalStatsFunction>("globalStatsFunction"),
                         InstanceMethod<&HandleWrap::CpuStats>("cpuStats"),
                         InstanceMethod<&HandleWrap::StartDump>("startDump"),
                         InstanceMethod<&HandleWrap::Close>("close")});
@@ -340,41 +341,69 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   // Sends one request and answers with `syncResult(env, transaction)` when the kernel already
   // replied (the usual case), else with a promise settled from a pool thread.
   template <typename SyncResult>
-  Napi::Value Run(const Napi::CallbackInfo& info, ct::Transaction::Kind kind, SyncResult&& syncResult) {
-    Napi::Env env = info.Env();
+  Napi::Value Run(Napi::Env env, ct::Transaction::Kind kind, SyncResult&& syncResult) {
     if (closed_) throw Napi::Error::New(env, "closed");
     if (busy_) throw Napi::Error::New(env, "busy");
-    ct::Transaction t(kind);
+    // One transaction per kind, reused: a poller's call allocates nothing natively.
+    std::unique_ptr<ct::Transaction>& t = transactions_[static_cast<size_t>(kind)];
+    if (!t) t = std::make_unique<ct::Transaction>(kind);
     SysError err;
-    if (!t.begin(socket_, err)) throw toJsError(env, err);
-    int state = t.pump(socket_, buffer_, err);
+    if (!t->begin(socket_, err)) throw toJsError(env, err);
+    int state = t->pump(socket_, buffer_, err);
     if (state < 0) throw toJsError(env, err);
-    if (state == 1) return syncResult(env, t);
+    if (state == 1) return syncResult(env, *t);
     // Not answered within the send: finish off the main thread, and keep this handle alive.
     busy_ = true;
     Ref();
-    auto* worker = new PendingRequest(env, this, std::make_unique<ct::Transaction>(std::move(t)));
+    auto* worker = new PendingRequest(env, this, std::move(t));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;
   }
 
-  // globalStats(out?: Uint32Array): with `out`, the (attribute, value) pairs are written
-  // into it and their count returned, so a caller polling every second allocates nothing.
   Napi::Value GlobalStats(const Napi::CallbackInfo& info) {
-    if (info.Length() > 0 && info[0].IsTypedArray()) {
-      Napi::Uint32Array out = info[0].As<Napi::Uint32Array>();
-      return Run(info, ct::Transaction::Kind::kGlobalStats, [&out](Napi::Env env, const ct::Transaction& t) {
-        size_t n = std::min(t.pairs().size(), out.ElementLength());
-        std::copy(t.pairs().begin(), t.pairs().begin() + static_cast<std::ptrdiff_t>(n), out.Data());
-        return Napi::Number::New(env, static_cast<double>(n));
-      });
-    }
-    return Run(info, ct::Transaction::Kind::kGlobalStats, transactionResult);
+    return Run(info.Env(), ct::Transaction::Kind::kGlobalStats, transactionResult);
   }
+
+  // globalStatsFunction() -> { call, out }: `call()` is globalStats() for a poller. It writes the
+  // (attribute, value) pairs of a synchronous answer into `out` and returns their count (else a
+  // promise of the pairs, as globalStats()). On this VM every syscall flushes the TLB, so each
+  // page a call touches costs: the function carries the handle and the output memory, so a call
+  // skips unwrapping the handle and typed-array lookups.
+  struct StatsFunctionData {
+    HandleWrap* handle;
+    Napi::ObjectReference handleRef;  // strong: the handle lives as long as this function
+    Napi::Reference<Napi::ArrayBuffer> outRef;
+    uint32_t* out;
+    size_t outLen;
+  };
+
+  static Napi::Value CallGlobalStats(const Napi::CallbackInfo& info) {
+    auto* d = static_cast<StatsFunctionData*>(info.Data());
+    return d->handle->Run(info.Env(), ct::Transaction::Kind::kGlobalStats, [d](Napi::Env env, const ct::Transaction& t) {
+      size_t n = std::min(t.pairs().size(), d->outLen);
+      std::copy(t.pairs().begin(), t.pairs().begin() + static_cast<std::ptrdiff_t>(n), d->out);
+      return Napi::Number::New(env, static_cast<double>(n));
+    });
+  }
+
+  Napi::Value GlobalStatsFunction(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    constexpr size_t kLen = 32;
+    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, kLen * sizeof(uint32_t));  // stable memory
+    auto* d = new StatsFunctionData{this, Napi::Persistent(Value()), Napi::Persistent(buffer),
+                                    static_cast<uint32_t*>(buffer.Data()), kLen};
+    Napi::Function call = Napi::Function::New<CallGlobalStats>(env, "globalStats", d);
+    call.AddFinalizer([](Napi::Env, StatsFunctionData* data) { delete data; }, d);
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("call", call);
+    result.Set("out", Napi::Uint32Array::New(env, kLen, buffer, 0));
+    return result;
+  }
+
   Napi::Value CpuStats(const Napi::CallbackInfo& info) {
     bool expectations = info.Length() > 0 && info[0].ToBoolean().Value();
-    return Run(info, expectations ? ct::Transaction::Kind::kExpectationCpuStats : ct::Transaction::Kind::kCpuStats,
+    return Run(info.Env(), expectations ? ct::Transaction::Kind::kExpectationCpuStats : ct::Transaction::Kind::kCpuStats,
                transactionResult);
   }
 
@@ -405,6 +434,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
 
   friend class PendingRequest;
   ct::NetlinkSocket socket_;
+  std::unique_ptr<ct::Transaction> transactions_[3];  // by Transaction::Kind
   std::vector<uint8_t> buffer_ = std::vector<uint8_t>(ct::kReceiveBufferSize);  // reused by every request
   int nsFd_ = -1;
   bool busy_ = false;

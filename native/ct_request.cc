@@ -8,6 +8,9 @@ namespace ct {
 
 bool Transaction::begin(NetlinkSocket& socket, SysError& err) {
   uint8_t request[64];
+  complete_ = false;
+  pairs_.clear();
+  rows_.clear();
   seq_ = socket.nextSeq();
   size_t len = 0;
   switch (kind_) {

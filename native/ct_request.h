@@ -21,6 +21,8 @@ class Transaction : public MessageSink {
   enum class Kind { kGlobalStats, kCpuStats, kExpectationCpuStats };
   explicit Transaction(Kind kind) : kind_(kind) {}
 
+  // Starts (or restarts: the answer vectors keep their capacity, so a reused transaction
+  // allocates nothing) the exchange.
   bool begin(NetlinkSocket& socket, SysError& err);
   // 1: complete; 0: nothing more queued yet (poll and call again); -1: error.
   // `buffer` (kReceiveBufferSize bytes) belongs to the caller, reused across requests.

@@ -31,6 +31,15 @@ bool NetlinkSocket::open(bool nonBlocking, SysError& err) {
     return false;
   }
   portId_ = local.nl_pid;
+  // Connected to the kernel (port 0): the kernel refuses unicasts to us from any other socket
+  // (netlink_getsockbyportid), so receive() needs no sender address, and send() none either.
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) != 0) {
+    err = SysError::fromErrno(errno, "connect");
+    close();
+    return false;
+  }
   int on = 1;
   // Error text from the kernel, and errors that do not echo our whole request back.
   ::setsockopt(fd_, SOL_NETLINK, NETLINK_EXT_ACK, &on, sizeof on);
@@ -50,10 +59,8 @@ void NetlinkSocket::close() {
 }
 
 bool NetlinkSocket::send(const void* buf, size_t len, SysError& err) {
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
   for (;;) {
-    ssize_t n = ::sendto(fd_, buf, len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel);
+    ssize_t n = ::send(fd_, buf, len, 0);
     if (n == static_cast<ssize_t>(len)) return true;
     if (n < 0 && errno == EINTR) continue;
     err = SysError::fromErrno(n < 0 ? errno : EMSGSIZE, "sendto");
@@ -63,26 +70,18 @@ bool NetlinkSocket::send(const void* buf, size_t len, SysError& err) {
 
 long NetlinkSocket::receive(void* buf, size_t cap, SysError& err, bool dontWait) {
   for (;;) {
-    sockaddr_nl from{};
-    iovec iov{buf, cap};
-    msghdr msg{};
-    msg.msg_name = &from;
-    msg.msg_namelen = sizeof from;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    ssize_t n = ::recvmsg(fd_, &msg, dontWait ? MSG_DONTWAIT : 0);
+    // MSG_TRUNC: the datagram's real length, so a cut one is seen without a msghdr.
+    ssize_t n = ::recv(fd_, buf, cap, MSG_TRUNC | (dontWait ? MSG_DONTWAIT : 0));
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       err = SysError::fromErrno(errno, "recvmsg");
       return -1;
     }
-    if (msg.msg_flags & MSG_TRUNC) {
+    if (static_cast<size_t>(n) > cap) {
       err = SysError::malformed("a datagram was larger than the receive buffer");
       return -1;
     }
-    // Only the kernel (port 0) speaks to us; anything else is not an answer.
-    if (from.nl_pid != 0) continue;
     if (n == 0) {
       err = SysError::malformed("empty datagram");
       return -1;
