@@ -14,7 +14,7 @@ import { invalidArgument } from './errors.js';
 import { readKernelLog, tableFullEvents, type TableFullEvent } from './kmsg.js';
 import { netnsPath } from './netns.js';
 import { detectConntrackLinkage, type ConntrackLinkage } from './persist.js';
-import { readSlabObjectSize, recommend, type Recommendation } from './sizing.js';
+import { memoryCost, readSlabObjectSize, recommend, type Recommendation } from './sizing.js';
 import { INITIAL_NETNS_INODE, readSysctl } from './sysctl.js';
 import type { Count, CpuCounters, NetnsSpec } from './types.js';
 
@@ -74,6 +74,12 @@ export interface DiagnosisFacts {
   netns: string | null;
   /** Inode of the namespace, as the kernel names it in "table full in netns N". */
   netnsInode: number;
+  /**
+   * When the namespace's nsfs inode was made (its ctime): the namespace is at least this old. Kernel
+   * log lines before it may belong to an earlier namespace with the same inode number. Undefined for
+   * the initial namespace, whose number is never reused.
+   */
+  netnsSince: Date | undefined;
   initialNetns: boolean;
   time: Date;
   intervalMs: number;
@@ -152,14 +158,35 @@ function plural(n: number, word: string): string {
   return `${n} ${word.endsWith('y') ? `${word.slice(0, -1)}ies` : `${word}s`}`;
 }
 
-function sizingFix(recommendation: Recommendation, why: string): Fix {
+/**
+ * A recommendation never shrinks the hash table: the bucket array is global, shared by every
+ * namespace, and may have been sized for more than this namespace's load.
+ */
+function keepingBuckets(recommendation: Recommendation, currentBuckets: number | undefined): Recommendation {
+  if (currentBuckets === undefined || currentBuckets < recommendation.buckets) return recommendation;
   return {
-    summary: `${why} Raise nf_conntrack_max to ${recommendation.max} and the buckets to ${recommendation.buckets} ` +
+    ...recommendation,
+    buckets: currentBuckets,
+    memory: memoryCost({ max: recommendation.max, buckets: currentBuckets, objectSize: recommendation.memory.perEntryBytes }),
+    averageChainLength: (2 * recommendation.max) / currentBuckets,
+    reasons: [
+      ...recommendation.reasons,
+      `The bucket count stays at ${currentBuckets}: the running table already has at least the ${recommendation.buckets} computed here, and the bucket array is shared by every namespace.`,
+    ],
+    sysctl: { ...recommendation.sysctl, 'net.netfilter.nf_conntrack_buckets': currentBuckets },
+    commands: recommendation.commands.filter((command) => !command.includes('/hashsize')),
+  };
+}
+
+function sizingFix(recommendation: Recommendation, currentBuckets: number | undefined, why: string): Fix {
+  const resize = currentBuckets === undefined || recommendation.buckets > currentBuckets;
+  return {
+    summary: `${why} Raise nf_conntrack_max to ${recommendation.max}${resize ? ` and the buckets to ${recommendation.buckets}` : ''} ` +
       `(${formatBytes(recommendation.memory.totalBytes)} of kernel memory when full), ` +
       'in the initial namespace (the limit is global), and keep it across reboots:',
     commands: [
       ...recommendation.commands,
-      `conntrack persist --max ${recommendation.max} --buckets ${recommendation.buckets} --apply --root /`,
+      `conntrack persist --max ${recommendation.max}${resize ? ` --buckets ${recommendation.buckets}` : ''} --apply --root /`,
     ],
   };
 }
@@ -197,12 +224,12 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
   const demand = facts.expectedConnections ?? Math.max(entries, usage >= USAGE_CRITICAL ? max : entries, 1);
   let recommendation: Recommendation | undefined;
   const wantRecommendation = (): Recommendation => {
-    recommendation ??= recommend({
+    recommendation ??= keepingBuckets(recommend({
       connections: demand,
       ...(facts.objectSize === undefined ? {} : { objectSize: facts.objectSize }),
       kernelRelease: facts.kernelRelease,
       memoryBytes: facts.memoryBytes,
-    });
+    }), facts.buckets);
     return recommendation;
   };
 
@@ -219,7 +246,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity: 'critical',
         title: `conntrack table full: ${entries} of ${max} entries; new connections are dropped`,
         evidence,
-        fix: sizingFix(wantRecommendation(), 'The kernel drops the first packet of every new flow while the table is full.'),
+        fix: sizingFix(wantRecommendation(), facts.buckets, 'The kernel drops the first packet of every new flow while the table is full.'),
       });
     } else if (usage >= USAGE_WARNING) {
       const severity = usage >= USAGE_CRITICAL ? 'critical' : 'warning';
@@ -228,7 +255,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity,
         title: `conntrack table ${percent(usage)} full (${entries} of ${max})`,
         evidence,
-        fix: sizingFix(wantRecommendation(), 'When the table fills, new connections are dropped.'),
+        fix: sizingFix(wantRecommendation(), facts.buckets, 'When the table fills, new connections are dropped.'),
       });
     } else {
       findings.push({ id: 'table-usage', severity: 'ok', title: `conntrack table ${percent(usage)} full (${entries} of ${max})`, evidence });
@@ -247,7 +274,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         evidence: [
           `drop rose from ${counter(before.stats, 'drop')} to ${totalDrops} (conntrack -S, summed over CPUs): each is a new flow's packet the kernel could not track, usually because the table is full.`,
         ],
-        fix: sizingFix(wantRecommendation(), 'Dropped packets are connections that fail or retry.'),
+        fix: sizingFix(wantRecommendation(), facts.buckets, 'Dropped packets are connections that fail or retry.'),
       });
     } else if (totalDrops > 0) {
       findings.push({
@@ -255,7 +282,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity: 'warning',
         title: `${plural(totalDrops, 'packet')} dropped since tracking started${sampled ? `, none in the last ${intervalText}` : ''}`,
         evidence: [`drop = ${totalDrops} (conntrack -S, summed over CPUs): the table was full or an insert clash could not be resolved at some point.`],
-        fix: sizingFix(wantRecommendation(), 'The table has overflowed before and may again at the next peak.'),
+        fix: sizingFix(wantRecommendation(), facts.buckets, 'The table has overflowed before and may again at the next peak.'),
       });
     } else {
       findings.push({ id: 'drops', severity: 'ok', title: 'no packets dropped by conntrack', evidence: ['drop = 0 (conntrack -S, summed over CPUs).'] });
@@ -268,7 +295,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity: 'warning',
         title: `${plural(early, 'entry')} evicted in ${intervalText} to make room (early_drop)`,
         evidence: [`early_drop rose by ${early}: the table was full and the kernel threw out entries that had not seen a reply yet. Established (assured) entries are never evicted, so this does not save a full table of live connections.`],
-        fix: sizingFix(wantRecommendation(), 'Evictions mean the table is at its limit.'),
+        fix: sizingFix(wantRecommendation(), facts.buckets, 'Evictions mean the table is at its limit.'),
       });
     }
     const insertFailed = delta('insert_failed');
@@ -300,35 +327,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
   if (!facts.kernelLog.readable) {
     findings.push({ id: 'kernel-log', severity: 'info', title: 'kernel log not checked', evidence: [facts.kernelLog.reason] });
   } else {
-    const ours = facts.kernelLog.events.filter((e) => e.netnsInode === undefined || e.netnsInode === facts.netnsInode);
-    const others = facts.kernelLog.events.filter((e) => e.netnsInode !== undefined && e.netnsInode !== facts.netnsInode);
-    const evidence: string[] = [];
-    if (others.length > 0) {
-      const inodes = [...new Set(others.map((e) => e.netnsInode))].join(', ');
-      evidence.push(`${plural(others.length, 'line')} name other namespaces (netns ${inodes}).`);
-    }
-    const last = ours.at(-1);
-    if (last === undefined) {
-      findings.push({ id: 'kernel-log', severity: 'ok', title: 'no "table full" lines in the kernel log', evidence });
-    } else {
-      const first = ours[0] as TableFullEvent;
-      const recent = facts.time.getTime() - last.time.getTime() <= RECENT_LOG_MS;
-      evidence.unshift(
-        `${plural(ours.length, 'line')} "${last.message}" in /dev/kmsg, from ${first.time.toISOString()} to ${last.time.toISOString()}.`,
-        'The kernel rate-limits this message: each line stands for one or more dropped packets.',
-      );
-      if (last.netnsInode === undefined) evidence.push('This kernel does not name the namespace in the message; the lines may come from another one.');
-      else if (!facts.initialNetns) evidence.push('Namespace inode numbers are reused once a namespace is gone: lines older than this namespace may come from an earlier one.');
-      findings.push({
-        id: 'kernel-log',
-        severity: recent ? 'critical' : 'warning',
-        title: recent
-          ? `the kernel dropped packets on a full table ${Math.round((facts.time.getTime() - last.time.getTime()) / 1000)} s ago`
-          : `the kernel dropped packets on a full table at ${last.time.toISOString()}`,
-        evidence,
-        fix: sizingFix(wantRecommendation(), 'The table has overflowed.'),
-      });
-    }
+    findings.push(kernelLogFinding(facts, facts.kernelLog.events, () => sizingFix(wantRecommendation(), facts.buckets, 'The table has overflowed.')));
   }
 
   // 5. Hash chains: every entry is hashed twice (both directions) into the global bucket array.
@@ -399,6 +398,47 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
   findings.push(dependentsFinding(facts));
 
   return { severity: worstSeverity(findings.map((f) => f.severity)), findings, recommendation, facts };
+}
+
+/**
+ * Kernels since 5.x name the namespace by inode number, but a number is reused once its namespace
+ * is gone. Lines are certain to be this namespace's only from the time its nsfs inode existed
+ * (`netnsSince`); older lines with the same number are reported, not judged.
+ */
+function kernelLogFinding(facts: DiagnosisFacts, events: readonly TableFullEvent[], fix: () => Fix): Finding {
+  const sameNumber = events.filter((e) => e.netnsInode === undefined || e.netnsInode === facts.netnsInode);
+  const since = facts.netnsSince?.getTime();
+  const ours = since === undefined ? sameNumber : sameNumber.filter((e) => e.time.getTime() >= since);
+  const earlier = sameNumber.length - ours.length;
+  const others = events.filter((e) => e.netnsInode !== undefined && e.netnsInode !== facts.netnsInode);
+  const evidence: string[] = [];
+  if (earlier > 0) {
+    evidence.push(`${plural(earlier, 'line')} with this namespace's inode number predate ${facts.netnsSince?.toISOString()}, when this namespace was first seen: inode numbers are reused, so they may come from an earlier namespace.`);
+  }
+  if (others.length > 0) {
+    const inodes = [...new Set(others.map((e) => e.netnsInode))].join(', ');
+    evidence.push(`${plural(others.length, 'line')} name other namespaces (netns ${inodes}).`);
+  }
+  const last = ours.at(-1);
+  if (last === undefined) {
+    return { id: 'kernel-log', severity: earlier > 0 ? 'info' : 'ok', title: 'no "table full" lines for this namespace in the kernel log', evidence };
+  }
+  const first = ours[0] as TableFullEvent;
+  const ago = facts.time.getTime() - last.time.getTime();
+  evidence.unshift(
+    `${plural(ours.length, 'line')} "${last.message}" in /dev/kmsg, from ${first.time.toISOString()} to ${last.time.toISOString()}.`,
+    'The kernel rate-limits this message: each line stands for one or more dropped packets.',
+  );
+  if (last.netnsInode === undefined) evidence.push('This kernel does not name the namespace in the message; the lines may come from another one.');
+  return {
+    id: 'kernel-log',
+    severity: ago <= RECENT_LOG_MS ? 'critical' : 'warning',
+    title: ago <= RECENT_LOG_MS
+      ? `the kernel dropped packets on a full table ${Math.round(ago / 1000)} s ago`
+      : `the kernel dropped packets on a full table at ${last.time.toISOString()}`,
+    evidence,
+    fix: fix(),
+  };
 }
 
 function dependentsFinding(facts: DiagnosisFacts): Finding {
@@ -500,8 +540,9 @@ async function breakdownOf(ct: Conntrack, signal: AbortSignal | undefined): Prom
   return result;
 }
 
-async function namespaceInode(path: string | undefined): Promise<number> {
-  return (await stat(path ?? '/proc/thread-self/ns/net')).ino;
+async function namespaceIdentity(path: string | undefined): Promise<{ inode: number; since: Date | undefined }> {
+  const info = await stat(path ?? '/proc/thread-self/ns/net');
+  return { inode: info.ino, since: info.ino === INITIAL_NETNS_INODE ? undefined : info.ctime };
 }
 
 /** Looks at a namespace's conntrack table and says what is wrong, with evidence and fixes. */
@@ -518,7 +559,7 @@ export async function diagnose(options: DiagnoseOptions = {}): Promise<Diagnosis
 
   const ct = await Conntrack.open(path === undefined ? {} : { netns: path });
   try {
-    const netnsInode = await namespaceInode(path);
+    const { inode: netnsInode, since: netnsSince } = await namespaceIdentity(path);
     const before = { count: await ct.count(), stats: (await ct.stats()).total };
     const started = Date.now();
     // Everything that does not need the interval runs during it.
@@ -548,6 +589,7 @@ export async function diagnose(options: DiagnoseOptions = {}): Promise<Diagnosis
     return evaluate({
       netns: path ?? null,
       netnsInode,
+      netnsSince,
       initialNetns: netnsInode === INITIAL_NETNS_INODE,
       time: new Date(),
       intervalMs,

@@ -16,6 +16,8 @@ function facts(overrides: Partial<DiagnosisFacts> = {}): DiagnosisFacts {
   return {
     netns: '/run/netns/x',
     netnsInode: INODE,
+    // The namespace is at least two hours old.
+    netnsSince: new Date(NOW.getTime() - 7_200_000),
     initialNetns: false,
     time: NOW,
     intervalMs: 1000,
@@ -92,7 +94,7 @@ describe('evaluate(): count against the limit (node_exporter thresholds)', () =>
   });
 
   it('says "full" at the limit and recommends double the limit when demand is unknown', () => {
-    const diagnosis = evaluate(atUsage(200, 200));
+    const diagnosis = evaluate(atUsage(200, 200, { buckets: 512 }));
     const usage = find(diagnosis.findings, 'table-usage');
     expect(usage.title).toBe('conntrack table full: 200 of 200 entries; new connections are dropped');
     // 200 connections x headroom 2, rounded up to 1024.
@@ -102,6 +104,18 @@ describe('evaluate(): count against the limit (node_exporter thresholds)', () =>
       'sysctl -w net.netfilter.nf_conntrack_max=1024',
       'conntrack persist --max 1024 --buckets 1024 --apply --root /',
     ]);
+  });
+
+  it('never shrinks the global bucket array: a bigger running table keeps its buckets', () => {
+    const diagnosis = evaluate(atUsage(200, 200, { buckets: 262_144 }));
+    expect(diagnosis.recommendation).toMatchObject({ max: 1024, buckets: 262_144 });
+    expect(diagnosis.recommendation?.memory.bucketsBytes).toBe(262_144 * 8);
+    const usage = find(diagnosis.findings, 'table-usage');
+    expect(usage.fix?.commands).toEqual([
+      'sysctl -w net.netfilter.nf_conntrack_max=1024',
+      'conntrack persist --max 1024 --apply --root /',
+    ]);
+    expect(usage.fix?.summary).not.toContain('buckets to');
   });
 
   it('sizes for the expected connections when given', () => {
@@ -161,6 +175,7 @@ describe('evaluate(): the kernel log', () => {
     expect(recent.title).toBe('the kernel dropped packets on a full table 30 s ago');
     expect(recent.evidence[0]).toContain('2 lines');
     const old = find(evaluate(facts({ kernelLog: { readable: true, events: [event(3600)] } })).findings, 'kernel-log');
+    expect(old.evidence).not.toContain(expect.stringMatching(/predate/));
     expect(old.severity).toBe('warning');
     expect(old.title).toContain(new Date(NOW.getTime() - 3_600_000).toISOString());
   });
@@ -168,6 +183,7 @@ describe('evaluate(): the kernel log', () => {
   it('lines naming other namespaces are evidence, not findings', () => {
     const log = find(evaluate(facts({ kernelLog: { readable: true, events: [event(5, 4026530000)] } })).findings, 'kernel-log');
     expect(log.severity).toBe('ok');
+    expect(log.title).toBe('no "table full" lines for this namespace in the kernel log');
     expect(log.evidence).toEqual(['1 line name other namespaces (netns 4026530000).']);
   });
 
@@ -175,6 +191,20 @@ describe('evaluate(): the kernel log', () => {
     const log = find(evaluate(facts({ kernelLog: { readable: true, events: [event(5, null)] } })).findings, 'kernel-log');
     expect(log.severity).toBe('critical');
     expect(log.evidence.join(' ')).toContain('does not name the namespace');
+  });
+
+  it('lines with this inode number from before the namespace existed are reported, not judged (inode numbers are reused)', () => {
+    const events = [event(9000), event(8000)];
+    const log = find(evaluate(facts({ kernelLog: { readable: true, events } })).findings, 'kernel-log');
+    expect(log.severity).toBe('info');
+    expect(log.evidence[0]).toMatch(/^2 lines with this namespace's inode number predate .*may come from an earlier namespace/);
+    // The initial namespace's number is never reused: every line counts.
+    const initial = find(evaluate(facts({ netnsSince: undefined, initialNetns: true, kernelLog: { readable: true, events } })).findings, 'kernel-log');
+    expect(initial.severity).toBe('warning');
+    // Lines on both sides of the namespace's birth: only the later ones are judged.
+    const mixed = find(evaluate(facts({ kernelLog: { readable: true, events: [event(9000), event(60)] } })).findings, 'kernel-log');
+    expect(mixed.severity).toBe('critical');
+    expect(mixed.evidence[0]).toMatch(/^1 line "/);
   });
 
   it('an unreadable log is reported as such', () => {
