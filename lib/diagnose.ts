@@ -4,13 +4,13 @@
  * rules) is kept apart from judging them (`evaluate`, a pure function), so every rule of judgement
  * is unit-tested on facts and the collection is tested on a real full table.
  */
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { release, totalmem } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Conntrack } from './conntrack.js';
 import { findConntrackDependents, type ConntrackDependents } from './dependents.js';
-import { invalidArgument } from './errors.js';
+import { invalidArgument, type ConntrackError } from './errors.js';
 import { readKernelLog, tableFullEvents, type TableFullEvent } from './kmsg.js';
 import { netnsPath } from './netns.js';
 import { detectConntrackLinkage, type ConntrackLinkage } from './persist.js';
@@ -81,6 +81,8 @@ export interface DiagnosisFacts {
    */
   netnsSince: Date | undefined;
   initialNetns: boolean;
+  /** ctnetlink, or the world-readable procfs files when the process lacks CAP_NET_ADMIN. */
+  source: 'ctnetlink' | 'procfs';
   time: Date;
   intervalMs: number;
   kernelRelease: string;
@@ -217,6 +219,15 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
       severity: 'ok',
       title: `conntrack is active in ${where}`,
       evidence: [`${entries} entries now.`],
+    });
+  }
+
+  if (facts.source === 'procfs') {
+    findings.push({
+      id: 'privileges',
+      severity: 'info',
+      title: 'without CAP_NET_ADMIN: counts and counters read from procfs, entries not walked',
+      evidence: ['ctnetlink refused the request (EPERM); /proc/sys/net/netfilter/nf_conntrack_{count,max} and /proc/net/stat/nf_conntrack are world-readable. Run as root for the full report.'],
     });
   }
 
@@ -545,6 +556,71 @@ async function namespaceIdentity(path: string | undefined): Promise<{ inode: num
   return { inode: info.ino, since: info.ino === INITIAL_NETNS_INODE ? undefined : info.ctime };
 }
 
+/** /proc/net/stat/nf_conntrack column names that differ from conntrack -S's. */
+const PROC_STAT_NAMES: Record<string, string> = { clashres: 'clash_resolve', chainlength: 'chaintoolong', icmp_error: 'error' };
+
+/**
+ * Sums /proc/net/stat/nf_conntrack (one row per CPU, hexadecimal, columns named by the header).
+ * World-readable, unlike ctnetlink: what a process without CAP_NET_ADMIN can see.
+ */
+export function parseProcConntrackStats(text: string): CpuCounters {
+  const [header, ...rows] = text.trim().split('\n');
+  const names = (header ?? '').trim().split(/\s+/).map((name) => PROC_STAT_NAMES[name] ?? name);
+  const total: Record<string, number> = {};
+  for (const row of rows) {
+    const values = row.trim().split(/\s+/);
+    names.forEach((name, i) => {
+      // 'entries' repeats the global count on every row; the expect_* columns are another table.
+      if (name === 'entries' || name.startsWith('expect_') || values[i] === undefined) return;
+      total[name] = (total[name] ?? 0) + Number.parseInt(values[i] as string, 16);
+    });
+  }
+  return total as CpuCounters;
+}
+
+/** Where the counts and counters come from: ctnetlink, or procfs for a process without CAP_NET_ADMIN. */
+interface CounterSource {
+  readonly kind: 'ctnetlink' | 'procfs';
+  sample(): Promise<{ count: Count; stats: CpuCounters }>;
+  /** Undefined when the entries cannot be read. */
+  readonly conntrack: Conntrack | undefined;
+  close(): Promise<void>;
+}
+
+async function openCounterSource(path: string | undefined): Promise<CounterSource> {
+  const ct = await Conntrack.open(path === undefined ? {} : { netns: path });
+  const viaNetlink = async () => ({ count: await ct.count(), stats: (await ct.stats()).total });
+  try {
+    const first = await viaNetlink();
+    let pending: typeof first | undefined = first;
+    return {
+      kind: 'ctnetlink',
+      conntrack: ct,
+      // The probe's sample is the first one: no extra request.
+      sample: async () => {
+        const sample = pending ?? (await viaNetlink());
+        pending = undefined;
+        return sample;
+      },
+      close: () => ct.close(),
+    };
+  } catch (err) {
+    await ct.close();
+    // Our own namespace can still be read through world-readable procfs files, as node_exporter does.
+    if ((err as ConntrackError).code !== 'ERR_CONNTRACK_PERMISSION' || path !== undefined) throw err;
+    const readNumber = async (name: string) => Number.parseInt(await readFile(`/proc/sys/net/netfilter/${name}`, 'utf8'), 10);
+    return {
+      kind: 'procfs',
+      conntrack: undefined,
+      sample: async () => ({
+        count: { entries: await readNumber('nf_conntrack_count'), max: await readNumber('nf_conntrack_max') },
+        stats: parseProcConntrackStats(await readFile('/proc/net/stat/nf_conntrack', 'utf8')),
+      }),
+      close: async () => {},
+    };
+  }
+}
+
 /** Looks at a namespace's conntrack table and says what is wrong, with evidence and fixes. */
 export async function diagnose(options: DiagnoseOptions = {}): Promise<Diagnosis> {
   if (options === null || typeof options !== 'object') throw invalidArgument('diagnose() takes an options object');
@@ -557,10 +633,10 @@ export async function diagnose(options: DiagnoseOptions = {}): Promise<Diagnosis
   const { signal } = options;
   signal?.throwIfAborted();
 
-  const ct = await Conntrack.open(path === undefined ? {} : { netns: path });
+  const source = await openCounterSource(path);
   try {
     const { inode: netnsInode, since: netnsSince } = await namespaceIdentity(path);
-    const before = { count: await ct.count(), stats: (await ct.stats()).total };
+    const before = await source.sample();
     const started = Date.now();
     // Everything that does not need the interval runs during it.
     const sideFacts = Promise.all([
@@ -573,14 +649,15 @@ export async function diagnose(options: DiagnoseOptions = {}): Promise<Diagnosis
     ]);
     const remaining = intervalMs - (Date.now() - started);
     if (remaining > 0) await sleep(remaining, undefined, signal === undefined ? {} : { signal });
-    const after = { count: await ct.count(), stats: (await ct.stats()).total };
+    const after = intervalMs > 0 ? await source.sample() : before;
     const [buckets, objectSize, tcpTimeoutEstablished, tcpTimeoutTimeWait, dependents, linkage] = await sideFacts;
 
     let breakdown: EntryBreakdown | undefined;
     let breakdownSkipped: string | undefined;
     if (options.scan === false) breakdownSkipped = 'scan switched off';
+    else if (source.conntrack === undefined) breakdownSkipped = 'reading entries needs CAP_NET_ADMIN';
     else if (after.count.entries > scanLimit) breakdownSkipped = `${after.count.entries} entries, above the scan limit of ${scanLimit}`;
-    else breakdown = await breakdownOf(ct, signal);
+    else breakdown = await breakdownOf(source.conntrack, signal);
 
     // After the counters, so a "table full" line logged during the interval is seen.
     const log = await readKernelLog({ match: /table full/, ...(signal === undefined ? {} : { signal }) });
@@ -591,6 +668,7 @@ export async function diagnose(options: DiagnoseOptions = {}): Promise<Diagnosis
       netnsInode,
       netnsSince,
       initialNetns: netnsInode === INITIAL_NETNS_INODE,
+      source: source.kind,
       time: new Date(),
       intervalMs,
       kernelRelease: release(),
@@ -609,6 +687,6 @@ export async function diagnose(options: DiagnoseOptions = {}): Promise<Diagnosis
       expectedConnections,
     });
   } finally {
-    await ct.close();
+    await source.close();
   }
 }

@@ -25,6 +25,7 @@ declare -A PACKAGE_OF=(
   [mosquitto]=mosquitto
   [unshare]=util-linux
   [nsenter]=util-linux
+  [setpriv]=util-linux
   # node-gyp needs a compiler, make and python to build the addon.
   [g++]=g++
   [make]=make

@@ -18,6 +18,7 @@ export const PACKAGE_OF: Record<string, string> = {
   mosquitto: 'mosquitto',
   unshare: 'util-linux',
   nsenter: 'util-linux',
+  setpriv: 'util-linux',
 };
 
 /** sbin directories are often missing from a non-root PATH although the tools live there. */

@@ -2,6 +2,9 @@
  * diagnose() and `conntrack doctor` on namespaces that are not in trouble: one that tracks
  * nothing, one with NAT rules and live flows, and bad input. The full table is incident.test.ts.
  */
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { doctorCommand } from '../../lib/cli/doctor.js';
@@ -11,6 +14,10 @@ import { runCommand } from '../helpers/cli.js';
 import { describeIntegration } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../helpers/netns.js';
 import { openFlows, type OpenFlows } from '../helpers/traffic.js';
+import { requireTool } from '../helpers/tools.js';
+
+const REPO = new URL('../..', import.meta.url).pathname;
+const VITE_NODE = join(REPO, 'node_modules/.bin/vite-node');
 
 function finding(diagnosis: Diagnosis, id: string) {
   const found = diagnosis.findings.find((f) => f.id === id);
@@ -93,6 +100,37 @@ describeIntegration('diagnose() and conntrack doctor', () => {
     }
   });
 
+  it('without CAP_NET_ADMIN it falls back to procfs for its own namespace and says what it could not see', async () => {
+    const scratch = await mkdtemp(join(tmpdir(), 'ctt-doctor-'));
+    try {
+      const script = join(scratch, 'unprivileged.ts');
+      await writeFile(script, [
+        `import { diagnose } from ${JSON.stringify(join(REPO, 'lib/diagnose.ts'))};`,
+        'const d = await diagnose({ intervalMs: 100 });',
+        'console.log(JSON.stringify({ source: d.facts.source, count: d.facts.after.count, stats: d.facts.after.stats,',
+        '  ids: d.findings.map((f) => f.id), kernelLog: d.facts.kernelLog.readable, skipped: d.facts.breakdownSkipped }));',
+      ].join('\n'));
+      await chmod(scratch, 0o755);
+      await chmod(script, 0o644);
+      const setpriv = requireTool('setpriv');
+      const { stdout } = await nat.exec(setpriv, ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', VITE_NODE, script], { timeoutMs: 60_000 });
+      const seen = JSON.parse(stdout.trim().split('\n').at(-1) as string) as {
+        source: string; count: { entries: number; max: number }; stats: Record<string, number>; ids: string[]; kernelLog: boolean; skipped: string;
+      };
+      const asRoot = await diagnose({ netns: nat.path, intervalMs: 0, scan: false });
+      expect(seen.source).toBe('procfs');
+      expect(seen.count).toEqual(asRoot.facts.after.count);
+      // The same per-namespace counters, through the other interface.
+      for (const name of ['drop', 'early_drop', 'insert_failed', 'invalid', 'found', 'chaintoolong'] as const) {
+        expect(seen.stats[name], name).toBe(asRoot.facts.after.stats[name] ?? 0);
+      }
+      expect(seen.ids).toContain('privileges');
+      expect(seen.skipped).toBe('reading entries needs CAP_NET_ADMIN');
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  });
+
   it('refuses bad options with typed errors, before touching the kernel', async () => {
     await expect(diagnose({ intervalMs: -1 })).rejects.toMatchObject({ code: 'ERR_CONNTRACK_INVALID_ARGUMENT' });
     await expect(diagnose({ intervalMs: 1.5 })).rejects.toMatchObject({ code: 'ERR_CONNTRACK_INVALID_ARGUMENT' });
@@ -110,4 +148,4 @@ describeIntegration('diagnose() and conntrack doctor', () => {
     expect(missing.code).toBe(1);
     expect(missing.err).toContain('/run/netns/does-not-exist-ct');
   });
-});
+}, { tools: ['setpriv', 'nsenter'] });

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { DOCTOR_EXIT, formatDiagnosis } from '../../lib/cli/doctor.js';
 import { findConntrackRules, containerInterfaces, parseInterfaceNames } from '../../lib/dependents.js';
-import { evaluate, worstSeverity, type DiagnosisFacts, type Finding } from '../../lib/diagnose.js';
+import { evaluate, parseProcConntrackStats, worstSeverity, type DiagnosisFacts, type Finding } from '../../lib/diagnose.js';
 import { parseKmsgRecord, readKernelLog, tableFullEvents, type TableFullEvent } from '../../lib/kmsg.js';
 
 const NOW = new Date('2026-11-25T12:00:00Z');
@@ -19,6 +19,7 @@ function facts(overrides: Partial<DiagnosisFacts> = {}): DiagnosisFacts {
     // The namespace is at least two hours old.
     netnsSince: new Date(NOW.getTime() - 7_200_000),
     initialNetns: false,
+    source: 'ctnetlink',
     time: NOW,
     intervalMs: 1000,
     kernelRelease: '6.18.0',
@@ -395,5 +396,25 @@ describe('rule listings from a live nft', () => {
   it('lists a rule once, without its counter values', () => {
     const listing = '\t\tct state new counter packets 200 bytes 12000\n\t\tct state new counter packets 3 bytes 180\n';
     expect(findConntrackRules('nft', listing)).toEqual([{ source: 'nft', kind: 'stateful', rule: 'ct state new counter' }]);
+  });
+});
+
+describe('procfs fallback', () => {
+  it('sums /proc/net/stat/nf_conntrack by header name, in conntrack -S names', () => {
+    const text = [
+      'entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart',
+      '000000c8  00000001 00000002 00000000 00000003 00000000 00000000 00000004 00000000 00000000 000000c8 00000000 00000000  00000009 00000000 00000000 00000005',
+      '000000c8  00000001 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000002 00000001 00000000 00000000  00000000 00000000 00000000 00000000',
+    ].join('\n');
+    expect(parseProcConntrackStats(text)).toEqual({
+      clash_resolve: 2, found: 2, new: 0, invalid: 3, ignore: 0, delete: 0, chaintoolong: 4, insert: 0,
+      insert_failed: 2, drop: 201, early_drop: 0, error: 0, search_restart: 5,
+    });
+  });
+
+  it('says what a process without CAP_NET_ADMIN could not see', () => {
+    const { findings } = evaluate(facts({ source: 'procfs' }));
+    expect(find(findings, 'privileges').title).toMatch(/without CAP_NET_ADMIN/);
+    expect(evaluate(facts()).findings.map((f) => f.id)).not.toContain('privileges');
   });
 });
