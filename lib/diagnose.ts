@@ -180,8 +180,16 @@ function keepingBuckets(recommendation: Recommendation, currentBuckets: number |
   };
 }
 
-function sizingFix(recommendation: Recommendation, currentBuckets: number | undefined, why: string): Fix {
-  const resize = currentBuckets === undefined || recommendation.buckets > currentBuckets;
+function sizingFix(recommendation: Recommendation, current: { max: number; buckets: number | undefined }, why: string): Fix {
+  if (recommendation.max <= current.max) {
+    // Only when the caller's expected load is smaller than what the table already allows.
+    return {
+      summary: `${why} nf_conntrack_max ${current.max} already covers the expected connections (${recommendation.max} with headroom): ` +
+        'the entries are held by something else. Look at the breakdown by state, and shorten the timeouts of the states that dominate.',
+      commands: [],
+    };
+  }
+  const resize = current.buckets === undefined || recommendation.buckets > current.buckets;
   return {
     summary: `${why} Raise nf_conntrack_max to ${recommendation.max}${resize ? ` and the buckets to ${recommendation.buckets}` : ''} ` +
       `(${formatBytes(recommendation.memory.totalBytes)} of kernel memory when full), ` +
@@ -257,7 +265,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity: 'critical',
         title: `conntrack table full: ${entries} of ${max} entries; new connections are dropped`,
         evidence,
-        fix: sizingFix(wantRecommendation(), facts.buckets, 'The kernel drops the first packet of every new flow while the table is full.'),
+        fix: sizingFix(wantRecommendation(), { max, buckets: facts.buckets }, 'The kernel drops the first packet of every new flow while the table is full.'),
       });
     } else if (usage >= USAGE_WARNING) {
       const severity = usage >= USAGE_CRITICAL ? 'critical' : 'warning';
@@ -266,7 +274,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity,
         title: `conntrack table ${percent(usage)} full (${entries} of ${max})`,
         evidence,
-        fix: sizingFix(wantRecommendation(), facts.buckets, 'When the table fills, new connections are dropped.'),
+        fix: sizingFix(wantRecommendation(), { max, buckets: facts.buckets }, 'When the table fills, new connections are dropped.'),
       });
     } else {
       findings.push({ id: 'table-usage', severity: 'ok', title: `conntrack table ${percent(usage)} full (${entries} of ${max})`, evidence });
@@ -285,7 +293,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         evidence: [
           `drop rose from ${counter(before.stats, 'drop')} to ${totalDrops} (conntrack -S, summed over CPUs): each is a new flow's packet the kernel could not track, usually because the table is full.`,
         ],
-        fix: sizingFix(wantRecommendation(), facts.buckets, 'Dropped packets are connections that fail or retry.'),
+        fix: sizingFix(wantRecommendation(), { max, buckets: facts.buckets }, 'Dropped packets are connections that fail or retry.'),
       });
     } else if (totalDrops > 0) {
       findings.push({
@@ -293,7 +301,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity: 'warning',
         title: `${plural(totalDrops, 'packet')} dropped since tracking started${sampled ? `, none in the last ${intervalText}` : ''}`,
         evidence: [`drop = ${totalDrops} (conntrack -S, summed over CPUs): the table was full or an insert clash could not be resolved at some point.`],
-        fix: sizingFix(wantRecommendation(), facts.buckets, 'The table has overflowed before and may again at the next peak.'),
+        fix: sizingFix(wantRecommendation(), { max, buckets: facts.buckets }, 'The table has overflowed before and may again at the next peak.'),
       });
     } else {
       findings.push({ id: 'drops', severity: 'ok', title: 'no packets dropped by conntrack', evidence: ['drop = 0 (conntrack -S, summed over CPUs).'] });
@@ -306,7 +314,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
         severity: 'warning',
         title: `${plural(early, 'entry')} evicted in ${intervalText} to make room (early_drop)`,
         evidence: [`early_drop rose by ${early}: the table was full and the kernel threw out entries that had not seen a reply yet. Established (assured) entries are never evicted, so this does not save a full table of live connections.`],
-        fix: sizingFix(wantRecommendation(), facts.buckets, 'Evictions mean the table is at its limit.'),
+        fix: sizingFix(wantRecommendation(), { max, buckets: facts.buckets }, 'Evictions mean the table is at its limit.'),
       });
     }
     const insertFailed = delta('insert_failed');
@@ -338,7 +346,7 @@ export function evaluate(facts: DiagnosisFacts): Diagnosis {
   if (!facts.kernelLog.readable) {
     findings.push({ id: 'kernel-log', severity: 'info', title: 'kernel log not checked', evidence: [facts.kernelLog.reason] });
   } else {
-    findings.push(kernelLogFinding(facts, facts.kernelLog.events, () => sizingFix(wantRecommendation(), facts.buckets, 'The table has overflowed.')));
+    findings.push(kernelLogFinding(facts, facts.kernelLog.events, () => sizingFix(wantRecommendation(), { max, buckets: facts.buckets }, 'The table has overflowed.')));
   }
 
   // 5. Hash chains: every entry is hashed twice (both directions) into the global bucket array.

@@ -124,6 +124,14 @@ describe('evaluate(): count against the limit (node_exporter thresholds)', () =>
     expect(diagnosis.recommendation?.max).toBe(200_704); // 200,000 rounded up to a multiple of 1024
   });
 
+  it('does not tell to raise a limit that already covers the expected connections', () => {
+    const diagnosis = evaluate(atUsage(4096, 4096, { expectedConnections: 1000 }));
+    const usage = find(diagnosis.findings, 'table-usage');
+    expect(usage.severity).toBe('critical');
+    expect(usage.fix?.commands).toEqual([]);
+    expect(usage.fix?.summary).toContain('nf_conntrack_max 4096 already covers the expected connections (2048 with headroom)');
+  });
+
   it('gives no recommendation to a healthy table', () => {
     expect(evaluate(atUsage(10, 1000)).recommendation).toBeUndefined();
   });
