@@ -261,10 +261,12 @@ export function decodeRecord(r: Uint32Array, index: number, strings: string): Co
 }
 
 function seqAdj(r: Uint32Array, at: number) {
+  // The offsets are s32 in the kernel (struct nf_ct_seqadj): a NAT helper that shortens a line
+  // makes them negative. The record carries the wire's u32 words; `| 0` reinterprets them.
   return {
     correctionPos: r[at] as number,
-    offsetBefore: r[at + 1] as number,
-    offsetAfter: r[at + 2] as number,
+    offsetBefore: (r[at + 1] as number) | 0,
+    offsetAfter: (r[at + 2] as number) | 0,
   };
 }
 

@@ -81,8 +81,11 @@ export interface Counters {
 
 /** CTA_SEQ_ADJ_ORIG / CTA_SEQ_ADJ_REPLY. */
 export interface SeqAdjust {
+  /** TCP sequence number (u32) from which offsetAfter applies instead of offsetBefore. */
   correctionPos: number;
+  /** Signed: negative when a helper made the payload shorter. */
   offsetBefore: number;
+  /** Signed: negative when a helper made the payload shorter. */
   offsetAfter: number;
 }
 

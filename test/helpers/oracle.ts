@@ -164,6 +164,30 @@ function parseXmlTuple(text: string, what: string): { tuple: Tuple; packets?: nu
   };
 }
 
+/**
+ * What both sides can say about an entry, in one shape: the oracle's gaps (ORACLE_UNAVAILABLE)
+ * left out, flags restricted to the ones the tool prints. The timeout is compared separately.
+ */
+export function comparable(e: ConntrackEntry | OracleEntry) {
+  return {
+    id: e.id,
+    family: e.family,
+    original: e.original,
+    reply: e.reply,
+    flags: e.flags.filter((f) => ORACLE_VISIBLE_FLAGS.includes(f)),
+    mark: e.mark,
+    secctx: e.secctx,
+    zone: e.zone,
+    use: e.use,
+    counters: e.counters,
+    timestampStart: e.timestamp?.start,
+    tcp: e.tcp === undefined ? undefined : { state: e.tcp.state, stateNumber: e.tcp.stateNumber },
+    sctp: e.sctp === undefined ? undefined : { state: e.sctp.state, stateNumber: e.sctp.stateNumber },
+    helper: e.helper,
+    labels: e.labels === undefined ? undefined : [...e.labels],
+  };
+}
+
 /** Parses `conntrack -L -o xml...` output (one `<flow>` per entry). */
 export function parseConntrackXml(text: string): OracleEntry[] {
   const entries: OracleEntry[] = [];

@@ -8,7 +8,7 @@ import { Conntrack, STATUS_FLAGS, type ConntrackEntry } from '../../lib/index.js
 import { describeIntegration } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../helpers/netns.js';
 import {
-  ORACLE_VISIBLE_FLAGS, oracleCount, oracleEntries, oracleIds, type OracleEntry,
+  comparable, oracleCount, oracleEntries, oracleIds, type OracleEntry,
 } from '../helpers/oracle.js';
 import { entryForFlow, fillUdp, flowOf, openFlows, type OpenFlows } from '../helpers/traffic.js';
 import { requireTool } from '../helpers/tools.js';
@@ -27,30 +27,6 @@ async function collect(ct: Conntrack, ...args: Parameters<Conntrack['entries']>)
   const out: ConntrackEntry[] = [];
   for await (const entry of ct.entries(...args)) out.push(entry);
   return out;
-}
-
-/**
- * What both sides can say about an entry, in one shape: the oracle's gaps (ORACLE_UNAVAILABLE)
- * left out, flags restricted to the ones the tool prints. The timeout is compared separately.
- */
-function comparable(e: ConntrackEntry | OracleEntry) {
-  return {
-    id: e.id,
-    family: e.family,
-    original: e.original,
-    reply: e.reply,
-    flags: e.flags.filter((f) => ORACLE_VISIBLE_FLAGS.includes(f)),
-    mark: e.mark,
-    secctx: e.secctx,
-    zone: e.zone,
-    use: e.use,
-    counters: e.counters,
-    timestampStart: e.timestamp?.start,
-    tcp: e.tcp === undefined ? undefined : { state: e.tcp.state, stateNumber: e.tcp.stateNumber },
-    sctp: e.sctp === undefined ? undefined : { state: e.sctp.state, stateNumber: e.sctp.stateNumber },
-    helper: e.helper,
-    labels: e.labels === undefined ? undefined : [...e.labels],
-  };
 }
 
 function byId<T extends { id: number }>(entries: readonly T[]): Map<number, T> {
