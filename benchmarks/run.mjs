@@ -479,6 +479,7 @@ function scenarios(opts, hasProcFile) {
     };
     list.push({ key: 'libEntries', label: 'library: `for await (e of ct.entries())` (full objects)', run: child('entries') });
     list.push({ key: 'libIds', label: 'library: `entries()` touching only `e.id`', run: child('ids') });
+    list.push({ key: 'libWarm', label: 'library: `entries()`, second dump in the process (warm JIT)', run: child('warm') });
     list.push({ key: 'libCount', label: 'library: one `await ct.count()` (after open)', run: child('count') });
     list.push({
       key: 'libCli',
@@ -637,7 +638,6 @@ function report(meta, opts, bySize, latency, fills, others) {
   L.push('');
   L.push('| Measurement | Entries | Median s | Min s | Ratio (× floor) | Target | |');
   L.push('|---|---:|---:|---:|---:|---|---|');
-  const biggest = opts.sizes[opts.sizes.length - 1];
   for (const size of opts.sizes) {
     const res = bySize[size];
     const floor = res.floor?.median;
@@ -647,10 +647,11 @@ function report(meta, opts, bySize, latency, fills, others) {
       let ratio = '—';
       if (key === 'floor' && Number.isFinite(floor)) ratio = '1.00';
       else if (key === 'libCli' && Number.isFinite(slot.median) && Number.isFinite(ctC)) ratio = `${(slot.median / ctC).toFixed(2)} × \`-C\``;
-      else if (key !== 'ctC' && key !== 'libCount' && Number.isFinite(slot.pairedRatio)) ratio = slot.pairedRatio.toFixed(2);
+      else if (key !== 'ctC' && key !== 'libCount' && key !== 'libCli' && Number.isFinite(slot.pairedRatio)) ratio = slot.pairedRatio.toFixed(2);
       let target = '';
       let verdict = '';
-      if (key === 'libEntries' && size === biggest) {
+      // The target is the issue's: a dump of a million entries (smaller dumps carry JIT warm-up).
+      if (key === 'libEntries' && size >= 1_000_000) {
         target = `≤ ${TARGETS.dumpRatio}× floor`;
         if (Number.isFinite(slot.pairedRatio)) verdict = pass(slot.pairedRatio <= TARGETS.dumpRatio);
       }
@@ -676,6 +677,7 @@ function report(meta, opts, bySize, latency, fills, others) {
     }
   }
   L.push('');
+  const biggest = opts.sizes[opts.sizes.length - 1];
   const libBig = bySize[biggest]?.libEntries;
   L.push(`## Library dump of ${fmtN(biggest)} entries: event loop and memory`);
   L.push('');

@@ -3,19 +3,18 @@
  * `conntrack`: the command-line face of the library. With no command it prints the status
  * summary; every command takes --netns and --json.
  */
-import { countCommand, listCommand, statsCommand, summaryCommand } from './cli/core.js';
 import type { Command } from './cli/common.js';
-import { doctorCommand } from './cli/doctor.js';
-import { persistCommand, sizeCommand, sysctlCommand } from './cli/tuning.js';
 
-const COMMANDS: Record<string, Command> = {
-  count: countCommand,
-  stats: statsCommand,
-  list: listCommand,
-  sysctl: sysctlCommand,
-  size: sizeCommand,
-  persist: persistCommand,
-  doctor: doctorCommand,
+// Each command loads only its own modules: `conntrack count` every second from a script should
+// not pay for the doctor's child processes or the tuning code.
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  count: async () => (await import('./cli/core.js')).countCommand,
+  stats: async () => (await import('./cli/core.js')).statsCommand,
+  list: async () => (await import('./cli/core.js')).listCommand,
+  sysctl: async () => (await import('./cli/tuning.js')).sysctlCommand,
+  size: async () => (await import('./cli/tuning.js')).sizeCommand,
+  persist: async () => (await import('./cli/tuning.js')).persistCommand,
+  doctor: async () => (await import('./cli/doctor.js')).doctorCommand,
 };
 
 const HELP = `usage: conntrack [COMMAND] [options]
@@ -37,13 +36,13 @@ export async function main(argv: string[], io = { stdout: process.stdout, stderr
     io.stdout.write(`${HELP}\n`);
     return 0;
   }
-  if (first === undefined || first.startsWith('-')) return summaryCommand(argv, io);
-  const command = COMMANDS[first];
-  if (command === undefined) {
+  if (first === undefined || first.startsWith('-')) return (await import('./cli/core.js')).summaryCommand(argv, io);
+  const load = COMMANDS[first];
+  if (load === undefined) {
     io.stderr.write(`conntrack: unknown command '${first}'\n${HELP}\n`);
     return 2;
   }
-  return command(rest, io);
+  return (await load())(rest, io);
 }
 
 // Stdout closed early (for example piped into `head`) is not an error.
