@@ -6,6 +6,8 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
@@ -21,6 +23,8 @@ namespace {
 
 // Batches waiting for JS. Two let decoding run one batch ahead of JS without piling up.
 constexpr size_t kMaxQueued = 2;
+// Added to the decoder thread's nice value (see decode()).
+constexpr int kDecoderNice = 5;
 // Datagrams waiting for the decoder (the kernel sends at most 32 KiB each).
 constexpr size_t kMaxRawQueued = 16;
 // What the receiver needs to know of a datagram without decoding it: does the dump end here,
@@ -257,6 +261,11 @@ bool DumpSession::receiveAll(SysError& err) {
 
 // Decoder thread: datagrams in, batches out.
 void DumpSession::decode() {
+  // With two cores, three busy threads (receiver, decoder, JS) share them. The receiver is the
+  // floor (the kernel builds datagrams in its recv) and JS is the consumer; the decoder runs
+  // ahead of JS anyway, so it yields first. Measured (benchmarks/): 3 % off a 1M dump, and a
+  // lower event-loop delay p99 (2.7 ms against 4 ms). Lowering one's own priority needs no rights.
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kDecoderNice);
   const Filter* nativeFilter = hasFilter_ && !filter_.empty() ? &filter_ : nullptr;
   KeySet seen;
   Batch batch;
