@@ -9,10 +9,10 @@ import { abortError, closedError, ConntrackError, invalidArgument } from './erro
 import { compileFilter } from './filter.js';
 import { netnsPath } from './netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeError, type NativeHandle } from './native.js';
-import { decodeBatch } from './records.js';
+import { decodeBatch, decodeEventBatch } from './records.js';
 import type {
-  ConntrackEntry, Count, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter,
-  ExpectCounterName, ExpectStats, NetnsSpec, OpenOptions, Stats,
+  ConntrackEntry, ConntrackEvent, ConntrackEventType, Count, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter, EventsOptions,
+  ExpectCounterName, ExpectStats, NetnsSpec, OpenOptions, OverflowEvent, Stats,
 } from './types.js';
 
 /** CTA_STATS_* numbers (nfnetlink_conntrack.h) and the names conntrack -S prints. */
@@ -27,6 +27,12 @@ const CTA_STATS_GLOBAL_MAX_ENTRIES = 2;
 
 const DEFAULT_BATCH_SIZE = 1024;
 const MAX_BATCH_SIZE = 65536;
+const DEFAULT_EVENT_BATCH_SIZE = 256;
+/** Room for a burst of ~40,000 events while JS is busy (an event datagram is ~200 bytes). */
+const DEFAULT_EVENT_BUFFER_BYTES = 8 << 20;
+const MAX_EVENT_BUFFER_BYTES = 1 << 30;
+/** In NFNLGRP_CONNTRACK_* order. */
+const EVENT_GROUP_TYPES: readonly ConntrackEventType[] = ['new', 'update', 'destroy'];
 
 /** Maps an addon error to a ConntrackError a person can act on. */
 export function toConntrackError(err: unknown, netns: string | undefined): ConntrackError {
@@ -58,6 +64,15 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
     }
     if (errno === 95 /* EOPNOTSUPP */ || errno === 2 /* ENOENT */) {
       return new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `conntrack is not available in ${where} (nf_conntrack and nf_conntrack_netlink must be loaded)`, details);
+    }
+  }
+  if (syscall === 'subscribe to conntrack events') {
+    // netlink_setsockopt(NETLINK_ADD_MEMBERSHIP) and nfnetlink_bind() both ask for CAP_NET_ADMIN.
+    if (errno === 1 /* EPERM */) {
+      return new ConntrackError('ERR_CONNTRACK_PERMISSION', `listening to conntrack events in ${where} needs CAP_NET_ADMIN: run as root or grant CAP_NET_ADMIN`, { ...details, capability: 'CAP_NET_ADMIN' });
+    }
+    if (errno === 2 /* ENOENT */ || errno === 95 /* EOPNOTSUPP */) {
+      return new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `conntrack events are not available in ${where} (CONFIG_NF_CONNTRACK_EVENTS and nf_conntrack_netlink)`, details);
     }
   }
   const text = e?.message ?? String(err);
@@ -96,6 +111,42 @@ export interface DumpCounters {
   filteredOut: number;
   /** The kernel applied (part of) the filter itself. */
   kernelFiltered: boolean;
+  /** Events: how many times the kernel reported lost events (ENOBUFS). 0 for dumps. */
+  overflows: number;
+}
+
+/** One item at a time from a run's batches; ending the iteration ends the run. */
+function itemsOf<T>(run: DumpRun<T>): EntryIterator<T> {
+  let buffered: T[] = [];
+  let index = 0;
+  const iterator: EntryIterator<T> = {
+    async next(): Promise<IteratorResult<T>> {
+      run.throwIfFailed(); // abort or close also stop what is already buffered
+      while (index >= buffered.length) {
+        const batch = await run.next();
+        if (batch === null) return { value: undefined, done: true };
+        buffered = batch;
+        index = 0;
+      }
+      return { value: buffered[index++] as T, done: false };
+    },
+    async return(): Promise<IteratorResult<T>> {
+      run.close();
+      buffered = [];
+      return { value: undefined, done: true };
+    },
+    counters: () => run.counters(),
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+  return iterator;
+}
+
+function checkBatchSize(batchSize: number): void {
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
+    throw invalidArgument(`batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}`);
+  }
 }
 
 /** An async iterator over a dump's entries that can also report its counters. */
@@ -107,7 +158,7 @@ export class Conntrack implements AsyncDisposable {
   readonly netns: string | undefined;
   #native: NativeHandle | undefined;
   #inflight: Promise<unknown> | undefined;
-  readonly #dumps = new Set<DumpRun>();
+  readonly #dumps = new Set<DumpRun<unknown>>();
   /** count()'s request and where its answers land: no allocation per call for a poller. */
   readonly #stats: { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
 
@@ -233,36 +284,37 @@ export class Conntrack implements AsyncDisposable {
    * kernel dump pauses while the consumer does not ask for more.
    */
   entries(filter?: EntryFilter, options: EntriesOptions = {}): EntryIterator<ConntrackEntry> {
-    const run = this.#startDump(filter, options);
-    let buffered: ConntrackEntry[] = [];
-    let index = 0;
-    const iterator: EntryIterator<ConntrackEntry> = {
-      async next(): Promise<IteratorResult<ConntrackEntry>> {
-        run.throwIfFailed(); // abort or close also stop what is already buffered
-        while (index >= buffered.length) {
-          const batch = await run.next();
-          if (batch === null) return { value: undefined, done: true };
-          buffered = batch;
-          index = 0;
-        }
-        return { value: buffered[index++] as ConntrackEntry, done: false };
-      },
-      async return(): Promise<IteratorResult<ConntrackEntry>> {
-        run.close();
-        buffered = [];
-        return { value: undefined, done: true };
-      },
-      counters: () => run.counters(),
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-    };
-    return iterator;
+    return itemsOf(this.#startDump(filter, options));
+  }
+
+  /**
+   * The table's events as they happen (new, update, destroy), matching `filter`, until the
+   * iteration ends, `signal` aborts or the handle closes. Lost events are never silent: an
+   * `{ type: 'overflow' }` item stands where they were lost.
+   */
+  events(filter?: EntryFilter, options: EventsOptions = {}): EntryIterator<ConntrackEvent | OverflowEvent> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const batchSize = options.batchSize ?? DEFAULT_EVENT_BATCH_SIZE;
+    checkBatchSize(batchSize);
+    const receiveBufferBytes = options.receiveBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
+    if (!Number.isInteger(receiveBufferBytes) || receiveBufferBytes < 4096 || receiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
+      throw invalidArgument(`receiveBufferBytes must be an integer from 4096 to ${MAX_EVENT_BUFFER_BYTES}`);
+    }
+    const types = options.types ?? EVENT_GROUP_TYPES;
+    if (!Array.isArray(types) || types.length === 0 || types.some((t) => !EVENT_GROUP_TYPES.includes(t))) {
+      throw invalidArgument(`types must be a non-empty list of ${EVENT_GROUP_TYPES.join(', ')}`);
+    }
+    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY are groups 1, 2, 3: bit group - 1.
+    const groups = types.reduce((bits, t) => bits | (1 << EVENT_GROUP_TYPES.indexOf(t)), 0);
+    // Events are filtered in native code only: the kernel has no filter for multicast groups.
+    const compiled = compileFilter(filter, false);
+    return itemsOf(this.#startRun(options.signal, decodeEventBatch,
+      (native) => native.startEvents(compiled, batchSize, groups, receiveBufferBytes)));
   }
 
   /** The same dump as entries(), one array per native batch: the fastest way to consume it. */
   batches(filter?: EntryFilter, options: EntriesOptions = {}): EntryIterator<ConntrackEntry[]> {
-    const run = this.#startDump(filter, options);
+    const run: DumpRun<ConntrackEntry> = this.#startDump(filter, options);
     const iterator: EntryIterator<ConntrackEntry[]> = {
       async next(): Promise<IteratorResult<ConntrackEntry[]>> {
         const batch = await run.next();
@@ -286,27 +338,29 @@ export class Conntrack implements AsyncDisposable {
     return Readable.from(iterator, { objectMode: true, highWaterMark: options.batchSize ?? DEFAULT_BATCH_SIZE });
   }
 
-  #startDump(filter: EntryFilter | undefined, options: EntriesOptions): DumpRun {
+  #startDump(filter: EntryFilter | undefined, options: EntriesOptions): DumpRun<ConntrackEntry> {
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
     const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
-      throw invalidArgument(`batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}`);
-    }
-    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    checkBatchSize(batchSize);
+    const compiled = compileFilter(filter, options.kernelFilter ?? true);
+    return this.#startRun(options.signal, decodeBatch, (native) => native.startDump(compiled, batchSize));
+  }
+
+  #startRun<T>(signal: AbortSignal | undefined, decode: (batch: NativeBatch) => T[], start: (native: NativeHandle) => NativeDump): DumpRun<T> {
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw invalidArgument('signal must be an AbortSignal');
     }
-    const compiled = compileFilter(filter, options.kernelFilter ?? true);
     const native = this.#handle();
     // Already aborted: start nothing; the first next() rejects.
-    if (options.signal?.aborted) return DumpRun.failed(abortError(options.signal));
+    if (signal?.aborted) return DumpRun.failed(abortError(signal));
     let dump: NativeDump;
     try {
-      dump = native.startDump(compiled, batchSize);
+      dump = start(native);
     } catch (err) {
       throw toConntrackError(err, this.netns);
     }
     const dumps = this.#dumps;
-    const run: DumpRun = new DumpRun(dump, this.netns, options.signal, () => dumps.delete(run));
+    const run: DumpRun<T> = new DumpRun(dump, this.netns, signal, () => dumps.delete(run), decode);
     dumps.add(run);
     return run;
   }
@@ -327,8 +381,9 @@ export class Conntrack implements AsyncDisposable {
 }
 
 /** One running dump: pulls batches from native code, honours abort and close. */
-class DumpRun {
+class DumpRun<T> {
   #dump: NativeDump;
+  #decode: (batch: NativeBatch) => T[];
   #netns: string | undefined;
   #signal: AbortSignal | undefined;
   #onEnd: () => void;
@@ -336,8 +391,10 @@ class DumpRun {
   #ended = false;
   #onAbort = () => this.close(abortError(this.#signal as AbortSignal));
 
-  constructor(dump: NativeDump, netns: string | undefined, signal: AbortSignal | undefined, onEnd: () => void) {
+  constructor(dump: NativeDump, netns: string | undefined, signal: AbortSignal | undefined, onEnd: () => void,
+    decode: (batch: NativeBatch) => T[]) {
     this.#dump = dump;
+    this.#decode = decode;
     this.#netns = netns;
     this.#signal = signal;
     this.#onEnd = onEnd;
@@ -345,13 +402,13 @@ class DumpRun {
   }
 
   /** A run that never started: every read rejects with `failure`. */
-  static failed(failure: Error): DumpRun {
+  static failed<T>(failure: Error): DumpRun<T> {
     const nothing: NativeDump = {
       read: async () => null,
       close: () => undefined,
-      counters: () => ({ messages: 0, entries: 0, duplicates: 0, filteredOut: 0, kernelFiltered: false }),
+      counters: () => ({ messages: 0, entries: 0, duplicates: 0, filteredOut: 0, kernelFiltered: false, overflows: 0 }),
     };
-    const run = new DumpRun(nothing, undefined, undefined, () => undefined);
+    const run = new DumpRun<T>(nothing, undefined, undefined, () => undefined, () => []);
     run.close(failure);
     return run;
   }
@@ -360,7 +417,7 @@ class DumpRun {
     if (this.#failure) throw this.#failure;
   }
 
-  async next(): Promise<ConntrackEntry[] | null> {
+  async next(): Promise<T[] | null> {
     for (;;) {
       if (this.#failure) throw this.#failure;
       if (this.#ended) return null;
@@ -376,7 +433,8 @@ class DumpRun {
         this.close();
         return null;
       }
-      if (batch.count > 0) return decodeBatch(batch);
+      const items = this.#decode(batch);
+      if (items.length > 0) return items;
     }
   }
 

@@ -37,6 +37,8 @@ export interface NativeBatch {
   records: ArrayBuffer;
   count: number;
   strings: string;
+  /** Events only: ENOBUFS reports (lost events) after the previous batch, before this one's records. */
+  overflowsBefore: number;
 }
 
 export interface NativeDumpCounters {
@@ -45,6 +47,7 @@ export interface NativeDumpCounters {
   duplicates: number;
   filteredOut: number;
   kernelFiltered: boolean;
+  overflows: number;
 }
 
 export interface NativeDump {
@@ -74,6 +77,8 @@ export interface NativeHandle {
   /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
   cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
   startDump(filter: NativeFilter | null, batchSize: number): NativeDump;
+  /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
+  startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
   close(): void;
 }
 

@@ -5,7 +5,7 @@
  */
 import type { NativeBatch } from './native.js';
 import type {
-  ConntrackEntry, DccpState, Family, ProtocolName, SctpState, StatusFlag, TcpState, Tuple,
+  ConntrackEntry, ConntrackEvent, ConntrackEventType, OverflowEvent, DccpState, Family, ProtocolName, SctpState, StatusFlag, TcpState, Tuple,
 } from './types.js';
 
 export const LAYOUT = {
@@ -13,7 +13,7 @@ export const LAYOUT = {
   present: 0, family: 1, id: 2, status: 3, timeout: 4, mark: 5, use: 6, zone: 7, secmark: 8,
   orig: 9, reply: 15, master: 21, counters: 27, timestamp: 35, tcp: 39, tcpFlags: 40,
   sctp: 41, dccp: 44, helper: 47, secctxOff: 48, labels: 50, seqAdjOrig: 54, seqAdjReply: 57,
-  synproxy: 60,
+  synproxy: 60, event: 63,
 } as const;
 
 // Present bits.
@@ -282,6 +282,22 @@ export function decodeBatch(batch: NativeBatch): ConntrackEntry[] {
   const records = new Uint32Array(batch.records);
   const out = new Array<ConntrackEntry>(batch.count);
   for (let i = 0; i < batch.count; i++) out[i] = decodeRecord(records, i, batch.strings);
+  return out;
+}
+
+/** Record event numbers (native/ct_codec.h EventType) to names; 0 is a dump's record. */
+export const EVENT_TYPES: readonly (ConntrackEventType | undefined)[] = [undefined, 'new', 'update', 'destroy'];
+
+/** Decodes an event batch: an overflow notice first when events were lost before it. */
+export function decodeEventBatch(batch: NativeBatch): Array<ConntrackEvent | OverflowEvent> {
+  const out: Array<ConntrackEvent | OverflowEvent> = [];
+  if (batch.overflowsBefore > 0) out.push({ type: 'overflow', count: batch.overflowsBefore });
+  if (batch.count === 0) return out;
+  const records = new Uint32Array(batch.records);
+  for (let i = 0; i < batch.count; i++) {
+    const type = EVENT_TYPES[records[i * LAYOUT.slots + LAYOUT.event] as number] ?? 'update';
+    out.push({ type, entry: decodeRecord(records, i, batch.strings) });
+  }
   return out;
 }
 

@@ -176,6 +176,42 @@ export interface EntriesOptions {
   kernelFilter?: boolean;
 }
 
+/** What an event reports: the kernel's NFNLGRP_CONNTRACK_NEW, _UPDATE and _DESTROY groups. */
+export type ConntrackEventType = 'new' | 'update' | 'destroy';
+
+export interface ConntrackEvent {
+  type: ConntrackEventType;
+  /**
+   * The entry as the event carries it. A destroy event carries the tuples, id, status and, when
+   * accounting / timestamps are on, the final counters and the stop time; no timeout.
+   */
+  entry: ConntrackEntry;
+}
+
+/**
+ * Events were lost: the socket's buffer was full when the kernel had more (ENOBUFS), because
+ * the consumer or this process fell behind. `count` is how many times the kernel reported a loss
+ * since the previous item; each lost one or more events. Entries seen since may be stale: dump
+ * the table again (entries()) to resynchronise.
+ */
+export interface OverflowEvent {
+  type: 'overflow';
+  count: number;
+}
+
+export interface EventsOptions {
+  /** Which events to subscribe to (default all three); the kernel sends only those. */
+  types?: readonly ConntrackEventType[];
+  signal?: AbortSignal;
+  /** Events per batch handed from native code to JS at most (default 256). */
+  batchSize?: number;
+  /**
+   * The socket's receive buffer in bytes, room for bursts while JS is busy (default 8 MiB;
+   * set past net.core.rmem_max with SO_RCVBUFFORCE). Smaller means overflow sooner.
+   */
+  receiveBufferBytes?: number;
+}
+
 export interface Count {
   /** Entries in this namespace (CTA_STATS_GLOBAL_ENTRIES). */
   entries: number;

@@ -118,6 +118,7 @@ bool readFilter(const Napi::Value& value, ct::Filter& f) {
 Napi::Object batchToJs(Napi::Env env, ct::Batch&& batch) {
   Napi::Object out = Napi::Object::New(env);
   size_t bytes = batch.count * ct::slot::kCount * sizeof(uint32_t);
+  out.Set("overflowsBefore", Napi::Number::New(env, batch.overflowsBefore));
   if (bytes == 0) {
     out.Set("records", Napi::ArrayBuffer::New(env, 0));
     out.Set("count", Napi::Number::New(env, 0));
@@ -224,7 +225,8 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     }
   }
 
-  void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, size_t batchSize) {
+  void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, size_t batchSize,
+             const ct::EventOptions* events = nullptr) {
     state_ = std::make_shared<DumpState>(env);
     std::shared_ptr<DumpState> state = state_;
     state->wake = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
@@ -238,7 +240,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
       wake.NonBlockingCall([weak](Napi::Env, Napi::Function) {
         if (auto s = weak.lock()) s->drain();
       });
-    });
+    }, events);
     // The session calls `wake` from its thread until stop() joins it; stop() runs before Release().
     // The environment may end before this wrapper is collected: stop the thread then.
     napi_add_env_cleanup_hook(env, &DumpState::OnTeardown, state.get());
@@ -289,6 +291,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     o.Set("duplicates", Napi::Number::New(env, static_cast<double>(c.duplicates)));
     o.Set("filteredOut", Napi::Number::New(env, static_cast<double>(c.filteredOut)));
     o.Set("kernelFiltered", Napi::Boolean::New(env, c.kernelFiltered));
+    o.Set("overflows", Napi::Number::New(env, static_cast<double>(c.overflows)));
     return o;
   }
 
@@ -326,6 +329,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::GlobalStatsFunction>("globalStatsFunction"),
                         InstanceMethod<&HandleWrap::CpuStats>("cpuStats"),
                         InstanceMethod<&HandleWrap::StartDump>("startDump"),
+                        InstanceMethod<&HandleWrap::StartEvents>("startEvents"),
                         InstanceMethod<&HandleWrap::Close>("close")});
   }
 
@@ -415,6 +419,21 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
     Napi::Object obj = env.GetInstanceData<AddonData>()->dumpConstructor.New({});
     DumpWrap::Unwrap(obj)->Begin(env, nsFd_, hasFilter ? &filter : nullptr, batchSize);
+    return obj;
+  }
+
+  // startEvents(filter | null, batchSize, groups, receiveBufferBytes): a NativeDump that never ends.
+  Napi::Value StartEvents(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    ct::EventOptions events;
+    events.groups = info[2].As<Napi::Number>().Uint32Value();
+    events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
+    Napi::Object obj = env.GetInstanceData<AddonData>()->dumpConstructor.New({});
+    DumpWrap::Unwrap(obj)->Begin(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events);
     return obj;
   }
 
@@ -671,6 +690,7 @@ Napi::Object Layout(Napi::Env env) {
   set("seqAdjOrig", ct::slot::kSeqAdjOrig);
   set("seqAdjReply", ct::slot::kSeqAdjReply);
   set("synproxy", ct::slot::kSynproxy);
+  set("event", ct::slot::kEvent);
   return o;
 }
 

@@ -917,6 +917,7 @@ void appendRecord(Batch& batch, const Entry& e) {
     r[adjSlot[i] + 1] = adj[i]->offsetBefore;
     r[adjSlot[i] + 2] = adj[i]->offsetAfter;
   }
+  r[slot::kEvent] = e.event;
   r[slot::kSynproxy] = e.synIsn;
   r[slot::kSynproxy + 1] = e.synIts;
   r[slot::kSynproxy + 2] = e.synTsoff;
@@ -986,6 +987,11 @@ bool EntrySink::onMessage(const MessageView& m, SysError& err) {
   }
   Entry e;
   if (!decodeEntry(m, e, err)) return false;
+  if (classifyEvents) {
+    if (NFNL_MSG_TYPE(m.type) == IPCTNL_MSG_CT_DELETE) e.event = kEventDestroy;
+    else if (m.flags & (NLM_F_CREATE | NLM_F_EXCL)) e.event = kEventNew;
+    else e.event = kEventUpdate;
+  }
   if (filter_ && !matches(*filter_, e)) {
     if (counters_) counters_->filteredOut.fetch_add(1, std::memory_order_relaxed);
     return true;

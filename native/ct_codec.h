@@ -48,6 +48,7 @@ enum : uint32_t {
   kSeqAdjOrig = 54,   // correction pos, offset before, offset after
   kSeqAdjReply = 57,
   kSynproxy = 60,     // isn, its, tsoff
+  kEvent = 63,        // EventType of an event message; kEventNone in dumps
   kCount = 64,
 };
 // Within a tuple block.
@@ -109,6 +110,10 @@ enum TcpHas : uint32_t {
   kTcpHasFlagsReply = 1u << 4,
 };
 
+// What an event message reports (ctnetlink_conntrack_event(): DELETE is a destroy, NEW with
+// NLM_F_CREATE | NLM_F_EXCL a new entry, NEW without them an update).
+enum EventType : uint8_t { kEventNone = 0, kEventNew = 1, kEventUpdate = 2, kEventDestroy = 3 };
+
 enum SctpHas : uint32_t { kSctpHasState = 1, kSctpHasVtagOrig = 2, kSctpHasVtagReply = 4 };
 enum DccpHas : uint32_t { kDccpHasState = 1, kDccpHasRole = 2, kDccpHasSeq = 4 };
 
@@ -154,6 +159,7 @@ struct Entry {
   uint32_t labels[4] = {};
   SeqAdj seqAdjOrig, seqAdjReply;
   uint32_t synIsn = 0, synIts = 0, synTsoff = 0;
+  uint8_t event = kEventNone;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -238,11 +244,15 @@ struct Batch {
   std::vector<uint32_t> records;  // count * slot::kCount
   std::string text;
   size_t count = 0;
+  // Events only: how many times the kernel reported lost events (ENOBUFS) after the previous
+  // batch and before this batch's first record.
+  uint32_t overflowsBefore = 0;
 
   void clear() {
     records.clear();
     text.clear();
     count = 0;
+    overflowsBefore = 0;
   }
 };
 
@@ -292,6 +302,8 @@ class EntrySink : public MessageSink {
 
   bool onMessage(const MessageView& message, SysError& err) override;
   bool stopped = false;
+  // Event messages: record each one's EventType (dump answers carry the same message types).
+  bool classifyEvents = false;
 
  private:
   const Filter* filter_;

@@ -65,9 +65,12 @@ Control scanControl(const uint8_t* data, size_t len, uint32_t seq) {
 
 }  // namespace
 
-DumpSession::DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::function<void()> notify)
-    : hasFilter_(filter != nullptr), batchSize_(batchSize == 0 ? 1 : batchSize), notify_(std::move(notify)) {
+DumpSession::DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::function<void()> notify,
+                         const EventOptions* events)
+    : hasFilter_(filter != nullptr), batchSize_(batchSize == 0 ? 1 : batchSize), notify_(std::move(notify)),
+      listening_(events != nullptr) {
   if (filter) filter_ = *filter;
+  if (events) events_ = *events;
   if (nsFd >= 0) nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
 }
 
@@ -115,6 +118,7 @@ DumpCounters DumpSession::counters() const {
   c.duplicates = decoded_.duplicates.load();
   c.filteredOut = decoded_.filteredOut.load();
   c.kernelFiltered = decoded_.kernelFiltered.load();
+  c.overflows = overflows_.load();
   return c;
 }
 
@@ -135,7 +139,7 @@ DumpSession::Take DumpSession::take(Batch& out, SysError& err) {
 }
 
 bool DumpSession::publish(Batch& batch) {
-  if (batch.count == 0) return !stopping_.load();
+  if (batch.count == 0 && batch.overflowsBefore == 0) return !stopping_.load();
   {
     std::unique_lock<std::mutex> lock(mu_);
     spaceAvailable_.wait(lock, [this] { return ready_.size() < kMaxQueued || stopping_.load(); });
@@ -144,7 +148,8 @@ bool DumpSession::publish(Batch& batch) {
     ready_.push_back(std::move(batch));
   }
   batch = Batch();
-  batch.records.reserve(batchSize_ * slot::kCount);
+  // Event batches are mostly small; dump batches fill up.
+  if (!listening_) batch.records.reserve(batchSize_ * slot::kCount);
   notify_();
   return true;
 }
@@ -161,6 +166,11 @@ void DumpSession::finish(const SysError* err) {
   notify_();
 }
 
+bool DumpSession::rawQueueEmpty() {
+  std::lock_guard<std::mutex> lock(rawMu_);
+  return raw_.empty();
+}
+
 bool DumpSession::pushRaw(std::vector<uint8_t>&& datagram, size_t len) {
   std::unique_lock<std::mutex> lock(rawMu_);
   rawSpace_.wait(lock, [this] { return raw_.size() < kMaxRawQueued || stopping_.load(); });
@@ -173,10 +183,23 @@ bool DumpSession::pushRaw(std::vector<uint8_t>&& datagram, size_t len) {
   return true;
 }
 
-// Receiver thread: enter the namespace, send the request, pull datagrams until the end.
+bool DumpSession::pushOverflow() {
+  overflows_.fetch_add(1, std::memory_order_relaxed);
+  std::unique_lock<std::mutex> lock(rawMu_);
+  // A marker costs no buffer: it may exceed the queue's bound by one rather than wait.
+  if (stopping_.load()) return false;
+  Raw r;
+  r.overflow = true;
+  raw_.push_back(std::move(r));
+  rawReady_.notify_one();
+  return true;
+}
+
+// Receiver thread: enter the namespace, send the request (or subscribe), pull datagrams until
+// the end (or stop()).
 void DumpSession::receive() {
   SysError err;
-  bool ok = enterNetns(nsFd_, err) && receiveAll(err);
+  bool ok = enterNetns(nsFd_, err) && (listening_ ? listen(err) : receiveAll(err));
   std::lock_guard<std::mutex> lock(rawMu_);
   if (!ok) {
     receiveFailed_ = true;
@@ -259,6 +282,58 @@ bool DumpSession::receiveAll(SysError& err) {
   }
 }
 
+bool DumpSession::listen(SysError& err) {
+  NetlinkSocket socket;
+  if (!socket.open(true, err)) return false;
+  if (events_.receiveBufferBytes > 0) {
+    // SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN, which reading events needs anyway.
+    int size = events_.receiveBufferBytes;
+    if (::setsockopt(socket.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0 &&
+        ::setsockopt(socket.fd(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) {
+      err = SysError::fromErrno(errno, "setsockopt(SO_RCVBUF)");
+      return false;
+    }
+  }
+  for (uint32_t group = 1; group <= 31; ++group) {
+    if (!(events_.groups & (1u << (group - 1)))) continue;
+    // Subscribing needs CAP_NET_ADMIN in the namespace (nfnetlink_bind()).
+    if (::setsockopt(socket.fd(), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) != 0) {
+      err = SysError::fromErrno(errno, "subscribe to conntrack events");
+      return false;
+    }
+  }
+  for (;;) {
+    pollfd fds[2] = {{socket.fd(), POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+    int ready = ::poll(fds, 2, -1);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      err = SysError::fromErrno(errno, "poll");
+      return false;
+    }
+    if (stopping_.load() || (fds[1].revents & POLLIN)) return true;
+    std::vector<uint8_t> buffer;
+    {
+      std::lock_guard<std::mutex> lock(rawMu_);
+      if (!spare_.empty()) {
+        buffer = std::move(spare_.back());
+        spare_.pop_back();
+      }
+    }
+    if (buffer.size() < kReceiveBufferSize) buffer.resize(kReceiveBufferSize);
+    long n = socket.receive(buffer.data(), buffer.size(), err, true);
+    if (n < 0) {
+      // The socket's buffer overflowed: events were lost, and reading goes on with the next one.
+      if (err.errnum == ENOBUFS && !err.protocol) {
+        if (!pushOverflow()) return true;
+        continue;
+      }
+      return false;
+    }
+    if (n == 0) continue;
+    if (!pushRaw(std::move(buffer), static_cast<size_t>(n))) return true;
+  }
+}
+
 // Decoder thread: datagrams in, batches out.
 void DumpSession::decode() {
   // With two cores, three busy threads (receiver, decoder, JS) share them. The receiver is the
@@ -270,7 +345,10 @@ void DumpSession::decode() {
   KeySet seen;
   Batch batch;
   batch.records.reserve(batchSize_ * slot::kCount);
-  EntrySink sink(nativeFilter, &seen, batch, &decoded_, batchSize_, [this, &batch] { return publish(batch); });
+  // Events are each reported once: nothing to de-duplicate.
+  EntrySink sink(nativeFilter, listening_ ? nullptr : &seen, batch, &decoded_, batchSize_,
+                 [this, &batch] { return publish(batch); });
+  sink.classifyEvents = listening_;
   SysError err;
   bool reserved = false;
   for (;;) {
@@ -283,7 +361,7 @@ void DumpSession::decode() {
       raw = std::move(raw_.front());
       raw_.pop_front();
       rawSpace_.notify_one();
-      seq = expectedSeq_;
+      seq = listening_ ? 0 : expectedSeq_;
       if (raw.last) {
         if (receiveFailed_) {
           lock.unlock();
@@ -293,9 +371,16 @@ void DumpSession::decode() {
         break;
       }
     }
+    if (raw.overflow) {
+      // Events decoded so far came before the loss; what follows comes after it.
+      if (batch.count > 0 && !publish(batch)) break;
+      ++batch.overflowsBefore;
+      if (rawQueueEmpty() && !publish(batch)) break;
+      continue;
+    }
     if (!reserved) {
       // Filtered dumps keep fewer entries; the set grows on its own if the table does.
-      if (!nativeFilter) seen.reserve(static_cast<size_t>(expectedEntries_.load()));
+      if (!nativeFilter && !listening_) seen.reserve(static_cast<size_t>(expectedEntries_.load()));
       reserved = true;
     }
     bool done = false;
@@ -308,7 +393,9 @@ void DumpSession::decode() {
       finish(sink.stopped || stopping_.load() ? nullptr : &err);
       return;
     }
-    if (done) break;
+    if (done && !listening_) break;
+    // Events are wanted as they happen: hand over what there is once the kernel has sent no more.
+    if (listening_ && rawQueueEmpty() && !publish(batch)) break;
   }
   if (!stopping_.load()) publish(batch);
   finish(nullptr);  // closed by the consumer, or the end of the dump: a clean end

@@ -1,8 +1,10 @@
-// A table dump on its own socket and two threads: a receiver that only pulls datagrams from
-// the kernel (the kernel builds the next datagram inside that receive call, and that is most
-// of a dump's cost), and a decoder that turns them into batches. Both queues are short; when
-// the consumer is slow they fill, the receiver stops receiving and the kernel stops
-// producing, so memory stays bounded however large the table.
+// A table dump, or a subscription to the table's events, on its own socket and two threads: a
+// receiver that only pulls datagrams from the kernel (for a dump the kernel builds the next
+// datagram inside that receive call, and that is most of its cost), and a decoder that turns
+// them into batches. Both queues are short; when the consumer is slow they fill and the
+// receiver stops receiving. A dump then pauses in the kernel, so memory stays bounded however
+// large the table; events pile up in the socket's buffer until the kernel has to drop them,
+// which the receiver sees as ENOBUFS and reports in the next batch (overflowsBefore).
 #pragma once
 
 #include <atomic>
@@ -24,12 +26,21 @@ struct DumpCounters {
   uint64_t duplicates = 0;
   uint64_t filteredOut = 0;
   bool kernelFiltered = false;
+  uint64_t overflows = 0;  // events: ENOBUFS reports (each lost one or more events)
+};
+
+// What an event subscription listens to.
+struct EventOptions {
+  uint32_t groups = 0;          // bit (1 << (NFNLGRP_CONNTRACK_* - 1)) per group
+  int receiveBufferBytes = 0;   // socket buffer for bursts; 0 keeps the system default
 };
 
 class DumpSession {
  public:
-  // `notify` runs on the dump thread whenever take() has something new.
-  DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::function<void()> notify);
+  // `notify` runs on the dump thread whenever take() has something new. With `events` the
+  // session listens to the table's events instead of dumping it, until stop().
+  DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::function<void()> notify,
+              const EventOptions* events = nullptr);
   ~DumpSession();
   DumpSession(const DumpSession&) = delete;
   DumpSession& operator=(const DumpSession&) = delete;
@@ -46,6 +57,9 @@ class DumpSession {
  private:
   void receive();
   bool receiveAll(SysError& err);
+  bool listen(SysError& err);
+  bool pushOverflow();  // false when stopping
+  bool rawQueueEmpty();
   void decode();
   bool publish(Batch& batch);  // false when stopping
   void finish(const SysError* err);
@@ -56,6 +70,9 @@ class DumpSession {
   bool hasFilter_;
   size_t batchSize_;
   std::function<void()> notify_;
+  bool listening_ = false;
+  EventOptions events_;
+  std::atomic<uint64_t> overflows_{0};
   int wakeFd_ = -1;
   std::thread receiver_;
   std::thread decoder_;
@@ -65,6 +82,7 @@ class DumpSession {
     std::vector<uint8_t> data;
     size_t len = 0;
     bool last = false;  // the receiver is done (end, error or stop): nothing follows
+    bool overflow = false;  // events: the kernel dropped events here (ENOBUFS)
     uint32_t seq = 0;
   };
   std::mutex rawMu_;

@@ -405,6 +405,13 @@ describeIntegration('handle and dump lifecycle', () => {
         try { await ct.count(); report('count'); } catch (err) { report('count', err); }
         try { await ct.stats(); report('stats'); } catch (err) { report('stats', err); }
         try { for await (const e of ct.entries()) void e; report('entries'); } catch (err) { report('entries', err); }
+        try {
+          // Subscribed and quiet for 300 ms is success; a refusal rejects the first next() at once.
+          const quiet = new AbortController();
+          const timer = setTimeout(() => quiet.abort(), 300);
+          try { await ct.events(undefined, { signal: quiet.signal }).next(); } catch (err) { if (err.name !== 'AbortError') throw err; } finally { clearTimeout(timer); }
+          report('events');
+        } catch (err) { report('events', err); }
         await ct.close();
       `);
       chmodSync(script, 0o644);
@@ -423,7 +430,7 @@ describeIntegration('handle and dump lifecycle', () => {
         expect(failure).toMatchObject({ name: 'ConntrackError', code: 'ERR_CONNTRACK_PERMISSION', capability: 'CAP_NET_ADMIN' });
         expect(failure.message).toContain('CAP_NET_ADMIN');
       }
-      expect(lines.map((line) => line.step)).toEqual(failures[0]?.step === 'open' ? ['open'] : ['open', 'count', 'stats', 'entries']);
+      expect(lines.map((line) => line.step)).toEqual(failures[0]?.step === 'open' ? ['open'] : ['open', 'count', 'stats', 'entries', 'events']);
     });
 
     it('with a netns option but without CAP_SYS_ADMIN: ERR_CONNTRACK_PERMISSION naming CAP_SYS_ADMIN', () => {
@@ -439,7 +446,7 @@ describeIntegration('handle and dump lifecycle', () => {
 
     it('the same probe with both capabilities reads the namespace (the probe itself works)', () => {
       const lines = probe(['--inh-caps=-all'], ns.path);
-      expect(lines).toEqual([{ step: 'open', ok: true }, { step: 'count', ok: true }, { step: 'stats', ok: true }, { step: 'entries', ok: true }]);
+      expect(lines).toEqual([{ step: 'open', ok: true }, { step: 'count', ok: true }, { step: 'stats', ok: true }, { step: 'entries', ok: true }, { step: 'events', ok: true }]);
     });
   }
 
