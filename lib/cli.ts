@@ -15,6 +15,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   size: async () => (await import('./cli/tuning.js')).sizeCommand,
   persist: async () => (await import('./cli/tuning.js')).persistCommand,
   doctor: async () => (await import('./cli/doctor.js')).doctorCommand,
+  watch: async () => (await import('./cli/watch.js')).watchCommand,
+  exporter: async () => (await import('./cli/exporter.js')).exporterCommand,
 };
 
 const HELP = `usage: conntrack [COMMAND] [options]
@@ -27,8 +29,10 @@ const HELP = `usage: conntrack [COMMAND] [options]
   size       recommend nf_conntrack_max and buckets for N connections, with memory cost
   persist    render (or --apply) the files that keep settings across reboots
   doctor     is the table full or filling, dropping packets, badly sized? evidence and fixes
+  watch      a line per interval: entries, usage, growth per second, new drops (--jsonl)
+  exporter   serve Prometheus metrics for one or more namespaces (conntrack exporter --help)
 
-Every command takes --netns PATH|PID and --json.`;
+Every command takes --netns PATH|PID (exporter: repeatable); the one-shot commands take --json.`;
 
 export async function main(argv: string[], io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const [first, ...rest] = argv;

@@ -21,7 +21,9 @@ export type ConntrackErrorCode =
   /** The kernel sent a message this library cannot frame (truncated, misaligned, wrong size). */
   | 'ERR_CONNTRACK_PROTOCOL'
   /** Any other error from the kernel; `errno` and `syscall` say which. */
-  | 'ERR_CONNTRACK_KERNEL';
+  | 'ERR_CONNTRACK_KERNEL'
+  /** The exporter could not listen on the address given (in use, not local, no permission). */
+  | 'ERR_CONNTRACK_LISTEN';
 
 export interface ConntrackErrorDetails {
   errno?: number;

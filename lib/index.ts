@@ -15,4 +15,9 @@ export {
 } from './diagnose.js';
 export { readKernelLog, tableFullEvents, type KernelLogRecord, type TableFullEvent } from './kmsg.js';
 export { findConntrackDependents, type ConntrackDependents, type RuleMatch } from './dependents.js';
+export {
+  collectMetrics, renderMetrics, sampleNamespace, failedNamespace, readBucketCount, escapeLabelValue, METRICS_CONTENT_TYPE,
+  type MetricsSnapshot, type NamespaceSample, type NamespaceReading, type NamespaceFailure, type RenderOptions,
+} from './metrics.js';
+export { createExporter, DEFAULT_EXPORTER_HOST, DEFAULT_EXPORTER_PORT, type Exporter, type ExporterOptions } from './exporter.js';
 export type * from './types.js';

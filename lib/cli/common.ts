@@ -73,3 +73,29 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(1)} ${units[unit]}`;
 }
 
+
+/**
+ * For commands that run until stopped: a signal that aborts on the first SIGINT or SIGTERM.
+ * A second SIGINT gets Node's default handling, so a stuck shutdown can still be interrupted.
+ */
+export function stopOnTermination(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const stop = (name: NodeJS.Signals) => controller.abort(name);
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return {
+    signal: controller.signal,
+    dispose() {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    },
+  };
+}
+
+/** Resolves when `signal` aborts. */
+export function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}
