@@ -90,7 +90,8 @@ export interface Binding {
   netnsWriteFile(netnsPath: string, path: string, data: string): Promise<void>;
   netnsListDir(netnsPath: string, path: string): Promise<string[]>;
   /** Decodes raw netlink datagrams the way a dump does (for tests and fuzzing). */
-  decode(datagram: Uint8Array, filter: NativeFilter | null): NativeBatch;
+  /** Decodes one captured datagram (tests); `events`: as event messages. */
+  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean): NativeBatch;
   /** Record layout constants, checked against lib/records.ts by a unit test. */
   layout: Record<string, number>;
 }

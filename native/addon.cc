@@ -654,10 +654,13 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
   Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
   ct::Filter filter;
   bool hasFilter = info.Length() > 1 && readFilter(info[1], filter);
+  // Third argument true: decode as event messages (no de-duplication, event types recorded).
+  bool events = info.Length() > 2 && info[2].ToBoolean().Value();
   ct::Batch batch;
   ct::KeySet seen;
   SysError err;
-  if (!ct::decodeDatagramToBatch(data.Data(), data.ByteLength(), hasFilter ? &filter : nullptr, &seen, batch, err))
+  if (!ct::decodeDatagramToBatch(data.Data(), data.ByteLength(), hasFilter ? &filter : nullptr,
+                                 events ? nullptr : &seen, batch, err, events))
     throw toJsError(env, err);
   return batchToJs(env, std::move(batch));
 }

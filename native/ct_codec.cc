@@ -1011,8 +1011,9 @@ bool EntrySink::onMessage(const MessageView& m, SysError& err) {
 }
 
 bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
-                           Batch& batch, SysError& err) {
+                           Batch& batch, SysError& err, bool events) {
   EntrySink sink(filter, seen, batch);
+  sink.classifyEvents = events;
   bool done = false;
   return walkDatagram(data, len, 0, sink, done, err);
 }

@@ -318,8 +318,9 @@ class EntrySink : public MessageSink {
 constexpr size_t kMaxBatchText = 4u << 20;
 
 // Decodes a whole datagram of conntrack messages into `batch` (filtering and de-duplicating
-// through `seen` when given). Used by the binding's decode() for tests and by fuzzing.
+// through `seen` when given; with `events`, recording each message's EventType). Used by the
+// binding's decode() for tests and by fuzzing.
 bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
-                           Batch& batch, SysError& err);
+                           Batch& batch, SysError& err, bool events = false);
 
 }  // namespace ct

@@ -43,6 +43,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ct::decodeDatagramToBatch(data, size, nullptr, &seen, batch, err);
   checkBatch(batch);
 
+  // As event messages: every record's event type is one of the four.
+  ct::Batch events;
+  ct::decodeDatagramToBatch(data, size, nullptr, nullptr, events, err, true);
+  checkBatch(events);
+  for (size_t i = 0; i < events.count; ++i)
+    if (events.records[i * ct::slot::kCount + ct::slot::kEvent] > ct::kEventDestroy) std::abort();
+
   // The same bytes through a filter: the first bytes choose it.
   ct::Filter filter;
   if (size > 8) {

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { compileFilter } from '../../lib/filter.js';
 import { binding, type NativeError } from '../../lib/native.js';
-import { decodeBatch, LAYOUT } from '../../lib/records.js';
+import { decodeBatch, decodeEventBatch, LAYOUT } from '../../lib/records.js';
 import type { ConntrackEntry, EntryFilter } from '../../lib/types.js';
 
 const fixtures = join(import.meta.dirname, '..', 'fixtures', 'kernel');
@@ -254,6 +254,53 @@ describe('damaged and unusual messages', () => {
   it('drops a repeated entry within one decode', () => {
     const twice = Buffer.concat([firstMessage, firstMessage]);
     expect(binding().decode(twice, null).count).toBe(1);
+  });
+});
+
+describe('event messages (recorded entries sent as the kernel sends events)', () => {
+  // ctnetlink_conntrack_event(): IPCTNL_MSG_CT_NEW with NLM_F_CREATE | NLM_F_EXCL for a new
+  // entry, without them for an update; IPCTNL_MSG_CT_DELETE for a destroy. Sequence number 0.
+  const recorded = messages(datagrams[0] as Buffer)[0] as Buffer;
+  const NLM_F_CREATE = 0x400;
+  const NLM_F_EXCL = 0x200;
+  const CT_NEW = (1 << 8) | 0; // NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW
+  const CT_DELETE = (1 << 8) | 2;
+  function asEvent(type: number, flags: number): Buffer {
+    const m = Buffer.from(recorded);
+    m.writeUInt16LE(type, 4);
+    m.writeUInt16LE(flags, 6);
+    m.writeUInt32LE(0, 8);
+    return m;
+  }
+
+  it('classifies new, update and destroy, and decodes the entry as in a dump', () => {
+    const [dumped] = decodeBatch(binding().decode(recorded, null));
+    const datagram = Buffer.concat([asEvent(CT_NEW, NLM_F_CREATE | NLM_F_EXCL), asEvent(CT_NEW, 0), asEvent(CT_DELETE, 0)]);
+    const events = decodeEventBatch(binding().decode(datagram, null, true));
+    expect(events.map((e) => e.type)).toEqual(['new', 'update', 'destroy']);
+    for (const event of events) expect(event.type !== 'overflow' && event.entry).toEqual(dumped);
+  });
+
+  it('keeps every event of the same entry (no de-duplication), and dumps carry no event type', () => {
+    const twice = Buffer.concat([asEvent(CT_NEW, 0), asEvent(CT_NEW, 0)]);
+    expect(decodeEventBatch(binding().decode(twice, null, true))).toHaveLength(2);
+    expect(decodeBatch(binding().decode(twice, null))).toHaveLength(1);
+    const records = new Uint32Array(binding().decode(recorded, null).records);
+    expect(records[LAYOUT.event]).toBe(0);
+  });
+
+  it('filters events natively like dump entries', () => {
+    const [dumped] = decodeBatch(binding().decode(recorded, null));
+    const other = dumped?.original.protocol === 'tcp' ? 'udp' : 'tcp';
+    const datagram = asEvent(CT_DELETE, 0);
+    expect(decodeEventBatch(binding().decode(datagram, compileFilter({ protocol: other }) ?? null, true))).toEqual([]);
+    expect(decodeEventBatch(binding().decode(datagram, compileFilter({ protocol: dumped?.original.protocol }) ?? null, true))).toHaveLength(1);
+  });
+
+  it('puts an overflow notice before the batch\'s events', () => {
+    const batch = { ...binding().decode(asEvent(CT_NEW, 0), null, true), overflowsBefore: 2 };
+    expect(decodeEventBatch(batch).map((e) => e.type)).toEqual(['overflow', 'update']);
+    expect(decodeEventBatch({ ...batch, count: 0 })).toEqual([{ type: 'overflow', count: 2 }]);
   });
 });
 
