@@ -11,6 +11,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   count: async () => (await import('./cli/core.js')).countCommand,
   stats: async () => (await import('./cli/core.js')).statsCommand,
   list: async () => (await import('./cli/core.js')).listCommand,
+  events: async () => (await import('./cli/events.js')).eventsCommand,
   sysctl: async () => (await import('./cli/tuning.js')).sysctlCommand,
   size: async () => (await import('./cli/tuning.js')).sizeCommand,
   persist: async () => (await import('./cli/tuning.js')).persistCommand,
@@ -25,6 +26,7 @@ const HELP = `usage: conntrack [COMMAND] [options]
   count      entries and limit (one GET_STATS request)
   stats      per-CPU counters, like conntrack -S (--expect: expectation table)
   list       stream entries, with filters (conntrack list --help)
+  events     new/update/destroy events as they happen, like conntrack -E; lost events are shown
   sysctl     get, set or describe net.netfilter.nf_conntrack_* settings
   size       recommend nf_conntrack_max and buckets for N connections, with memory cost
   persist    render (or --apply) the files that keep settings across reboots

@@ -182,8 +182,9 @@ export type ConntrackEventType = 'new' | 'update' | 'destroy';
 export interface ConntrackEvent {
   type: ConntrackEventType;
   /**
-   * The entry as the event carries it. A destroy event carries the tuples, id, status and, when
-   * accounting / timestamps are on, the final counters and the stop time; no timeout.
+   * The entry as the event carries it: an update carries what changed with the rest of the
+   * entry; a destroy carries the entry's last state (status DYING) and, when accounting and
+   * timestamps are on, its final counters and stop time.
    */
   entry: ConntrackEntry;
 }

@@ -89,11 +89,13 @@ export const statsCommand: Command = (argv, io) =>
     return 0;
   });
 
-const LIST_USAGE = `usage: conntrack list [filters] [--netns PATH|PID] [--json|--jsonl]
-filters: -f/--family ipv4|ipv6  -p/--proto NAME|NUM  --state TCPSTATE[,..]
+export const FILTER_USAGE = `filters: -f/--family ipv4|ipv6  -p/--proto NAME|NUM  --state TCPSTATE[,..]
          -s/--src CIDR  -d/--dst CIDR  --sport P[-Q]  --dport P[-Q]      (original direction)
          --reply-src CIDR  --reply-dst CIDR  --reply-sport P[-Q]  --reply-dport P[-Q]
          --mark VALUE[/MASK]  --zone N  --status FLAG[,FLAG..]  (prefix a flag with ! to require it clear)`;
+
+const LIST_USAGE = `usage: conntrack list [filters] [--netns PATH|PID] [--json|--jsonl]
+${FILTER_USAGE}`;
 
 function portOption(text: string | undefined, name: string): number | [number, number] | undefined {
   if (text === undefined) return undefined;
@@ -176,7 +178,7 @@ export function formatEntry(e: ConntrackEntry): string {
   return parts.join(' ');
 }
 
-const LIST_OPTIONS = {
+export const LIST_OPTIONS = {
   ...NETNS_OPTIONS,
   jsonl: { type: 'boolean', default: false },
   family: { type: 'string', short: 'f' },
@@ -196,7 +198,7 @@ const LIST_OPTIONS = {
 } as const;
 
 /** Streams entries to stdout, honouring backpressure so a pipe to `head` stays cheap. */
-async function writeLines(io: CommandIo, lines: AsyncIterable<string>): Promise<void> {
+export async function writeLines(io: CommandIo, lines: AsyncIterable<string>): Promise<void> {
   const out = io.stdout;
   for await (const line of lines) {
     if (!out.write(`${line}\n`)) await new Promise((resolve) => out.once('drain', resolve));

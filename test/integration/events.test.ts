@@ -4,15 +4,17 @@
  * make NEW and UPDATE events; `conntrack -D` makes DESTROY events. Overflow is forced with a
  * tiny receive buffer and a consumer that does not read while thousands of entries appear.
  */
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEvent, type OverflowEvent } from '../../lib/index.js';
 import { describeIntegration } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../helpers/netns.js';
-import { parseConntrackLine, type OracleEntry } from '../helpers/oracle.js';
+import { oracleEntries, parseConntrackLine, type OracleEntry } from '../helpers/oracle.js';
 import { netlinkSockets } from '../helpers/sockets.js';
 import { requireTool } from '../helpers/tools.js';
 import { fillUdp, openFlows } from '../helpers/traffic.js';
@@ -271,6 +273,74 @@ describeIntegration('events() when the consumer falls behind', () => {
     for (const [options, message] of checks) {
       expect(() => ct.events(undefined, options as never), JSON.stringify(options))
         .toThrow(expect.objectContaining({ code: 'ERR_CONNTRACK_INVALID_ARGUMENT', message: expect.stringMatching(message) }));
+    }
+  });
+}, { tools: ['conntrack'] });
+
+describeIntegration('conntrack events (CLI)', () => {
+  let ns: Netns;
+  const CLI = fileURLToPath(new URL('../../dist/lib/cli.js', import.meta.url));
+
+  beforeAll(async () => {
+    ns = await createNetns('events cli');
+    await enableTracking(ns);
+  });
+
+  afterAll(destroyAllNetns);
+
+  /** Starts `conntrack events ARGS` and probes with UDP datagrams to PROBE_PORT until it prints. */
+  async function startCli(args: readonly string[]) {
+    const child = spawn(process.execPath, [CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    for (let attempt = 0; stdout === ''; attempt++) {
+      if (attempt > 100) throw new Error(`conntrack events never printed; stderr: ${stderr}`);
+      await udpDatagram(ns, PROBE_PORT);
+      await sleep(50);
+    }
+    return { child, exited, out: () => stdout, err: () => stderr };
+  }
+
+  it('prints new and destroy events as conntrack -E does, and a count on Ctrl-C', async () => {
+    const run = await startCli(['-p', 'udp']);
+    await udpDatagram(ns, 9996);
+    const [entry] = (await oracleEntries(ns)).filter((e) => e.original.dport === 9996);
+    await ns.exec(requireTool('conntrack'), ['-D', '-p', 'udp', '--orig-port-dst', '9996']);
+    await until('the destroy line', () => run.out().includes('[DESTROY]') && run.out().includes('dport=9996'));
+    run.child.kill('SIGINT');
+    expect(await run.exited).toEqual([0, null]);
+    const lines = run.out().trim().split('\n');
+    const ours = lines.filter((line) => line.includes(' dport=9996 '));
+    expect(ours).toHaveLength(2);
+    expect(ours[0]).toMatch(/^\s+\[NEW\] ipv4 +2 udp +17 \d+ src=127\.0\.0\.1 dst=127\.0\.0\.1 sport=\d+ dport=9996 \[UNREPLIED\] /);
+    expect(ours[1]).toMatch(/^\[DESTROY\] ipv4 /);
+    for (const line of ours) expect(line.endsWith(` id=${entry?.id}`), line).toBe(true);
+    expect(run.err()).toBe(`conntrack: ${lines.length} events shown\n`);
+  });
+
+  it('--jsonl --count N prints N events as JSON and exits 0 by itself', async () => {
+    const run = await startCli(['-p', 'udp', '--jsonl', '--count', '4', '--types', 'new']);
+    const probes = run.out().trim().split('\n').length; // one, rarely two: probing stops at the first line
+    for (let i = probes; i < 4; i++) await udpDatagram(ns, 9995);
+    expect(await run.exited).toEqual([0, null]);
+    const events = run.out().trim().split('\n').map((line) => JSON.parse(line) as { type: string; entry: { id: number; original: { dport: number } } });
+    expect(events).toHaveLength(4);
+    expect(events.every((e) => e.type === 'new')).toBe(true);
+    expect(events.map((e) => e.entry.original.dport)).toEqual([...Array(probes).fill(PROBE_PORT), ...Array(4 - probes).fill(9995)]);
+    expect(new Set(events.map((e) => e.entry.id)).size).toBe(4);
+  });
+
+  it('bad options exit 2 with the usage, before subscribing', async () => {
+    for (const args of [['--types', 'created'], ['--count', '0'], ['--json']]) {
+      const child = spawn(process.execPath, [CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+      const [code] = await once(child, 'exit');
+      expect(code, args.join(' ')).toBe(2);
+      expect(stderr, args.join(' ')).toContain('usage: conntrack events');
     }
   });
 }, { tools: ['conntrack'] });
