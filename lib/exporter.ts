@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 
 import { Conntrack } from './conntrack.js';
-import { abortError, ConntrackError, invalidArgument } from './errors.js';
+import { abortError, closedError, ConntrackError, invalidArgument } from './errors.js';
 import { failedNamespace, METRICS_CONTENT_TYPE, readBucketCount, renderMetrics, sampleNamespace, type NamespaceSample } from './metrics.js';
 import { netnsPath } from './netns.js';
 import type { NetnsSpec } from './types.js';
@@ -21,26 +21,35 @@ import type { NetnsSpec } from './types.js';
 export const DEFAULT_EXPORTER_PORT = 9659;
 export const DEFAULT_EXPORTER_HOST = '127.0.0.1';
 
-export interface ExporterOptions {
+export interface CollectorOptions {
   /** Namespaces to export (paths or pids); omitted or empty: this process's own namespace. */
   netns?: readonly NetnsSpec[];
+  /** Also emit node_exporter's metric names (see RenderOptions). */
+  nodeExporterNames?: boolean;
+}
+
+export interface ExporterOptions extends CollectorOptions {
   /** Default 127.0.0.1: metrics stay local unless asked otherwise. */
   host?: string;
   /** Default DEFAULT_EXPORTER_PORT; 0 picks a free port (see address()). */
   port?: number;
   /** Default '/metrics'. Any other path answers 404. */
   path?: string;
-  /** Also emit node_exporter's metric names (see RenderOptions). */
-  nodeExporterNames?: boolean;
   /** Aborting it closes the exporter. */
   signal?: AbortSignal;
 }
 
-export interface Exporter extends AsyncDisposable {
+/** Scrapes without a server, for an application that serves /metrics itself. */
+export interface MetricsCollector extends AsyncDisposable {
+  /** One scrape's exposition text; calls made while one runs share it. */
+  collect(): Promise<string>;
+  /** Closes the handles (after a running collection). Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface Exporter extends MetricsCollector {
   /** Where the server listens. */
   address(): AddressInfo;
-  /** One scrape's text, as served; concurrent calls (and requests) share one collection. */
-  collect(): Promise<string>;
   /** Stops listening, ends open connections and closes the handles. Idempotent. */
   close(): Promise<void>;
 }
@@ -113,23 +122,47 @@ class ScrapeTarget {
   }
 }
 
-function validate(options: ExporterOptions): { paths: Array<string | undefined>; host: string; port: number; path: string } {
+function namespacePaths(options: CollectorOptions): Array<string | undefined> {
   if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
   const specs = options.netns ?? [];
   if (!Array.isArray(specs)) throw invalidArgument('netns must be an array of namespace paths or pids');
   const paths: Array<string | undefined> = specs.length === 0 ? [undefined] : specs.map((spec) => netnsPath(spec));
   const duplicate = paths.find((p, i) => paths.indexOf(p) !== i);
   if (duplicate !== undefined) throw invalidArgument(`netns ${duplicate} is given twice`);
-  const host = options.host ?? DEFAULT_EXPORTER_HOST;
-  if (typeof host !== 'string' || host === '') throw invalidArgument('host must be a non-empty string');
-  const port = options.port ?? DEFAULT_EXPORTER_PORT;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument(`port must be an integer from 0 to 65535, got ${port}`);
-  const path = options.path ?? '/metrics';
-  if (typeof path !== 'string' || !path.startsWith('/') || /[?#\s]/.test(path)) {
-    throw invalidArgument(`path must start with / and hold no query, fragment or space, got ${JSON.stringify(path)}`);
-  }
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
-  return { paths, host, port, path };
+  return paths;
+}
+
+/**
+ * Opens a handle per namespace (a namespace that cannot be opened is reported as `conntrack_up 0`
+ * and tried again on the next collection) and returns the collector that reuses them.
+ */
+export async function createMetricsCollector(options: CollectorOptions = {}): Promise<MetricsCollector> {
+  const targets = namespacePaths(options).map((p) => new ScrapeTarget(p));
+  const render = { nodeExporterNames: options.nodeExporterNames === true };
+  let inflight: Promise<string> | undefined;
+  let closing: Promise<void> | undefined;
+  const collect = (): Promise<string> => {
+    if (closing !== undefined) return Promise.reject(closedError());
+    inflight ??= (async () => {
+      try {
+        const [namespaces, buckets] = await Promise.all([Promise.all(targets.map((t) => t.sample())), readBucketCount()]);
+        return renderMetrics({ namespaces, buckets }, render);
+      } finally {
+        inflight = undefined;
+      }
+    })();
+    return inflight;
+  };
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      await inflight?.catch(() => undefined);
+      await Promise.all(targets.map((t) => t.close()));
+    })();
+    return closing;
+  };
+  // Open every handle now, so that the first scrape is as cheap as the others.
+  await Promise.all(targets.map((t) => t.sample()));
+  return { collect, close, [Symbol.asyncDispose]: close };
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
@@ -149,31 +182,8 @@ function listen(server: Server, host: string, port: number): Promise<void> {
   });
 }
 
-/**
- * Opens a handle per namespace and starts serving `path`. A namespace that cannot be opened does
- * not stop the exporter: it is reported as `conntrack_up 0` and tried again on the next scrape.
- */
-export async function createExporter(options: ExporterOptions = {}): Promise<Exporter> {
-  const { paths, host, port, path } = validate(options);
-  const { signal } = options;
-  if (signal?.aborted) throw abortError(signal);
-  const render = { nodeExporterNames: options.nodeExporterNames === true };
-  const targets = paths.map((p) => new ScrapeTarget(p));
-
-  let inflight: Promise<string> | undefined;
-  const collect = (): Promise<string> => {
-    inflight ??= (async () => {
-      try {
-        const [namespaces, buckets] = await Promise.all([Promise.all(targets.map((t) => t.sample())), readBucketCount()]);
-        return renderMetrics({ namespaces, buckets }, render);
-      } finally {
-        inflight = undefined;
-      }
-    })();
-    return inflight;
-  };
-
-  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+function requestHandler(path: string, collect: () => Promise<string>) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
     const pathname = (req.url ?? '').split('?', 1)[0];
     if (pathname !== path) {
       res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`not found; metrics are at ${path}\n`);
@@ -193,21 +203,39 @@ export async function createExporter(options: ExporterOptions = {}): Promise<Exp
       },
     );
   };
+}
 
-  // Open every handle up front so the first scrape is as cheap as the others; failures are
-  // reported (and retried) by the scrapes.
-  await Promise.all(targets.map((t) => t.sample()));
-  const server = createServer(handle);
+/**
+ * A started exporter: a collector (see createMetricsCollector) served at `path` on `host:port`.
+ * Options are checked before anything is opened.
+ */
+export async function createExporter(options: ExporterOptions = {}): Promise<Exporter> {
+  namespacePaths(options);
+  const host = options.host ?? DEFAULT_EXPORTER_HOST;
+  if (typeof host !== 'string' || host === '') throw invalidArgument('host must be a non-empty string');
+  const port = options.port ?? DEFAULT_EXPORTER_PORT;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument(`port must be an integer from 0 to 65535, got ${port}`);
+  const path = options.path ?? '/metrics';
+  if (typeof path !== 'string' || !path.startsWith('/') || /[?#\s]/.test(path)) {
+    throw invalidArgument(`path must start with / and hold no query, fragment or space, got ${JSON.stringify(path)}`);
+  }
+  const { signal } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
+  if (signal?.aborted) throw abortError(signal);
+
+  const collector = await createMetricsCollector(options);
+  const server = createServer(requestHandler(path, collector.collect));
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       signal?.removeEventListener('abort', onAbort);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections(); // keep-alive connections would hold close() open
-      });
-      await inflight?.catch(() => undefined);
-      await Promise.all(targets.map((t) => t.close()));
+      if (server.listening) {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections(); // keep-alive connections would hold close() open
+        });
+      }
+      await collector.close();
     })();
     return closing;
   };
@@ -215,7 +243,7 @@ export async function createExporter(options: ExporterOptions = {}): Promise<Exp
   try {
     await listen(server, host, port);
   } catch (err) {
-    await Promise.all(targets.map((t) => t.close()));
+    await close();
     throw err;
   }
   if (signal?.aborted) {
@@ -226,7 +254,7 @@ export async function createExporter(options: ExporterOptions = {}): Promise<Exp
 
   return {
     address: () => server.address() as AddressInfo,
-    collect,
+    collect: collector.collect,
     close,
     [Symbol.asyncDispose]: close,
   };

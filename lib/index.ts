@@ -19,5 +19,8 @@ export {
   collectMetrics, renderMetrics, sampleNamespace, failedNamespace, readBucketCount, escapeLabelValue, METRICS_CONTENT_TYPE,
   type MetricsSnapshot, type NamespaceSample, type NamespaceReading, type NamespaceFailure, type RenderOptions,
 } from './metrics.js';
-export { createExporter, DEFAULT_EXPORTER_HOST, DEFAULT_EXPORTER_PORT, type Exporter, type ExporterOptions } from './exporter.js';
+export {
+  createExporter, createMetricsCollector, DEFAULT_EXPORTER_HOST, DEFAULT_EXPORTER_PORT,
+  type Exporter, type ExporterOptions, type MetricsCollector, type CollectorOptions,
+} from './exporter.js';
 export type * from './types.js';

@@ -127,14 +127,16 @@ export const watchCommand: Command = (argv, io) =>
       try {
         if (!values.jsonl && !stop.signal.aborted) write(io.stdout, WATCH_HEADER);
         const start = performance.now();
+        let slot = 0;
         let previous: WatchSample | undefined;
         for (let printed = 0; !stop.signal.aborted && (count === undefined || printed < count); printed++) {
           if (printed > 0) {
-            // The next slot of the grid start + k·interval (skipping slots already missed), so a
-            // slow sample delays one line, never all the lines after it.
+            // Lines are due at start + k·interval, so a slow sample delays one line, never all the
+            // lines after it. Slots already missed are skipped; a slot is never used twice (timers
+            // can fire a little early, and the slot just served would still look current).
             const elapsed = performance.now() - start;
-            const next = (Math.floor(elapsed / intervalMs) + 1) * intervalMs;
-            if (!(await sleep(next - elapsed, stop.signal))) break;
+            slot = Math.max(slot + 1, Math.floor(elapsed / intervalMs) + 1);
+            if (!(await sleep(slot * intervalMs - elapsed, stop.signal))) break;
           }
           const time = new Date();
           const at = performance.now();

@@ -1,8 +1,14 @@
 /**
- * Runs one CLI command (lib/cli) in this process, with its stdout and stderr captured as text.
+ * Runs CLI commands: one command (lib/cli) in this process with its output captured as text, or
+ * the built command as a child process, here or inside a test namespace.
  */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import type { Command } from '../../lib/cli/common.js';
+import { run, type Netns } from './netns.js';
 
 export interface CommandResult {
   /** The exit code the command returned. */
@@ -20,4 +26,78 @@ export async function runCommand(command: Command, argv: string[]): Promise<Comm
   stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
   const code = await command(argv, { stdout, stderr });
   return { code, out, err };
+}
+
+/** The built command (`npm run build:ts` writes it); integration tests run it as users do. */
+export const BUILT_CLI = fileURLToPath(new URL('../../dist/lib/cli.js', import.meta.url));
+
+/** Builds dist/ when `module` (a path under dist/lib) is missing, e.g. in a fresh checkout. */
+export async function ensureBuilt(module = 'cli.js'): Promise<void> {
+  if (existsSync(join(dirname(BUILT_CLI), module))) return;
+  const repo = fileURLToPath(new URL('../..', import.meta.url));
+  await run(process.execPath, [join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(repo, 'tsconfig.build.json')], { timeoutMs: 120_000 });
+}
+
+export interface CliProcess {
+  readonly child: ChildProcess;
+  /** Everything written so far. */
+  readonly stdout: () => string;
+  readonly stderr: () => string;
+  /** Resolves with the first match of `pattern` in the stream; rejects if the process ends first or time runs out. */
+  waitFor(stream: 'stdout' | 'stderr', pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** Resolves when the process has ended and its output has been read. */
+  readonly exited: Promise<{ status: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts the built CLI, inside `ns` when given (`ip netns exec` execs it: the pid is node's). */
+export function startCli(args: readonly string[], ns?: Netns): CliProcess {
+  const argv = [BUILT_CLI, ...args];
+  const options: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'] };
+  const child = ns === undefined ? spawn(process.execPath, argv, options) : ns.spawn(process.execPath, argv, options);
+  const text = { stdout: '', stderr: '' };
+  const waiters = new Set<() => void>();
+  const wake = () => { for (const waiter of waiters) waiter(); };
+  child.stdout?.on('data', (chunk: Buffer) => { text.stdout += chunk.toString(); wake(); });
+  child.stderr?.on('data', (chunk: Buffer) => { text.stderr += chunk.toString(); wake(); });
+  let ended = false;
+  const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('close', (status, signal) => {
+      ended = true;
+      wake();
+      resolve({ status, signal });
+    });
+  });
+  return {
+    child,
+    stdout: () => text.stdout,
+    stderr: () => text.stderr,
+    exited,
+    waitFor(stream, pattern, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => finish(new Error(`no ${pattern} on ${stream} within ${timeoutMs} ms; stderr: ${text.stderr.trim()}`)), timeoutMs);
+        const finish = (error?: Error, match?: RegExpMatchArray) => {
+          clearTimeout(timer);
+          waiters.delete(check);
+          if (match) resolve(match);
+          else reject(error);
+        };
+        const check = () => {
+          const match = pattern.exec(text[stream]);
+          if (match) finish(undefined, match);
+          else if (ended) finish(new Error(`the command ended without ${pattern} on ${stream}; stdout: ${text.stdout.trim()}; stderr: ${text.stderr.trim()}`));
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Runs the built CLI to its end (killed after `timeoutMs`); never rejects on a non-zero exit. */
+export async function runCli(args: readonly string[], ns?: Netns, timeoutMs = 60_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const cli = startCli(args, ns);
+  const timer = setTimeout(() => cli.child.kill('SIGKILL'), timeoutMs);
+  const { status } = await cli.exited;
+  clearTimeout(timer);
+  return { status, stdout: cli.stdout(), stderr: cli.stderr() };
 }
