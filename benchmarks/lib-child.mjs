@@ -9,6 +9,8 @@
 //                sidecar that dumps repeatedly)
 //       count    one await ct.count()
 //       latency  CALLS sequential await ct.count() on one handle (after a warm-up)
+//       events   subscribes to new-entry events with a receive buffer of CALLS bytes, prints
+//                {"ready":true}, counts events until stdin closes, then prints what it got
 //
 // Prints one line of JSON. A missing or unloadable build prints {"unavailable": reason}.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -122,6 +124,39 @@ if (mode === 'count') {
     rssGrowth: peak - baseline,
     hwmGrowth: hwm - baseline,
   });
+} else if (mode === 'events') {
+  const stop = new AbortController();
+  const events = ct.events(undefined, { types: ['new'], receiveBufferBytes: Number(callsArg), signal: stop.signal });
+  let received = 0;
+  let overflowNotices = 0;
+  let first;
+  let last;
+  const consumed = (async () => {
+    try {
+      for await (const event of events) {
+        if (event.type === 'overflow') {
+          overflowNotices++;
+          continue;
+        }
+        received++;
+        last = process.hrtime.bigint();
+        first ??= last;
+      }
+    } catch (err) {
+      if (err?.name !== 'AbortError') throw err;
+    }
+  })();
+  // The subscription is made on a native thread within a millisecond; leave it ample time.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  out({ ready: true });
+  process.stdin.resume();
+  await new Promise((resolve) => process.stdin.once('end', resolve));
+  stop.abort();
+  await consumed;
+  const counters = events.counters();
+  await closeHandle();
+  const seconds = first === undefined ? 0 : Number(last - first) / 1e9;
+  out({ received, overflowNotices, overflows: counters.overflows, seconds, openSeconds });
 } else {
   out({ error: `unknown mode ${mode}` });
   process.exit(2);

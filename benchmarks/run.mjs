@@ -16,6 +16,8 @@
 //   cli    conntrack -L > /dev/null, conntrack -C, cat /proc/net/nf_conntrack (if present)
 //   lib    this library (dist/lib/index.js): entries() to full objects, entries() touching
 //          only e.id, count(), count() latency; the `conntrack count` CLI
+//   events new-entry events during a burst of EVENT_BURST entries: ct.events() against
+//          conntrack -E with the same receive buffer, one listener at a time
 //
 // Writes the markdown table to stdout and benchmarks/results/latest.md (raw figures in
 // latest.json). Dump times are measured inside the measuring process (rawdump, lib-child);
@@ -48,7 +50,7 @@ const TARGETS = {
 // Options
 
 function parseArgs(argv) {
-  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib']), calls: 100000, cpus: null, wait: 0 };
+  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib', 'events']), calls: 100000, cpus: null, wait: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -65,7 +67,7 @@ function parseArgs(argv) {
       if (!Number.isInteger(o.reps) || o.reps < 1) usage('--reps: positive integer');
     } else if (a.startsWith('--only')) {
       o.only = new Set(val().split(','));
-      for (const g of o.only) if (!['floor', 'cli', 'lib'].includes(g)) usage(`--only: unknown group ${g}`);
+      for (const g of o.only) if (!['floor', 'cli', 'lib', 'events'].includes(g)) usage(`--only: unknown group ${g}`);
     } else if (a.startsWith('--cpus')) {
       o.cpus = val();
       if (!/^[0-9,-]+$/.test(o.cpus)) usage('--cpus: a taskset CPU list such as 1 or 0-1');
@@ -86,7 +88,7 @@ function parseArgs(argv) {
 
 function usage(msg) {
   if (msg) console.error(`bench: ${msg}`);
-  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib] [--calls N] [--cpus LIST] [--wait SECONDS]');
+  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib,events] [--calls N] [--cpus LIST] [--wait SECONDS]');
   process.exit(msg ? 2 : 0);
 }
 
@@ -414,6 +416,78 @@ async function fillTo(target) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Events: one listener at a time in the sandbox, emptied first, during a burst of new entries.
+
+const EVENT_BURST = 200_000;
+const EVENT_BUFFER_BYTES = 8 << 20; // the library's default
+// The library queues up to receiveBufferBytes of datagrams in the process besides the socket's
+// buffer: conntrack -E, which has only its socket, gets both.
+const TOOL_EVENT_BUFFER_BYTES = 2 * EVENT_BUFFER_BYTES;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function eventsRep(kind) {
+  await runOk('nsenter', [`--net=${state.nsPath}`, 'conntrack', '-F']);
+  const child = kind === 'lib'
+    ? spawn(process.execPath, [join(HERE, 'lib-child.mjs'), 'events', state.nsPath, String(EVENT_BUFFER_BYTES)], { stdio: ['pipe', 'pipe', 'pipe'] })
+    : spawn('nsenter', [`--net=${state.nsPath}`, 'conntrack', '-E', '-e', 'NEW', '-o', 'id', '--buffer-size', String(TOOL_EVENT_BUFFER_BYTES)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  current = child;
+  let out = '';
+  let err = '';
+  child.stdout?.setEncoding('utf8').on('data', (d) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+  const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  try {
+    if (kind === 'lib') {
+      for (let waited = 0; !out.includes('"ready"'); waited += 10) {
+        if (waited > 10_000) throw new Error(`lib-child events never got ready: ${err.trim()}`);
+        await sleep(10);
+      }
+    } else {
+      await sleep(300); // conntrack -E says nothing when it listens
+    }
+    // One sender process: the burst takes one core and leaves the other to the listener, so both
+    // listeners face about the same offered rate (printed beside).
+    const fill = await runOk('nsenter', [`--net=${state.nsPath}`, join(BIN, 'fill'), String(EVENT_BURST), '--start', String(state.nextStart), '--jobs', '1']);
+    state.nextStart += EVENT_BURST;
+    await sleep(1000); // let the listener drain what it buffered
+    if (kind === 'lib') child.stdin.end();
+    else child.kill('SIGINT');
+    const { code, signal } = await closed;
+    if (code !== 0) throw new Error(`${kind} listener failed (${signal ?? `exit ${code}`}): ${err.trim()}`);
+    const burstRate = lastJson(fill.stdout).rate;
+    if (kind === 'lib') {
+      const j = lastJson(out);
+      if (j.unavailable || j.error) return j;
+      return { received: j.received, overflowReports: j.overflows, burstRate };
+    }
+    const shown = Number(/(\d+) flow events have been shown/.exec(err)?.[1] ?? Number.NaN);
+    return { received: shown, overflowReports: (err.match(/hit ENOBUFS/g) ?? []).length, burstRate };
+  } finally {
+    child.kill('SIGKILL');
+    current = null;
+  }
+}
+
+async function measureEvents(opts) {
+  const results = { lib: [], tool: [], status: null };
+  for (let rep = 0; rep < opts.reps; rep++) {
+    // Alternate who goes first: the host drifts over minutes.
+    for (const kind of rep % 2 === 0 ? ['lib', 'tool'] : ['tool', 'lib']) {
+      checkInterrupted();
+      const r = await eventsRep(kind);
+      if (r.unavailable || r.error) {
+        results.status = r.unavailable ?? r.error;
+        return results;
+      }
+      results[kind].push(r);
+    }
+  }
+  await runOk('nsenter', [`--net=${state.nsPath}`, 'conntrack', '-F']);
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Scenarios. Each returns { seconds, ...extra } or { unavailable } for one repetition.
 
 function scenarios(opts, hasProcFile) {
@@ -607,7 +681,7 @@ const fmtN = (n) => n.toLocaleString('en-US');
 const fmtUs = (ns) => (Number.isFinite(ns) ? (ns / 1000).toFixed(2) : '—');
 const pass = (ok) => (ok ? 'PASS' : 'FAIL');
 
-function report(meta, opts, bySize, latency, fills, others) {
+function report(meta, opts, bySize, latency, fills, others, events) {
   const L = [];
   L.push(`# conntrack benchmark`);
   L.push('');
@@ -700,6 +774,29 @@ function report(meta, opts, bySize, latency, fills, others) {
     L.push(libBig?.status ?? 'library scenarios not run (--only)');
   }
   L.push('');
+  if (events) {
+    L.push(`## Events during a burst of ${fmtN(EVENT_BURST)} new entries`);
+    L.push('');
+    L.push('One listener at a time in the emptied sandbox, subscribed to new-entry events. Memory for');
+    L.push(`bursts: the library ${EVENT_BUFFER_BYTES / 1048576} MiB of socket buffer plus up to as much queued in the process;`);
+    L.push(`conntrack -E ${TOOL_EVENT_BUFFER_BYTES / 1048576} MiB of socket buffer. ${opts.reps} repetitions, alternating which goes first. The burst is`);
+    L.push('`benchmarks/bin/fill --jobs 1` (one sender, one core) at full speed. Lost = burst − received; overflow reports are ENOBUFS');
+    L.push('as each tool reports it (the library: overflow items; conntrack: its warnings).');
+    L.push('');
+    if (events.status) {
+      L.push(events.status);
+    } else {
+      L.push('| Listener | Received (median) | Lost (median) | Lost (worst) | Overflow reports (median) | Burst entries/s (median) |');
+      L.push('|---|---:|---:|---:|---:|---:|');
+      for (const [kind, label] of [['lib', 'library: `ct.events(undefined, { types: [\'new\'] })`, counting'], ['tool', `\`conntrack -E -e NEW -o id --buffer-size ${TOOL_EVENT_BUFFER_BYTES} > /dev/null\``]]) {
+        const runs = events[kind];
+        if (!runs.length) continue;
+        const lost = runs.map((r) => EVENT_BURST - r.received);
+        L.push(`| ${label} | ${fmtN(median(runs.map((r) => r.received)))} | ${fmtN(median(lost))} | ${fmtN(Math.max(...lost))} | ${median(runs.map((r) => r.overflowReports))} | ${fmtN(Math.round(median(runs.map((r) => r.burstRate))))} |`);
+      }
+    }
+    L.push('');
+  }
   L.push('## Fill (benchmarks/bin/fill: raw UDP via sendmmsg, entries confirmed at postrouting; target ~200,000/s)');
   L.push('');
   L.push('| Up to | Entries verified (`conntrack -C`) | Sent | Seconds | Entries/s |');
@@ -773,6 +870,7 @@ async function main() {
   const bySize = {};
   const fills = [];
   let latency = {};
+  let events = null;
   try {
     state.origMax = readMax();
     const want = biggest + othersTotal + 100000;
@@ -800,15 +898,16 @@ async function main() {
       bySize[size] = await measureSize(size, list, opts.reps);
     }
     latency = await measureLatency(opts);
+    if (opts.only.has('events')) events = await measureEvents(opts);
     if (readMax() !== state.setMax) warn(`nf_conntrack_max changed by someone else during the run (now ${readMax()})`);
   } finally {
     cleanupSync();
   }
 
-  const md = report(meta, opts, bySize, latency, fills, describeOthers(others));
+  const md = report(meta, opts, bySize, latency, fills, describeOthers(others), events);
   process.stdout.write(md);
   writeFileSync(join(RESULTS, 'latest.md'), md);
-  writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ meta, opts: { ...opts, only: [...opts.only] }, bySize, latency, fills, foreignBySize, warnings }, null, 2));
+  writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ meta, opts: { ...opts, only: [...opts.only] }, bySize, latency, events, fills, foreignBySize, warnings }, null, 2));
   console.error(`bench: wrote ${join('benchmarks', 'results', 'latest.md')}`);
 }
 

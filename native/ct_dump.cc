@@ -173,11 +173,17 @@ bool DumpSession::rawQueueEmpty() {
 
 bool DumpSession::pushRaw(std::vector<uint8_t>&& datagram, size_t len) {
   std::unique_lock<std::mutex> lock(rawMu_);
-  rawSpace_.wait(lock, [this] { return raw_.size() < kMaxRawQueued || stopping_.load(); });
+  // A dump's datagrams are big and the kernel waits for us: a few suffice. Events are small and
+  // the kernel does not wait: queue up to the subscription's buffer size in bytes as well.
+  rawSpace_.wait(lock, [this] {
+    return (listening_ ? rawBytes_ < static_cast<size_t>(events_.receiveBufferBytes) : raw_.size() < kMaxRawQueued) ||
+           stopping_.load();
+  });
   if (stopping_.load()) return false;
   Raw r;
   r.data = std::move(datagram);
   r.len = len;
+  rawBytes_ += len;
   raw_.push_back(std::move(r));
   rawReady_.notify_one();
   return true;
@@ -302,6 +308,7 @@ bool DumpSession::listen(SysError& err) {
       return false;
     }
   }
+  std::vector<uint8_t> scratch(kReceiveBufferSize);
   for (;;) {
     pollfd fds[2] = {{socket.fd(), POLLIN, 0}, {wakeFd_, POLLIN, 0}};
     int ready = ::poll(fds, 2, -1);
@@ -311,26 +318,21 @@ bool DumpSession::listen(SysError& err) {
       return false;
     }
     if (stopping_.load() || (fds[1].revents & POLLIN)) return true;
-    std::vector<uint8_t> buffer;
-    {
-      std::lock_guard<std::mutex> lock(rawMu_);
-      if (!spare_.empty()) {
-        buffer = std::move(spare_.back());
-        spare_.pop_back();
+    // Drain what the socket holds before polling again.
+    for (;;) {
+      long n = socket.receive(scratch.data(), scratch.size(), err, true);
+      if (n < 0) {
+        // The socket's buffer overflowed: events were lost; reading goes on with the next one.
+        if (err.errnum == ENOBUFS && !err.protocol) {
+          if (!pushOverflow()) return true;
+          continue;
+        }
+        return false;
       }
+      if (n == 0) break;
+      // An event is one small datagram: queue a copy of its size, not a receive buffer.
+      if (!pushRaw(std::vector<uint8_t>(scratch.data(), scratch.data() + n), static_cast<size_t>(n))) return true;
     }
-    if (buffer.size() < kReceiveBufferSize) buffer.resize(kReceiveBufferSize);
-    long n = socket.receive(buffer.data(), buffer.size(), err, true);
-    if (n < 0) {
-      // The socket's buffer overflowed: events were lost, and reading goes on with the next one.
-      if (err.errnum == ENOBUFS && !err.protocol) {
-        if (!pushOverflow()) return true;
-        continue;
-      }
-      return false;
-    }
-    if (n == 0) continue;
-    if (!pushRaw(std::move(buffer), static_cast<size_t>(n))) return true;
   }
 }
 
@@ -360,6 +362,7 @@ void DumpSession::decode() {
       if (stopping_.load()) break;
       raw = std::move(raw_.front());
       raw_.pop_front();
+      rawBytes_ -= raw.len;
       rawSpace_.notify_one();
       seq = listening_ ? 0 : expectedSeq_;
       if (raw.last) {
@@ -387,7 +390,7 @@ void DumpSession::decode() {
     bool ok = walkDatagram(raw.data.data(), raw.len, seq, sink, done, err);
     {
       std::lock_guard<std::mutex> lock(rawMu_);
-      if (spare_.size() < kMaxRawQueued) spare_.push_back(std::move(raw.data));
+      if (!listening_ && spare_.size() < kMaxRawQueued) spare_.push_back(std::move(raw.data));
     }
     if (!ok) {
       finish(sink.stopped || stopping_.load() ? nullptr : &err);

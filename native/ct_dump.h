@@ -88,6 +88,7 @@ class DumpSession {
   std::mutex rawMu_;
   std::condition_variable rawReady_, rawSpace_;
   std::deque<Raw> raw_;
+  size_t rawBytes_ = 0;  // datagram bytes in raw_
   std::vector<std::vector<uint8_t>> spare_;  // recycled datagram buffers
   SysError receiveError_;
   bool receiveFailed_ = false;
