@@ -10,8 +10,9 @@ import { compileFilter } from './filter.js';
 import { netnsPath } from './netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeError, type NativeHandle } from './native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
+import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec, type NativeEntrySpec } from './entry-spec.js';
 import type {
-  ConntrackEntry, ConntrackEvent, ConntrackEventType, Count, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter, EventsOptions,
+  ConntrackEntry, ConntrackEvent, ConntrackEventType, Count, EntryChanges, EntryTarget, Family, NewEntry, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter, EventsOptions,
   ExpectCounterName, ExpectStats, NetnsSpec, OpenOptions, OverflowEvent, Stats,
 } from './types.js';
 
@@ -277,6 +278,69 @@ export class Conntrack implements AsyncDisposable {
     const rows = await this.#request((native) => native.cpuStats(true));
     const perCpu = rows.map((row: NativeCpuRow) => ({ cpu: row.cpu, ...counterMaps(row.attrs, EXPECT_COUNTERS) }));
     return { perCpu, total: sum(perCpu.map((r) => r.counters)), totalUnknown: sum(perCpu.map((r) => r.unknown)) as Record<number, number> };
+  }
+
+  /** The entry with this original tuple (IPCTNL_MSG_CT_GET), or undefined when there is none. */
+  async get(target: EntryTarget): Promise<ConntrackEntry | undefined> {
+    const batch = await this.#entryRequest(ENTRY_OP.get, targetSpec(target));
+    return batch === null ? undefined : decodeBatch(batch)[0];
+  }
+
+  /**
+   * Deletes one entry, like `conntrack -D` with a full tuple. Given an entry from entries(), only
+   * that entry goes (its id must match): a newer entry with the same tuple stays. False when there
+   * was none.
+   */
+  async delete(target: EntryTarget): Promise<boolean> {
+    return (await this.#entryRequest(ENTRY_OP.delete, targetSpec(target))) !== null;
+  }
+
+  /** Deletes every entry that matches `filter` (a dump, then one delete each); how many went. */
+  async deleteMatching(filter: EntryFilter, options: { signal?: AbortSignal } = {}): Promise<number> {
+    if (filter === null || typeof filter !== 'object' || Object.keys(filter).length === 0) {
+      throw invalidArgument('deleteMatching() needs a non-empty filter; flush() empties the table');
+    }
+    let deleted = 0;
+    // The dump has its own socket: deleting on the handle's meanwhile is safe, and an entry
+    // gone in between (expired, deleted by someone else) is simply not counted.
+    for await (const entry of this.entries(filter, options)) if (await this.delete(entry)) deleted++;
+    return deleted;
+  }
+
+  /** Changes the mark or timeout of an existing entry (`conntrack -U`); false when there was none. */
+  async update(target: EntryTarget, changes: EntryChanges): Promise<boolean> {
+    return (await this.#entryRequest(ENTRY_OP.update, changesSpec(target, changes))) !== null;
+  }
+
+  /** Creates an entry (`conntrack -I`); ERR_CONNTRACK_EXISTS when its tuple is taken. */
+  async create(entry: NewEntry): Promise<void> {
+    const spec = newEntrySpec(entry);
+    try {
+      await this.#entryRequest(ENTRY_OP.create, spec);
+    } catch (err) {
+      if (err instanceof ConntrackError && err.errno === 17 /* EEXIST */) {
+        throw new ConntrackError('ERR_CONNTRACK_EXISTS', `an entry with this tuple exists already in ${this.netns ?? 'this network namespace'}`, { errno: 17, syscall: err.syscall, cause: err });
+      }
+      throw err;
+    }
+  }
+
+  /** Deletes every entry of this namespace (of one family when given), like `conntrack -F`. */
+  async flush(options: { family?: Family } = {}): Promise<void> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const family = options.family === undefined ? 0 : options.family === 'ipv4' ? AF_INET : options.family === 'ipv6' ? AF_INET6 : -1;
+    if (family < 0) throw invalidArgument("family must be 'ipv4' or 'ipv6'");
+    await this.#request((native) => native.flush(family));
+  }
+
+  /** An entry request; null when the kernel has no such entry (ENOENT). */
+  async #entryRequest(op: number, spec: NativeEntrySpec): Promise<NativeBatch | null> {
+    try {
+      return await this.#request((native) => native.entryRequest(op, spec));
+    } catch (err) {
+      if (err instanceof ConntrackError && err.errno === 2 /* ENOENT */ && err.syscall?.startsWith('ctnetlink')) return null;
+      throw err;
+    }
   }
 
   /**

@@ -23,7 +23,9 @@ export type ConntrackErrorCode =
   /** Any other error from the kernel; `errno` and `syscall` say which. */
   | 'ERR_CONNTRACK_KERNEL'
   /** The exporter could not listen on the address given (in use, not local, no permission). */
-  | 'ERR_CONNTRACK_LISTEN';
+  | 'ERR_CONNTRACK_LISTEN'
+  /** create(): an entry with this tuple exists already. */
+  | 'ERR_CONNTRACK_EXISTS';
 
 export interface ConntrackErrorDetails {
   errno?: number;

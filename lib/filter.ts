@@ -18,11 +18,11 @@ const FILTER_KEYS = new Set([
 ]);
 const TUPLE_KEYS = new Set(['src', 'dst', 'sport', 'dport']);
 
-function ipv4Bytes(text: string): Uint8Array {
+export function ipv4Bytes(text: string): Uint8Array {
   return Uint8Array.from(text.split('.').map(Number));
 }
 
-function ipv6Bytes(text: string): Uint8Array {
+export function ipv6Bytes(text: string): Uint8Array {
   let head = text;
   let v4Tail: number[] = [];
   const lastColon = text.lastIndexOf(':');

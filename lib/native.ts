@@ -8,6 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** An error as the addon raises it: errno and the operation that failed. */
+import type { NativeEntrySpec } from './entry-spec.js';
+
 export interface NativeError extends Error {
   errno?: number;
   syscall?: string;
@@ -79,6 +81,10 @@ export interface NativeHandle {
   startDump(filter: NativeFilter | null, batchSize: number): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
   startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
+  /** Get, create, update or delete one entry (ENTRY_OP); a GET's answer comes as a one-record batch. */
+  entryRequest(op: number, spec: NativeEntrySpec): NativeBatch | Promise<NativeBatch>;
+  /** Deletes every entry of the namespace (family 0: all). */
+  flush(family: number): NativeBatch | Promise<NativeBatch>;
   close(): void;
 }
 

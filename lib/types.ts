@@ -176,6 +176,48 @@ export interface EntriesOptions {
   kernelFilter?: boolean;
 }
 
+/**
+ * An entry's tuple in one direction, to find or make it: everything the kernel hashes. Ports
+ * for TCP, UDP, UDP-Lite, SCTP and DCCP; type, code and id for ICMP and ICMPv6.
+ */
+export interface TupleSpec {
+  protocol: Exclude<ProtocolName, 'unknown'> | number;
+  /** IPv4 or IPv6 address; both ends of one family. */
+  src: string;
+  dst: string;
+  sport?: number;
+  dport?: number;
+  icmpType?: number;
+  icmpCode?: number;
+  icmpId?: number;
+}
+
+/** Which entry: its original tuple (and zone), or an entry as entries() returned it (then also its id). */
+export type EntryTarget = (TupleSpec & { zone?: number }) | ConntrackEntry;
+
+/** What update() can change on an existing entry. */
+export interface EntryChanges {
+  /** CTA_MARK. */
+  mark?: number;
+  /** Seconds until the entry expires, from now. */
+  timeout?: number;
+}
+
+/** An entry for create(): what `conntrack -I` takes. */
+export interface NewEntry {
+  original: TupleSpec;
+  /** The reply direction; by default the original mirrored (an ICMP echo request's reply is an echo reply). */
+  reply?: TupleSpec;
+  /** Seconds until it expires. */
+  timeout: number;
+  mark?: number;
+  zone?: number;
+  /** TCP only: the state it starts in (default ESTABLISHED). */
+  tcpState?: TcpState;
+  /** Status bits to set, for example ['SEEN_REPLY', 'ASSURED'] (CONFIRMED is implied). */
+  flags?: readonly StatusFlag[];
+}
+
 /** What an event reports: the kernel's NFNLGRP_CONNTRACK_NEW, _UPDATE and _DESTROY groups. */
 export type ConntrackEventType = 'new' | 'update' | 'destroy';
 

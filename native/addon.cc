@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -49,8 +50,11 @@ Napi::Array pairsToArray(Napi::Env env, const std::vector<uint32_t>& pairs) {
   return out;
 }
 
-Napi::Value transactionResult(Napi::Env env, const ct::Transaction& t) {
+Napi::Object batchToJs(Napi::Env env, ct::Batch&& batch);
+
+Napi::Value transactionResult(Napi::Env env, ct::Transaction& t) {
   if (t.kind() == ct::Transaction::Kind::kGlobalStats) return pairsToArray(env, t.pairs());
+  if (t.kind() == ct::Transaction::Kind::kEntry) return batchToJs(env, std::move(t.batch()));
   Napi::Array rows = Napi::Array::New(env, t.rows().size());
   for (size_t i = 0; i < t.rows().size(); ++i) {
     Napi::Object row = Napi::Object::New(env);
@@ -111,6 +115,59 @@ bool readFilter(const Napi::Value& value, ct::Filter& f) {
     f.ports.push_back(m);
   }
   return true;
+}
+
+// ---- entry requests -----------------------------------------------------------------------------
+
+// { src?, dst?: Uint8Array (4 or 16 bytes), proto?, sport?, dport?, icmpType?, icmpCode?, icmpId?,
+// zone? }: the parts given are sent. lib/conntrack.ts validates every value first.
+void readTuple(const Napi::Value& value, ct::Tuple& t) {
+  if (!value.IsObject()) return;
+  Napi::Object o = value.As<Napi::Object>();
+  auto address = [&](const char* key, uint8_t* out, uint32_t bit) {
+    if (!o.Has(key)) return;
+    Napi::Uint8Array bytes = o.Get(key).As<Napi::Uint8Array>();
+    std::memcpy(out, bytes.Data(), std::min<size_t>(bytes.ByteLength(), 16));
+    t.has |= bit;
+  };
+  address("src", t.srcAddr, ct::kTupleHasSrc);
+  address("dst", t.dstAddr, ct::kTupleHasDst);
+  if (o.Has("proto")) {
+    t.proto = static_cast<uint8_t>(u32Of(o, "proto"));
+    t.has |= ct::kTupleHasProto;
+  }
+  if (o.Has("sport")) {
+    t.sport = static_cast<uint16_t>(u32Of(o, "sport"));
+    t.dport = static_cast<uint16_t>(u32Of(o, "dport"));
+    t.has |= ct::kTupleHasPorts;
+  }
+  if (o.Has("icmpType")) {
+    t.icmpType = static_cast<uint8_t>(u32Of(o, "icmpType"));
+    t.icmpCode = static_cast<uint8_t>(u32Of(o, "icmpCode"));
+    t.icmpId = static_cast<uint16_t>(u32Of(o, "icmpId"));
+    t.has |= ct::kTupleHasIcmp;
+  }
+  if (o.Has("zone")) {
+    t.zone = static_cast<uint16_t>(u32Of(o, "zone"));
+    t.has |= ct::kTupleHasZone;
+  }
+}
+
+void readEntrySpec(const Napi::Object& o, ct::EntrySpec& s) {
+  s.family = static_cast<uint8_t>(u32Of(o, "family"));
+  readTuple(o.Get("orig"), s.orig);
+  readTuple(o.Get("reply"), s.reply);
+  auto optional = [&](const char* key, bool& has, auto& field) {
+    if (!o.Has(key)) return;
+    has = true;
+    field = static_cast<std::remove_reference_t<decltype(field)>>(u32Of(o, key));
+  };
+  optional("id", s.hasId, s.id);
+  optional("mark", s.hasMark, s.mark);
+  optional("timeout", s.hasTimeout, s.timeout);
+  optional("status", s.hasStatus, s.status);
+  optional("tcpState", s.hasTcpState, s.tcpState);
+  optional("zone", s.hasZone, s.zone);
 }
 
 // ---- batches ----------------------------------------------------------------------------------
@@ -330,6 +387,8 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::CpuStats>("cpuStats"),
                         InstanceMethod<&HandleWrap::StartDump>("startDump"),
                         InstanceMethod<&HandleWrap::StartEvents>("startEvents"),
+                        InstanceMethod<&HandleWrap::EntryRequest>("entryRequest"),
+                        InstanceMethod<&HandleWrap::Flush>("flush"),
                         InstanceMethod<&HandleWrap::Close>("close")});
   }
 
@@ -351,6 +410,13 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     // One transaction per kind, reused: a poller's call allocates nothing natively.
     std::unique_ptr<ct::Transaction>& t = transactions_[static_cast<size_t>(kind)];
     if (!t) t = std::make_unique<ct::Transaction>(kind);
+    return RunTransaction(env, t, std::forward<SyncResult>(syncResult));
+  }
+
+  template <typename SyncResult>
+  Napi::Value RunTransaction(Napi::Env env, std::unique_ptr<ct::Transaction>& t, SyncResult&& syncResult) {
+    if (closed_) throw Napi::Error::New(env, "closed");
+    if (busy_) throw Napi::Error::New(env, "busy");
     SysError err;
     if (!t->begin(socket_, err)) throw toJsError(env, err);
     int state = t->pump(socket_, buffer_, err);
@@ -411,6 +477,32 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                transactionResult);
   }
 
+  // entryRequest(op, spec): get / create / update / delete one entry; a batch (a GET's entry, else
+  // empty) or a promise of one. flush(family): every entry of the namespace.
+  Napi::Value EntryRequest(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ct::EntrySpec spec;
+    readEntrySpec(info[1].As<Napi::Object>(), spec);
+    std::vector<uint8_t> request(1024);
+    size_t len = ct::buildEntryRequest(request.data(), request.size(),
+                                       static_cast<ct::EntryOp>(info[0].As<Napi::Number>().Uint32Value()), 0, spec);
+    return RunRequest(env, std::move(request), len);
+  }
+
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    std::vector<uint8_t> request(64);
+    size_t len = ct::buildFlushRequest(request.data(), request.size(), 0,
+                                       static_cast<uint8_t>(info[0].As<Napi::Number>().Uint32Value()));
+    return RunRequest(info.Env(), std::move(request), len);
+  }
+
+  Napi::Value RunRequest(Napi::Env env, std::vector<uint8_t> request, size_t len) {
+    if (len == 0) throw Napi::Error::New(env, "request does not fit");
+    request.resize(len);
+    auto t = std::make_unique<ct::Transaction>(std::move(request));
+    return RunTransaction(env, t, transactionResult);
+  }
+
   Napi::Value StartDump(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (closed_) throw Napi::Error::New(env, "closed");
@@ -453,7 +545,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
 
   friend class PendingRequest;
   ct::NetlinkSocket socket_;
-  std::unique_ptr<ct::Transaction> transactions_[3];  // by Transaction::Kind
+  std::unique_ptr<ct::Transaction> transactions_[3];  // stats, by Transaction::Kind
   std::vector<uint8_t> buffer_ = std::vector<uint8_t>(ct::kReceiveBufferSize);  // reused by every request
   int nsFd_ = -1;
   bool busy_ = false;

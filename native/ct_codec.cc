@@ -380,7 +380,7 @@ class Writer {
 };
 
 void writeHeader(Writer& w, uint16_t type, uint16_t flags, uint32_t seq, uint8_t family,
-                 uint16_t resId) {
+                 uint16_t resId, uint8_t version = NFNETLINK_V0) {
   size_t h = w.reserve(NLMSG_HDRLEN);
   size_t g = w.reserve(sizeof(nfgenmsg));
   if (!w.ok()) return;
@@ -391,7 +391,7 @@ void writeHeader(Writer& w, uint16_t type, uint16_t flags, uint32_t seq, uint8_t
   std::memcpy(w.at(h), &header, sizeof header);
   nfgenmsg gen{};
   gen.nfgen_family = family;
-  gen.version = NFNETLINK_V0;
+  gen.version = version;
   gen.res_id = htobe16(resId);
   std::memcpy(w.at(g), &gen, sizeof gen);
 }
@@ -604,6 +604,70 @@ size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* fi
     if (tupleFlags[1]) w.putU32(CTA_FILTER_REPLY_FLAGS, tupleFlags[1]);
     w.endNest(nest);
   }
+  return finish(w);
+}
+
+namespace {
+
+void putTuple(Writer& w, uint16_t type, const Tuple& t, uint8_t family) {
+  size_t tuple = w.beginNest(type);
+  size_t addrLen = family == AF_INET6 ? 16 : 4;
+  size_t ip = w.beginNest(CTA_TUPLE_IP);
+  if (t.has & kTupleHasSrc) w.put(family == AF_INET6 ? CTA_IP_V6_SRC : CTA_IP_V4_SRC, t.srcAddr, addrLen);
+  if (t.has & kTupleHasDst) w.put(family == AF_INET6 ? CTA_IP_V6_DST : CTA_IP_V4_DST, t.dstAddr, addrLen);
+  w.endNest(ip);
+  if (t.has & kTupleHasProto) {
+    size_t proto = w.beginNest(CTA_TUPLE_PROTO);
+    w.putU8(CTA_PROTO_NUM, t.proto);
+    if (t.has & kTupleHasPorts) {
+      w.putBe16(CTA_PROTO_SRC_PORT, t.sport);
+      w.putBe16(CTA_PROTO_DST_PORT, t.dport);
+    }
+    if (t.has & kTupleHasIcmp) {
+      bool v6 = t.proto == 58;
+      w.putBe16(v6 ? CTA_PROTO_ICMPV6_ID : CTA_PROTO_ICMP_ID, t.icmpId);
+      w.putU8(v6 ? CTA_PROTO_ICMPV6_TYPE : CTA_PROTO_ICMP_TYPE, t.icmpType);
+      w.putU8(v6 ? CTA_PROTO_ICMPV6_CODE : CTA_PROTO_ICMP_CODE, t.icmpCode);
+    }
+    w.endNest(proto);
+  }
+  if (t.has & kTupleHasZone) w.putBe16(CTA_TUPLE_ZONE, t.zone);
+  w.endNest(tuple);
+}
+
+}  // namespace
+
+size_t buildEntryRequest(uint8_t* buf, size_t cap, EntryOp op, uint32_t seq, const EntrySpec& s) {
+  Writer w(buf, cap);
+  uint16_t msg = op == EntryOp::kGet ? IPCTNL_MSG_CT_GET : op == EntryOp::kDelete ? IPCTNL_MSG_CT_DELETE : IPCTNL_MSG_CT_NEW;
+  uint16_t flags = NLM_F_REQUEST | NLM_F_ACK;
+  // Without NLM_F_CREATE a NEW only changes an existing entry (ENOENT otherwise); with
+  // NLM_F_EXCL creating one that exists is EEXIST rather than an update.
+  if (op == EntryOp::kCreate) flags |= NLM_F_CREATE | NLM_F_EXCL;
+  writeHeader(w, static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | msg), flags, seq, s.family, 0);
+  if (s.orig.has) putTuple(w, CTA_TUPLE_ORIG, s.orig, s.family);
+  if (s.reply.has) putTuple(w, CTA_TUPLE_REPLY, s.reply, s.family);
+  if (s.hasId) w.putBe32(CTA_ID, s.id);
+  if (s.hasZone) w.putBe16(CTA_ZONE, s.zone);
+  if (s.hasTimeout) w.putBe32(CTA_TIMEOUT, s.timeout);
+  if (s.hasMark) w.putBe32(CTA_MARK, s.mark);
+  if (s.hasStatus) w.putBe32(CTA_STATUS, s.status);
+  if (s.hasTcpState) {
+    size_t info = w.beginNest(CTA_PROTOINFO);
+    size_t tcp = w.beginNest(CTA_PROTOINFO_TCP);
+    w.putU8(CTA_PROTOINFO_TCP_STATE, s.tcpState);
+    w.endNest(tcp);
+    w.endNest(info);
+  }
+  return finish(w);
+}
+
+size_t buildFlushRequest(uint8_t* buf, size_t cap, uint32_t seq, uint8_t family) {
+  Writer w(buf, cap);
+  // ctnetlink_del_conntrack() flushes one family only when nfgen version is non-zero (every
+  // kernel since 2.6); with version 0 it flushes all, whatever the family says.
+  writeHeader(w, static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE),
+              NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, family != 0 ? 1 : NFNETLINK_V0);
   return finish(w);
 }
 

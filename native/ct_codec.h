@@ -203,6 +203,25 @@ size_t buildRequest(uint8_t* buf, size_t cap, uint16_t type, uint16_t flags, uin
 // A table dump; with `filter` and `filter->kernel`, adds the attributes the kernel filters by.
 size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* filter);
 
+// One entry to get, create, update or delete (IPCTNL_MSG_CT_GET / _NEW / _DELETE). Tuples
+// use the decoder's Tuple; a part is sent when its `has` bit is set, a tuple when `has` != 0.
+struct EntrySpec {
+  uint8_t family = 0;  // AF_INET / AF_INET6
+  Tuple orig, reply;
+  bool hasId = false, hasMark = false, hasTimeout = false, hasStatus = false, hasTcpState = false,
+       hasZone = false;
+  uint32_t id = 0, mark = 0, timeout = 0, status = 0;
+  uint8_t tcpState = 0;
+  uint16_t zone = 0;
+};
+
+enum class EntryOp : uint8_t { kGet = 0, kCreate = 1, kUpdate = 2, kDelete = 3 };
+
+// The request for `op` on `spec`, asking for an acknowledgement (a GET's answer comes first).
+size_t buildEntryRequest(uint8_t* buf, size_t cap, EntryOp op, uint32_t seq, const EntrySpec& spec);
+// IPCTNL_MSG_CT_DELETE without a tuple: every entry of the namespace (of `family`, 0 for all).
+size_t buildFlushRequest(uint8_t* buf, size_t cap, uint32_t seq, uint8_t family);
+
 // ---------------------------------------------------------------------------------------
 // Answers.
 enum class MessageKind { kEntry, kStatsGlobal, kStatsCpu, kExpStatsCpu, kDone, kError, kOther };

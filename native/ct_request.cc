@@ -4,6 +4,8 @@
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
 
+#include <cstring>
+
 namespace ct {
 
 bool Transaction::begin(NetlinkSocket& socket, SysError& err) {
@@ -12,6 +14,15 @@ bool Transaction::begin(NetlinkSocket& socket, SysError& err) {
   pairs_.clear();
   rows_.clear();
   seq_ = socket.nextSeq();
+  if (kind_ == Kind::kEntry) {
+    batch_.clear();
+    if (request_.size() < NLMSG_HDRLEN) {
+      err = SysError::fromErrno(EINVAL, "build request");
+      return false;
+    }
+    std::memcpy(request_.data() + offsetof(nlmsghdr, nlmsg_seq), &seq_, sizeof seq_);
+    return socket.send(request_.data(), request_.size(), err);
+  }
   size_t len = 0;
   switch (kind_) {
     case Kind::kGlobalStats:  // answered with one message, no NLMSG_DONE
@@ -23,6 +34,8 @@ bool Transaction::begin(NetlinkSocket& socket, SysError& err) {
       len = buildRequest(request, sizeof request,
                          static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU),
                          NLM_F_REQUEST | NLM_F_DUMP, seq_, 0);
+      break;
+    case Kind::kEntry:
       break;
     case Kind::kExpectationCpuStats:
       len = buildRequest(request, sizeof request,
@@ -53,6 +66,12 @@ bool Transaction::onMessage(const MessageView& message, SysError& err) {
       complete_ = true;
       return decodeCounters(message, pairs_, err);
     case MessageKind::kEntry:
+      if (kind_ == Kind::kEntry) {
+        Entry e;
+        if (!decodeEntry(message, e, err)) return false;
+        appendRecord(batch_, e);
+        return true;
+      }
       // The kernel labels expectation stats NFNL_SUBSYS_CTNETLINK message 3, the number of
       // IPCTNL_MSG_CT_GET_CTRZERO (ctnetlink_exp_stat_fill_info, every version since 3.7).
       if (kind_ != Kind::kExpectationCpuStats) return true;

@@ -1,4 +1,5 @@
-// Short request/answer exchanges on a handle's socket: global stats and per-CPU stats.
+// Short request/answer exchanges on a handle's socket: global stats, per-CPU stats, and
+// requests about one entry (get, create, update, delete, flush).
 // The kernel answers within the send call, so a non-blocking socket normally completes the
 // whole exchange at once; pump() can be called again after poll() when it did not.
 #pragma once
@@ -18,8 +19,11 @@ struct CpuRow {
 
 class Transaction : public MessageSink {
  public:
-  enum class Kind { kGlobalStats, kCpuStats, kExpectationCpuStats };
+  enum class Kind { kGlobalStats, kCpuStats, kExpectationCpuStats, kEntry };
   explicit Transaction(Kind kind) : kind_(kind) {}
+  // kEntry: sends `request` (built by buildEntryRequest / buildFlushRequest; its sequence number
+  // is set here) and completes on the kernel's acknowledgement. A GET's entry lands in batch().
+  explicit Transaction(std::vector<uint8_t> request) : kind_(Kind::kEntry), request_(std::move(request)) {}
 
   // Starts (or restarts: the answer vectors keep their capacity, so a reused transaction
   // allocates nothing) the exchange.
@@ -31,6 +35,7 @@ class Transaction : public MessageSink {
   Kind kind() const { return kind_; }
   const std::vector<uint32_t>& pairs() const { return pairs_; }
   const std::vector<CpuRow>& rows() const { return rows_; }
+  Batch& batch() { return batch_; }
 
   bool onMessage(const MessageView& message, SysError& err) override;
 
@@ -40,6 +45,8 @@ class Transaction : public MessageSink {
   bool complete_ = false;
   std::vector<uint32_t> pairs_;
   std::vector<CpuRow> rows_;
+  std::vector<uint8_t> request_;
+  Batch batch_;
 };
 
 }  // namespace ct
