@@ -12,6 +12,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   stats: async () => (await import('./cli/core.js')).statsCommand,
   list: async () => (await import('./cli/core.js')).listCommand,
   events: async () => (await import('./cli/events.js')).eventsCommand,
+  delete: async () => (await import('./cli/changes.js')).deleteCommand,
+  flush: async () => (await import('./cli/changes.js')).flushCommand,
   sysctl: async () => (await import('./cli/tuning.js')).sysctlCommand,
   size: async () => (await import('./cli/tuning.js')).sizeCommand,
   persist: async () => (await import('./cli/tuning.js')).persistCommand,
@@ -27,6 +29,8 @@ const HELP = `usage: conntrack [COMMAND] [options]
   stats      per-CPU counters, like conntrack -S (--expect: expectation table)
   list       stream entries, with filters (conntrack list --help)
   events     new/update/destroy events as they happen, like conntrack -E; lost events are shown
+  delete     delete the entries the filters select, like conntrack -D
+  flush      delete every entry (of one family with -f), like conntrack -F
   sysctl     get, set or describe net.netfilter.nf_conntrack_* settings
   size       recommend nf_conntrack_max and buckets for N connections, with memory cost
   persist    render (or --apply) the files that keep settings across reboots

@@ -9,6 +9,8 @@ import { describeIntegration } from '../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../helpers/netns.js';
 import { oracleCount, oracleEntries, type OracleEntry } from '../helpers/oracle.js';
 import { requireTool } from '../helpers/tools.js';
+import { runCommand } from '../helpers/cli.js';
+import { deleteCommand, flushCommand } from '../../lib/cli/changes.js';
 import { entryForFlow, openFlows } from '../helpers/traffic.js';
 
 const TCP: TupleSpec = { protocol: 'tcp', src: '10.1.0.1', dst: '10.1.0.2', sport: 40001, dport: 1883 };
@@ -193,6 +195,24 @@ describeIntegration('changing the table: create, get, update, delete, flush', ()
     await expectCode(ct.update(TCP, {}), 'ERR_CONNTRACK_INVALID_ARGUMENT');
     await expectCode(ct.get({ ...TCP, src: 'localhost' }), 'ERR_CONNTRACK_INVALID_ARGUMENT');
     await expectCode(ct.flush({ family: 'ipx' as never }), 'ERR_CONNTRACK_INVALID_ARGUMENT');
+    expect(await oracleCount(ns)).toBe(0);
+  });
+
+  it('conntrack delete [filters] and conntrack flush, as conntrack -D and -F', async () => {
+    for (let port = 1; port <= 4; port++) await ct.create({ original: { ...TCP, sport: 43000 + port }, timeout: 100 });
+    await ct.create({ original: UDP6, timeout: 100 });
+    const deleted = await runCommand(deleteCommand, ['--netns', ns.path, '-p', 'tcp', '--sport', '43001-43002', '--json']);
+    expect(deleted).toMatchObject({ code: 0, err: '' });
+    expect(JSON.parse(deleted.out)).toEqual({ deleted: 2 });
+    expect(await oracleCount(ns)).toBe(3);
+    const text = await runCommand(deleteCommand, ['--netns', ns.path, '-f', 'ipv6']);
+    expect(text).toEqual({ code: 0, out: '', err: 'conntrack: 1 flow entries deleted\n' });
+    const refused = await runCommand(deleteCommand, ['--netns', ns.path]);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toContain('give at least one filter');
+    expect(await oracleCount(ns)).toBe(2);
+    expect(await runCommand(flushCommand, ['--netns', ns.path, '-f', 'ipx'])).toMatchObject({ code: 2 });
+    expect(await runCommand(flushCommand, ['--netns', ns.path])).toMatchObject({ code: 0 });
     expect(await oracleCount(ns)).toBe(0);
   });
 
