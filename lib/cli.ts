@@ -13,6 +13,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   list: async () => (await import('./cli/core.js')).listCommand,
   events: async () => (await import('./cli/events.js')).eventsCommand,
   delete: async () => (await import('./cli/changes.js')).deleteCommand,
+  top: async () => (await import('./cli/top.js')).topCommand,
   flush: async () => (await import('./cli/changes.js')).flushCommand,
   sysctl: async () => (await import('./cli/tuning.js')).sysctlCommand,
   size: async () => (await import('./cli/tuning.js')).sizeCommand,
@@ -29,6 +30,7 @@ const HELP = `usage: conntrack [COMMAND] [options]
   stats      per-CPU counters, like conntrack -S (--expect: expectation table)
   list       stream entries, with filters (conntrack list --help)
   events     new/update/destroy events as they happen, like conntrack -E; lost events are shown
+  top        the largest groups of entries (--by dport,tcpState,src…), once or every --interval
   delete     delete the entries the filters select, like conntrack -D
   flush      delete every entry (of one family with -f), like conntrack -F
   sysctl     get, set or describe net.netfilter.nf_conntrack_* settings

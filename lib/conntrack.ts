@@ -10,6 +10,7 @@ import { compileFilter } from './filter.js';
 import { netnsPath } from './netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeError, type NativeHandle } from './native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
+import { checkSummaryOptions, SummaryBuilder, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec, type NativeEntrySpec } from './entry-spec.js';
 import type {
   ConntrackEntry, ConntrackEvent, ConntrackEventType, Count, EntryChanges, EntryTarget, Family, NewEntry, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter, EventsOptions,
@@ -374,6 +375,30 @@ export class Conntrack implements AsyncDisposable {
     const compiled = compileFilter(filter, false);
     return itemsOf(this.#startRun(options.signal, decodeEventBatch,
       (native) => native.startEvents(compiled, batchSize, groups, receiveBufferBytes)));
+  }
+
+  /**
+   * Counts the entries that match `filter` by the keys in `options.by` (for example
+   * `{ by: ['tcpState', 'dport'] }`), read straight from the native records: no entry objects.
+   */
+  async summarize(filter: EntryFilter | undefined, options: SummarizeOptions): Promise<Summary> {
+    checkSummaryOptions(options);
+    const builder = new SummaryBuilder(options.by);
+    const run = this.#startRun(options.signal, (batch: NativeBatch) => [batch], (native) => {
+      const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+      checkBatchSize(batchSize);
+      return native.startDump(compileFilter(filter, options.kernelFilter ?? true), batchSize);
+    });
+    try {
+      for (;;) {
+        const batches = await run.next();
+        if (batches === null) break;
+        for (const batch of batches) builder.add(batch);
+      }
+    } finally {
+      run.close();
+    }
+    return builder.finish(options.top);
   }
 
   /** The same dump as entries(), one array per native batch: the fastest way to consume it. */

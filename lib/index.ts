@@ -24,3 +24,6 @@ export {
   type Exporter, type ExporterOptions, type MetricsCollector, type CollectorOptions,
 } from './exporter.js';
 export type * from './types.js';
+export {
+  SUMMARY_KEYS, type Summary, type SummaryGroup, type SummaryGroupKey, type SummaryKey, type SummarizeOptions,
+} from './summary.js';

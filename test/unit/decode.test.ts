@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { compileFilter } from '../../lib/filter.js';
 import { binding, type NativeError } from '../../lib/native.js';
 import { decodeBatch, decodeEventBatch, LAYOUT } from '../../lib/records.js';
+import { SUMMARY_KEYS, SummaryBuilder } from '../../lib/summary.js';
 import type { ConntrackEntry, EntryFilter } from '../../lib/types.js';
 
 const fixtures = join(import.meta.dirname, '..', 'fixtures', 'kernel');
@@ -301,6 +302,28 @@ describe('event messages (recorded entries sent as the kernel sends events)', ()
     const batch = { ...binding().decode(asEvent(CT_NEW, 0), null, true), overflowsBefore: 2 };
     expect(decodeEventBatch(batch).map((e) => e.type)).toEqual(['overflow', 'update']);
     expect(decodeEventBatch({ ...batch, count: 0 })).toEqual([{ type: 'overflow', count: 2 }]);
+  });
+});
+
+describe('summaries read from the records', () => {
+  it('count the same groups as the decoded entries, by every key', () => {
+    const entries = decodeAll();
+    for (const key of SUMMARY_KEYS) {
+      const builder = new SummaryBuilder([key]);
+      for (const d of datagrams) builder.add(binding().decode(d, null));
+      const summary = builder.finish();
+      const expected = new Map<unknown, number>();
+      for (const e of entries) {
+        const value = ({
+          family: e.family, protocol: e.original.protocol, tcpState: e.tcp?.state, src: e.original.src, dst: e.original.dst,
+          sport: e.original.sport, dport: e.original.dport, replySrc: e.reply.src, replyDst: e.reply.dst, mark: e.mark,
+          zone: e.zone, assured: e.flags.includes('ASSURED'),
+        } as Record<string, unknown>)[key];
+        expected.set(value, (expected.get(value) ?? 0) + 1);
+      }
+      expect(summary.total, key).toBe(entries.length);
+      expect(new Map(summary.groups.map((g) => [g.key[key], g.count])), key).toEqual(expected);
+    }
   });
 });
 
