@@ -5,6 +5,7 @@
 // MODE: entries  for await (const e of ct.entries()) n++  (full JS objects), with event-loop
 //                delay and RSS growth recorded during the dump
 //       ids      the same walk touching only e.id
+//       summary  ct.summarize(undefined, { by: ['protocol', 'dport'] }): group-by counts, no entry objects
 //       warm     entries, measured on the second dump of the process (compiled code, as in a
 //                sidecar that dumps repeatedly)
 //       count    one await ct.count()
@@ -124,6 +125,12 @@ if (mode === 'count') {
     rssGrowth: peak - baseline,
     hwmGrowth: hwm - baseline,
   });
+} else if (mode === 'summary') {
+  const s = process.hrtime.bigint();
+  const summary = await ct.summarize(undefined, { by: ['protocol', 'dport'] });
+  const seconds = Number(process.hrtime.bigint() - s) / 1e9;
+  await closeHandle();
+  out({ seconds, entries: summary.total, groups: summary.groups.length, openSeconds });
 } else if (mode === 'events') {
   const stop = new AbortController();
   const events = ct.events(undefined, { types: ['new'], receiveBufferBytes: Number(callsArg), signal: stop.signal });

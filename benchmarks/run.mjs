@@ -553,6 +553,7 @@ function scenarios(opts, hasProcFile) {
     };
     list.push({ key: 'libEntries', label: 'library: `for await (e of ct.entries())` (full objects)', run: child('entries') });
     list.push({ key: 'libIds', label: 'library: `entries()` touching only `e.id`', run: child('ids') });
+    list.push({ key: 'libSummary', label: 'library: `ct.summarize(undefined, { by: [\'protocol\', \'dport\'] })`', run: child('summary') });
     list.push({ key: 'libWarm', label: 'library: `entries()`, second dump in the process (warm JIT)', run: child('warm') });
     list.push({ key: 'libCount', label: 'library: one `await ct.count()` (after open)', run: child('count') });
     list.push({
