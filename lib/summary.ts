@@ -40,7 +40,7 @@ export interface SummaryGroup {
 export interface Summary {
   /** Entries that matched the filter. */
   total: number;
-  /** Most entries first (ties in key order); at most `top` of them when given. */
+  /** Most entries first (ties in the order the dump met them); at most `top` of them when given. */
   groups: SummaryGroup[];
 }
 
@@ -101,6 +101,29 @@ const READERS: Record<SummaryKey, Reader> = {
   assured: (r, o) => ((r[o + LAYOUT.status] as number) & ASSURED) !== 0,
 };
 
+/**
+ * The same keys as small integers, with their widths in bits: when every key of a summary has one
+ * and they fit a double's 52 bits, the map key is one packed number instead of a new string per
+ * entry (hashing fresh strings would cost more than building the entries).
+ */
+const NUMERIC: Partial<Record<SummaryKey, { bits: number; read: (r: Uint32Array, o: number) => number }>> = {
+  family: { bits: 1, read: (r, o) => (r[o + LAYOUT.family] === AF_INET6 ? 1 : 0) },
+  protocol: { bits: 8, read: (r, o) => (r[o + LAYOUT.orig] as number) & 0xff },
+  tcpState: {
+    bits: 5,
+    read: (r, o) => {
+      if (((r[o] as number) & HAS_TCP) === 0) return 31;
+      const word = r[o + LAYOUT.tcp] as number;
+      return (word >>> 24) & 1 ? word & 0xff & 31 : 31;
+    },
+  },
+  sport: { bits: 17, read: (r, o) => ((((r[o + LAYOUT.orig] as number) >>> 8) & T_PORTS) === 0 ? 65536 : (r[o + LAYOUT.orig + 1] as number) & 0xffff) },
+  dport: { bits: 17, read: (r, o) => ((((r[o + LAYOUT.orig] as number) >>> 8) & T_PORTS) === 0 ? 65536 : (r[o + LAYOUT.orig + 1] as number) >>> 16) },
+  mark: { bits: 32, read: (r, o) => r[o + LAYOUT.mark] as number },
+  zone: { bits: 17, read: (r, o) => (((r[o] as number) & HAS_ZONE) !== 0 ? (r[o + LAYOUT.zone] as number) : 65536) },
+  assured: { bits: 1, read: (r, o) => (((r[o + LAYOUT.status] as number) & ASSURED) !== 0 ? 1 : 0) },
+};
+
 export function checkSummaryOptions(options: SummarizeOptions): void {
   if (options === null || typeof options !== 'object' || !Array.isArray(options.by) || options.by.length === 0) {
     throw invalidArgument(`summarize() needs { by: [...] } with one or more of ${SUMMARY_KEYS.join(', ')}`);
@@ -118,17 +141,28 @@ export function checkSummaryOptions(options: SummarizeOptions): void {
 export class SummaryBuilder {
   readonly #keys: readonly SummaryKey[];
   readonly #readers: readonly Reader[];
+  /** Packed-number readers and their multipliers, when every key has one and they fit. */
+  readonly #numeric: ReadonlyArray<{ read: (r: Uint32Array, o: number) => number; scale: number }> | undefined;
   readonly #groups = new Map<string | number | boolean | undefined, SummaryGroup>();
   #total = 0;
 
   constructor(by: readonly SummaryKey[]) {
     this.#keys = by;
     this.#readers = by.map((key) => READERS[key]);
+    const numeric = by.map((key) => NUMERIC[key]);
+    const bits = numeric.reduce((sum, n) => sum + (n?.bits ?? 64), 0);
+    this.#numeric = bits <= 52
+      ? numeric.map((n) => ({ read: (n as NonNullable<typeof n>).read, scale: 2 ** (n as NonNullable<typeof n>).bits }))
+      : undefined;
   }
 
   add(batch: NativeBatch): void {
     const records = new Uint32Array(batch.records);
     const strings = batch.strings;
+    if (this.#numeric !== undefined) {
+      this.#addPacked(records, batch.count, strings, this.#numeric);
+      return;
+    }
     const readers = this.#readers;
     const single = readers.length === 1 ? readers[0] : undefined;
     for (let i = 0; i < batch.count; i++) {
@@ -149,6 +183,20 @@ export class SummaryBuilder {
     this.#total += batch.count;
   }
 
+  #addPacked(records: Uint32Array, count: number, strings: string,
+    numeric: ReadonlyArray<{ read: (r: Uint32Array, o: number) => number; scale: number }>): void {
+    const groups = this.#groups;
+    for (let i = 0; i < count; i++) {
+      const o = i * LAYOUT.slots;
+      let packed = 0;
+      for (const n of numeric) packed = packed * n.scale + n.read(records, o);
+      const group = groups.get(packed);
+      if (group !== undefined) group.count++;
+      else groups.set(packed, { key: this.#keyOf(records, o, strings), count: 1 });
+    }
+    this.#total += count;
+  }
+
   #keyOf(records: Uint32Array, o: number, strings: string): SummaryGroupKey {
     const key: Record<string, unknown> = {};
     this.#keys.forEach((name, i) => {
@@ -158,19 +206,8 @@ export class SummaryBuilder {
   }
 
   finish(top?: number): Summary {
-    const groups = [...this.#groups.values()].sort((a, b) => b.count - a.count || compareKeys(a.key, b.key, this.#keys));
+    // Stable: ties stay in the order the dump met them (comparing keys cost more than the dump).
+    const groups = [...this.#groups.values()].sort((a, b) => b.count - a.count);
     return { total: this.#total, groups: top === undefined ? groups : groups.slice(0, top) };
   }
-}
-
-function compareKeys(a: SummaryGroupKey, b: SummaryGroupKey, keys: readonly SummaryKey[]): number {
-  for (const key of keys) {
-    const x = a[key];
-    const y = b[key];
-    if (x === y) continue;
-    if (x === undefined) return 1;
-    if (y === undefined) return -1;
-    return x < y ? -1 : 1;
-  }
-  return 0;
 }
