@@ -535,12 +535,16 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     return info.Env().Undefined();
   }
 
+  // Everything native a closed handle held goes now, not when JS collects the wrapper (V8 does
+  // not see native memory, so that can be much later).
   void closeFds() {
     socket_.close();
     if (nsFd_ >= 0) {
       ::close(nsFd_);
       nsFd_ = -1;
     }
+    std::vector<uint8_t>().swap(buffer_);
+    for (auto& t : transactions_) t.reset();
   }
 
   friend class PendingRequest;

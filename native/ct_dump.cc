@@ -109,6 +109,26 @@ void DumpSession::stop() {
   }
   if (receiver_.joinable()) receiver_.join();
   if (decoder_.joinable()) decoder_.join();
+  // The threads are gone: give the descriptors and buffers back now, not when JS collects the
+  // dump object (V8 does not see native memory, so that can be much later).
+  {
+    std::lock_guard<std::mutex> lock(rawMu_);
+    std::deque<Raw>().swap(raw_);
+    rawBytes_ = 0;
+    std::vector<std::vector<uint8_t>>().swap(spare_);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::deque<Batch>().swap(ready_);
+  }
+  if (nsFd_ >= 0) {
+    ::close(nsFd_);
+    nsFd_ = -1;
+  }
+  if (wakeFd_ >= 0) {
+    ::close(wakeFd_);
+    wakeFd_ = -1;
+  }
 }
 
 DumpCounters DumpSession::counters() const {
