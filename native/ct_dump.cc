@@ -186,6 +186,19 @@ void DumpSession::finish(const SysError* err) {
   notify_();
 }
 
+DumpSession::Wait DumpSession::waitReadable(int fd, SysError& err) {
+  for (;;) {
+    pollfd fds[2] = {{fd, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      err = SysError::fromErrno(errno, "poll");
+      return Wait::kError;
+    }
+    if (stopping_.load() || (fds[1].revents & POLLIN)) return Wait::kStop;
+    return Wait::kReadable;
+  }
+}
+
 bool DumpSession::rawQueueEmpty() {
   std::lock_guard<std::mutex> lock(rawMu_);
   return raw_.empty();
@@ -274,14 +287,8 @@ bool DumpSession::receiveAll(SysError& err) {
     if (!socket.send(request.data(), len, err)) return false;
 
     for (;;) {
-      pollfd fds[2] = {{socket.fd(), POLLIN, 0}, {wakeFd_, POLLIN, 0}};
-      int ready = ::poll(fds, 2, -1);
-      if (ready < 0) {
-        if (errno == EINTR) continue;
-        err = SysError::fromErrno(errno, "poll");
-        return false;
-      }
-      if (stopping_.load() || (fds[1].revents & POLLIN)) return true;
+      Wait w = waitReadable(socket.fd(), err);
+      if (w != Wait::kReadable) return w == Wait::kStop;
       std::vector<uint8_t> buffer;
       {
         std::lock_guard<std::mutex> lock(rawMu_);
@@ -330,14 +337,8 @@ bool DumpSession::listen(SysError& err) {
   }
   std::vector<uint8_t> scratch(kReceiveBufferSize);
   for (;;) {
-    pollfd fds[2] = {{socket.fd(), POLLIN, 0}, {wakeFd_, POLLIN, 0}};
-    int ready = ::poll(fds, 2, -1);
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      err = SysError::fromErrno(errno, "poll");
-      return false;
-    }
-    if (stopping_.load() || (fds[1].revents & POLLIN)) return true;
+    Wait w = waitReadable(socket.fd(), err);
+    if (w != Wait::kReadable) return w == Wait::kStop;
     // Drain what the socket holds before polling again.
     for (;;) {
       long n = socket.receive(scratch.data(), scratch.size(), err, true);

@@ -60,6 +60,9 @@ class DumpSession {
   bool listen(SysError& err);
   bool pushOverflow();  // false when stopping
   bool rawQueueEmpty();
+  // Blocks until `fd` is readable or stop() was called.
+  enum class Wait { kReadable, kStop, kError };
+  Wait waitReadable(int fd, SysError& err);
   void decode();
   bool publish(Batch& batch);  // false when stopping
   void finish(const SysError* err);
