@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 
 import { Conntrack } from '../conntrack.js';
 import type { ConntrackEvent, ConntrackEventType, OverflowEvent } from '../types.js';
-import { integerOption, netnsOption, run, UsageError, write, type Command } from './common.js';
+import { integerOption, netnsOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
 import { FILTER_USAGE, LIST_OPTIONS, filterFromOptions, formatEntry, toJson, writeLines } from './core.js';
 
 const USAGE = `usage: conntrack events [filters] [--types new,update,destroy] [--count N] [--netns PATH|PID] [--jsonl]
@@ -45,31 +45,30 @@ export const eventsCommand: Command = (argv, io) =>
     const types = typesOption(values.types);
     const limit = integerOption('count', values.count, 1);
 
-    const stop = new AbortController();
-    const onSignal = () => stop.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    const ct = await Conntrack.open(netnsOption(values.netns));
+    const stop = stopOnTermination();
     let shown = 0;
     let lost = 0;
     try {
-      const events = ct.events(filter, { types, signal: stop.signal });
-      await writeLines(io, (async function* () {
-        try {
-          for await (const event of events) {
-            if (event.type === 'overflow') lost += event.count;
-            else shown++;
-            yield values.jsonl ? toJson(event) : formatEvent(event);
-            if (limit !== undefined && shown >= limit) return;
+      const ct = await Conntrack.open(netnsOption(values.netns));
+      try {
+        const events = ct.events(filter, { types, signal: stop.signal });
+        await writeLines(io, (async function* () {
+          try {
+            for await (const event of events) {
+              if (event.type === 'overflow') lost += event.count;
+              else shown++;
+              yield values.jsonl ? toJson(event) : formatEvent(event);
+              if (limit !== undefined && shown >= limit) return;
+            }
+          } catch (err) {
+            if ((err as Error).name !== 'AbortError') throw err;
           }
-        } catch (err) {
-          if ((err as Error).name !== 'AbortError') throw err;
-        }
-      })());
+        })());
+      } finally {
+        await ct.close();
+      }
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      await ct.close();
+      stop.dispose();
     }
     if (!values.jsonl) write(io.stderr, `conntrack: ${shown} events shown${lost > 0 ? `, some lost (${lost} overflows)` : ''}`);
     return 0;
