@@ -10,6 +10,7 @@ import { compileFilter } from './filter.js';
 import { netnsPath } from './netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeError, type NativeHandle } from './native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
+import { readSysctl } from './sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec, type NativeEntrySpec } from './entry-spec.js';
 import type {
@@ -117,12 +118,21 @@ export interface DumpCounters {
   overflows: number;
 }
 
-/** One item at a time from a run's batches; ending the iteration ends the run. */
-function itemsOf<T>(run: DumpRun<T>): EntryIterator<T> {
+/**
+ * One item at a time from a run's batches; ending the iteration ends the run. A `precondition`
+ * that resolves to an error fails the run at the first next().
+ */
+function itemsOf<T>(run: DumpRun<T>, precondition?: Promise<Error | undefined>): EntryIterator<T> {
   let buffered: T[] = [];
   let index = 0;
+  let pending = precondition;
   const iterator: EntryIterator<T> = {
     async next(): Promise<IteratorResult<T>> {
+      if (pending !== undefined) {
+        const failure = await pending;
+        pending = undefined;
+        if (failure !== undefined) run.close(failure);
+      }
       run.throwIfFailed(); // abort or close also stop what is already buffered
       while (index >= buffered.length) {
         const batch = await run.next();
@@ -373,8 +383,19 @@ export class Conntrack implements AsyncDisposable {
     const groups = types.reduce((bits, t) => bits | (1 << EVENT_GROUP_TYPES.indexOf(t)), 0);
     // Events are filtered in native code only: the kernel has no filter for multicast groups.
     const compiled = compileFilter(filter, false);
-    return itemsOf(this.#startRun(options.signal, decodeEventBatch,
-      (native) => native.startEvents(compiled, batchSize, groups, receiveBufferBytes)));
+    const run = this.#startRun(options.signal, decodeEventBatch,
+      (native) => native.startEvents(compiled, batchSize, groups, receiveBufferBytes));
+    // With net.netfilter.nf_conntrack_events = 0 the kernel sends nothing at all: say so at the
+    // first next() instead of waiting forever. Checked beside the subscription, which is already
+    // listening, so nothing is missed meanwhile; a setting that cannot be read makes no claim.
+    const where = this.netns ?? 'this network namespace';
+    const switchedOff = readSysctl('nf_conntrack_events', this.netns === undefined ? {} : { netns: this.netns }).then(
+      (value) => (Number(value) === 0
+        ? new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `conntrack events are switched off in ${where} (net.netfilter.nf_conntrack_events = 0): set it to 1`)
+        : undefined),
+      () => undefined,
+    );
+    return itemsOf(run, switchedOff);
   }
 
   /**

@@ -261,6 +261,28 @@ describeIntegration('events() when the consumer falls behind', () => {
     await iterator.return?.();
   }, 60_000);
 
+  it('says so at the first next() when the namespace has events switched off', async () => {
+    const before = await ns.sysctl('net.netfilter.nf_conntrack_events');
+    await ns.sysctl('net.netfilter.nf_conntrack_events', 0);
+    try {
+      await using ct = await Conntrack.open({ netns: ns.path });
+      const iterator = ct.events();
+      await expect(iterator.next()).rejects.toMatchObject({
+        code: 'ERR_CONNTRACK_UNAVAILABLE', message: expect.stringContaining('nf_conntrack_events = 0'),
+      });
+      // The subscription is gone with it: a second next() fails the same way, at once.
+      await expect(iterator.next()).rejects.toMatchObject({ code: 'ERR_CONNTRACK_UNAVAILABLE' });
+    } finally {
+      await ns.sysctl('net.netfilter.nf_conntrack_events', Number(before));
+    }
+    // Switched on again, the same call just listens.
+    await using ct = await Conntrack.open({ netns: ns.path });
+    const quiet = new AbortController();
+    const first = ct.events(undefined, { signal: quiet.signal }).next();
+    setTimeout(() => quiet.abort(), 200);
+    await expect(first).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
   it('rejects bad options with ERR_CONNTRACK_INVALID_ARGUMENT before subscribing', async () => {
     await using ct = await Conntrack.open({ netns: ns.path });
     const checks: Array<[unknown, RegExp]> = [
