@@ -11,7 +11,7 @@ import { netnsPath } from './netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeError, type NativeHandle } from './native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
 import { readSysctl } from './sysctl.js';
-import { checkSummaryOptions, SummaryBuilder, type Summary, type SummarizeOptions } from './summary.js';
+import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec, type NativeEntrySpec } from './entry-spec.js';
 import type {
   ConntrackEntry, ConntrackEvent, ConntrackEventType, Count, EntryChanges, EntryTarget, Family, NewEntry, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter, EventsOptions,
@@ -400,7 +400,8 @@ export class Conntrack implements AsyncDisposable {
 
   /**
    * Counts the entries that match `filter` by the keys in `options.by` (for example
-   * `{ by: ['tcpState', 'dport'] }`), read straight from the native records: no entry objects.
+   * `{ by: ['tcpState', 'dport'] }`). Native code counts while it decodes: JS gets one record per
+   * group, never the entries.
    */
   async summarize(filter: EntryFilter | undefined, options: SummarizeOptions): Promise<Summary> {
     checkSummaryOptions(options);
@@ -408,7 +409,7 @@ export class Conntrack implements AsyncDisposable {
     const run = this.#startRun(options.signal, (batch: NativeBatch) => [batch], (native) => {
       const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
       checkBatchSize(batchSize);
-      return native.startDump(compileFilter(filter, options.kernelFilter ?? true), batchSize);
+      return native.startDump(compileFilter(filter, options.kernelFilter ?? true), batchSize, summaryKeyNumbers(options.by));
     });
     try {
       for (;;) {

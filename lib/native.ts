@@ -41,6 +41,8 @@ export interface NativeBatch {
   strings: string;
   /** Events only: ENOBUFS reports (lost events) after the previous batch, before this one's records. */
   overflowsBefore: number;
+  /** Summaries only: the entries each record (group) stands for. */
+  counts?: Uint32Array;
 }
 
 export interface NativeDumpCounters {
@@ -78,7 +80,8 @@ export interface NativeHandle {
   globalStatsFunction(): { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
   /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
   cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
-  startDump(filter: NativeFilter | null, batchSize: number): NativeDump;
+  /** A dump; with `summaryKeys`, of group records with counts (lib/summary.ts) instead of entries. */
+  startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[]): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
   startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
   /** Get, create, update or delete one entry (ENTRY_OP); a GET's answer comes as a one-record batch. */
@@ -97,7 +100,7 @@ export interface Binding {
   netnsListDir(netnsPath: string, path: string): Promise<string[]>;
   /** Decodes raw netlink datagrams the way a dump does (for tests and fuzzing). */
   /** Decodes one captured datagram (tests); `events`: as event messages. */
-  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean): NativeBatch;
+  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[]): NativeBatch;
   /** Record layout constants, checked against lib/records.ts by a unit test. */
   layout: Record<string, number>;
 }

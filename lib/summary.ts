@@ -1,6 +1,7 @@
 /**
- * Group-by counts over a dump, read straight from the native records: no entry objects are
- * built, so summarising a million entries costs little more than the dump itself.
+ * Group-by counts over a dump. Native code counts the entries as it decodes them (a hash of the
+ * grouped fields' bytes) and hands over one record per group, with only the grouped fields set,
+ * and its count: JS sees as many records as there are groups, not entries.
  */
 import { invalidArgument } from './errors.js';
 import type { NativeBatch } from './native.js';
@@ -40,7 +41,7 @@ export interface SummaryGroup {
 export interface Summary {
   /** Entries that matched the filter. */
   total: number;
-  /** Most entries first (ties in the order the dump met them); at most `top` of them when given. */
+  /** Most entries first (ties in no particular order); at most `top` of them when given. */
   groups: SummaryGroup[];
 }
 
@@ -101,29 +102,6 @@ const READERS: Record<SummaryKey, Reader> = {
   assured: (r, o) => ((r[o + LAYOUT.status] as number) & ASSURED) !== 0,
 };
 
-/**
- * The same keys as small integers, with their widths in bits: when every key of a summary has one
- * and they fit a double's 52 bits, the map key is one packed number instead of a new string per
- * entry (hashing fresh strings would cost more than building the entries).
- */
-const NUMERIC: Partial<Record<SummaryKey, { bits: number; read: (r: Uint32Array, o: number) => number }>> = {
-  family: { bits: 1, read: (r, o) => (r[o + LAYOUT.family] === AF_INET6 ? 1 : 0) },
-  protocol: { bits: 8, read: (r, o) => (r[o + LAYOUT.orig] as number) & 0xff },
-  tcpState: {
-    bits: 5,
-    read: (r, o) => {
-      if (((r[o] as number) & HAS_TCP) === 0) return 31;
-      const word = r[o + LAYOUT.tcp] as number;
-      return (word >>> 24) & 1 ? word & 0xff & 31 : 31;
-    },
-  },
-  sport: { bits: 17, read: (r, o) => ((((r[o + LAYOUT.orig] as number) >>> 8) & T_PORTS) === 0 ? 65536 : (r[o + LAYOUT.orig + 1] as number) & 0xffff) },
-  dport: { bits: 17, read: (r, o) => ((((r[o + LAYOUT.orig] as number) >>> 8) & T_PORTS) === 0 ? 65536 : (r[o + LAYOUT.orig + 1] as number) >>> 16) },
-  mark: { bits: 32, read: (r, o) => r[o + LAYOUT.mark] as number },
-  zone: { bits: 17, read: (r, o) => (((r[o] as number) & HAS_ZONE) !== 0 ? (r[o + LAYOUT.zone] as number) : 65536) },
-  assured: { bits: 1, read: (r, o) => (((r[o + LAYOUT.status] as number) & ASSURED) !== 0 ? 1 : 0) },
-};
-
 export function checkSummaryOptions(options: SummarizeOptions): void {
   if (options === null || typeof options !== 'object' || !Array.isArray(options.by) || options.by.length === 0) {
     throw invalidArgument(`summarize() needs { by: [...] } with one or more of ${SUMMARY_KEYS.join(', ')}`);
@@ -137,77 +115,44 @@ export function checkSummaryOptions(options: SummarizeOptions): void {
   }
 }
 
-/** Counts batches into groups; finish() sorts them. */
+/** The key numbers native code groups by (native/ct_codec.h SummaryKey: SUMMARY_KEYS order). */
+export function summaryKeyNumbers(by: readonly SummaryKey[]): number[] {
+  return by.map((key) => SUMMARY_KEYS.indexOf(key));
+}
+
+/** Collects the group records of a summary's batches; finish() sorts them. */
 export class SummaryBuilder {
   readonly #keys: readonly SummaryKey[];
   readonly #readers: readonly Reader[];
-  /** Packed-number readers and their multipliers, when every key has one and they fit. */
-  readonly #numeric: ReadonlyArray<{ read: (r: Uint32Array, o: number) => number; scale: number }> | undefined;
-  readonly #groups = new Map<string | number | boolean | undefined, SummaryGroup>();
+  readonly #groups: SummaryGroup[] = [];
   #total = 0;
 
   constructor(by: readonly SummaryKey[]) {
     this.#keys = by;
     this.#readers = by.map((key) => READERS[key]);
-    const numeric = by.map((key) => NUMERIC[key]);
-    const bits = numeric.reduce((sum, n) => sum + (n?.bits ?? 64), 0);
-    this.#numeric = bits <= 52
-      ? numeric.map((n) => ({ read: (n as NonNullable<typeof n>).read, scale: 2 ** (n as NonNullable<typeof n>).bits }))
-      : undefined;
   }
 
   add(batch: NativeBatch): void {
+    if (batch.count === 0) return;
+    const counts = batch.counts;
+    if (counts === undefined || counts.length !== batch.count) throw new Error('summary batch without a count per group');
     const records = new Uint32Array(batch.records);
-    const strings = batch.strings;
-    if (this.#numeric !== undefined) {
-      this.#addPacked(records, batch.count, strings, this.#numeric);
-      return;
-    }
-    const readers = this.#readers;
-    const single = readers.length === 1 ? readers[0] : undefined;
     for (let i = 0; i < batch.count; i++) {
+      const key: Record<string, unknown> = {};
       const o = i * LAYOUT.slots;
-      // One key: its value is the map key; several: joined with a separator no value contains.
-      let mapKey: string | number | boolean | undefined;
-      if (single !== undefined) {
-        mapKey = single(records, o, strings);
-      } else {
-        let joined = '';
-        for (const read of readers) joined += `${read(records, o, strings) ?? ''}\u0000`;
-        mapKey = joined;
-      }
-      const group = this.#groups.get(mapKey);
-      if (group !== undefined) group.count++;
-      else this.#groups.set(mapKey, { key: this.#keyOf(records, o, strings), count: 1 });
+      this.#keys.forEach((name, k) => {
+        key[name] = (this.#readers[k] as Reader)(records, o, batch.strings);
+      });
+      const count = counts[i] as number;
+      this.#groups.push({ key: key as SummaryGroupKey, count });
+      this.#total += count;
     }
-    this.#total += batch.count;
-  }
-
-  #addPacked(records: Uint32Array, count: number, strings: string,
-    numeric: ReadonlyArray<{ read: (r: Uint32Array, o: number) => number; scale: number }>): void {
-    const groups = this.#groups;
-    for (let i = 0; i < count; i++) {
-      const o = i * LAYOUT.slots;
-      let packed = 0;
-      for (const n of numeric) packed = packed * n.scale + n.read(records, o);
-      const group = groups.get(packed);
-      if (group !== undefined) group.count++;
-      else groups.set(packed, { key: this.#keyOf(records, o, strings), count: 1 });
-    }
-    this.#total += count;
-  }
-
-  #keyOf(records: Uint32Array, o: number, strings: string): SummaryGroupKey {
-    const key: Record<string, unknown> = {};
-    this.#keys.forEach((name, i) => {
-      key[name] = (this.#readers[i] as Reader)(records, o, strings);
-    });
-    return key as SummaryGroupKey;
   }
 
   finish(top?: number): Summary {
-    // Stable: ties stay in the order the dump met them (comparing keys cost more than the dump).
-    const groups = [...this.#groups.values()].sort((a, b) => b.count - a.count);
+    // Ties stay in the order native code handed the groups over (its hash order): comparing keys
+    // to order them cost more than the dump when there are many groups.
+    const groups = this.#groups.sort((a, b) => b.count - a.count);
     return { total: this.#total, groups: top === undefined ? groups : groups.slice(0, top) };
   }
 }

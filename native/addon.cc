@@ -176,6 +176,11 @@ Napi::Object batchToJs(Napi::Env env, ct::Batch&& batch) {
   Napi::Object out = Napi::Object::New(env);
   size_t bytes = batch.count * ct::slot::kCount * sizeof(uint32_t);
   out.Set("overflowsBefore", Napi::Number::New(env, batch.overflowsBefore));
+  if (!batch.counts.empty()) {
+    Napi::Uint32Array counts = Napi::Uint32Array::New(env, batch.counts.size());
+    std::copy(batch.counts.begin(), batch.counts.end(), counts.Data());
+    out.Set("counts", counts);
+  }
   if (bytes == 0) {
     out.Set("records", Napi::ArrayBuffer::New(env, 0));
     out.Set("count", Napi::Number::New(env, 0));
@@ -283,7 +288,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
   }
 
   void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, size_t batchSize,
-             const ct::EventOptions* events = nullptr) {
+             const ct::EventOptions* events = nullptr, std::vector<ct::SummaryKey> summary = {}) {
     state_ = std::make_shared<DumpState>(env);
     std::shared_ptr<DumpState> state = state_;
     state->wake = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
@@ -298,6 +303,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
         if (auto s = weak.lock()) s->drain();
       });
     }, events);
+    if (!summary.empty()) state->session->summarizeBy(std::move(summary));
     // The session calls `wake` from its thread until stop() joins it; stop() runs before Release().
     // The environment may end before this wrapper is collected: stop the thread then.
     napi_add_env_cleanup_hook(env, &DumpState::OnTeardown, state.get());
@@ -509,8 +515,18 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     ct::Filter filter;
     bool hasFilter = readFilter(info[0], filter);
     size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
+    std::vector<ct::SummaryKey> summary;
+    if (info.Length() > 2 && info[2].IsArray()) {
+      Napi::Array keys = info[2].As<Napi::Array>();
+      for (uint32_t i = 0; i < keys.Length(); ++i) {
+        uint32_t k = keys.Get(i).As<Napi::Number>().Uint32Value();
+        if (k >= ct::kSummaryKeyCount) throw Napi::RangeError::New(env, "unknown summary key");
+        summary.push_back(static_cast<ct::SummaryKey>(k));
+      }
+    }
     Napi::Object obj = env.GetInstanceData<AddonData>()->dumpConstructor.New({});
-    DumpWrap::Unwrap(obj)->Begin(env, nsFd_, hasFilter ? &filter : nullptr, batchSize);
+    DumpWrap::Unwrap(obj)->Begin(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
     return obj;
   }
 
@@ -752,11 +768,23 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
   bool hasFilter = info.Length() > 1 && readFilter(info[1], filter);
   // Third argument true: decode as event messages (no de-duplication, event types recorded).
   bool events = info.Length() > 2 && info[2].ToBoolean().Value();
+  // Fourth argument, summary key numbers: the datagram's group counts instead of its entries.
+  std::unique_ptr<ct::Grouper> grouper;
+  if (info.Length() > 3 && info[3].IsArray()) {
+    std::vector<ct::SummaryKey> keys;
+    Napi::Array list = info[3].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      uint32_t k = list.Get(i).As<Napi::Number>().Uint32Value();
+      if (k >= ct::kSummaryKeyCount) throw Napi::RangeError::New(env, "unknown summary key");
+      keys.push_back(static_cast<ct::SummaryKey>(k));
+    }
+    grouper = std::make_unique<ct::Grouper>(std::move(keys));
+  }
   ct::Batch batch;
   ct::KeySet seen;
   SysError err;
   if (!ct::decodeDatagramToBatch(data.Data(), data.ByteLength(), hasFilter ? &filter : nullptr,
-                                 events ? nullptr : &seen, batch, err, events))
+                                 events ? nullptr : &seen, batch, err, events, grouper.get()))
     throw toJsError(env, err);
   return batchToJs(env, std::move(batch));
 }

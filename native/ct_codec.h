@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "sys_error.h"
@@ -266,12 +267,15 @@ struct Batch {
   // Events only: how many times the kernel reported lost events (ENOBUFS) after the previous
   // batch and before this batch's first record.
   uint32_t overflowsBefore = 0;
+  // Summaries only: the number of entries in the group each record stands for.
+  std::vector<uint32_t> counts;
 
   void clear() {
     records.clear();
     text.clear();
     count = 0;
     overflowsBefore = 0;
+    counts.clear();
   }
 };
 
@@ -300,6 +304,29 @@ class KeySet {
   void rehash(size_t capacity);
 };
 
+// Group-by keys of a summary, in lib/summary.ts SUMMARY_KEYS order.
+enum class SummaryKey : uint8_t {
+  kFamily, kProtocol, kTcpState, kSrc, kDst, kSport, kDport, kReplySrc, kReplyDst, kMark, kZone, kAssured,
+};
+constexpr uint8_t kSummaryKeyCount = 12;
+
+// Counts entries by the values of some keys. Each group is kept as its key bytes and a count,
+// and comes out as a record with only the grouped fields set, so the records' reader serves both.
+class Grouper {
+ public:
+  explicit Grouper(std::vector<SummaryKey> keys) : keys_(std::move(keys)) {}
+  void add(const Entry& entry);
+  // Appends every group to batches of at most `batchSize` records; `full(batch)` takes each
+  // full batch (false: stop). The last, partial batch stays in `batch`.
+  bool emit(Batch& batch, size_t batchSize, const std::function<bool()>& full);
+  size_t groups() const { return groups_.size(); }
+
+ private:
+  std::vector<SummaryKey> keys_;
+  std::unordered_map<std::string, uint32_t> groups_;
+  std::string key_;
+};
+
 // What a dump's decoding saw; atomics because another thread reads them while it runs.
 struct DecodeCounters {
   std::atomic<uint64_t> messages{0};     // conntrack messages decoded
@@ -323,6 +350,8 @@ class EntrySink : public MessageSink {
   bool stopped = false;
   // Event messages: record each one's EventType (dump answers carry the same message types).
   bool classifyEvents = false;
+  // Summaries: entries are counted here instead of written as records.
+  Grouper* grouper = nullptr;
 
  private:
   const Filter* filter_;
@@ -339,7 +368,8 @@ constexpr size_t kMaxBatchText = 4u << 20;
 // Decodes a whole datagram of conntrack messages into `batch` (filtering and de-duplicating
 // through `seen` when given; with `events`, recording each message's EventType). Used by the
 // binding's decode() for tests and by fuzzing.
+// With `grouper`, the entries are counted there and its groups written as the batch's records.
 bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
-                           Batch& batch, SysError& err, bool events = false);
+                           Batch& batch, SysError& err, bool events = false, Grouper* grouper = nullptr);
 
 }  // namespace ct

@@ -372,6 +372,7 @@ void DumpSession::decode() {
   EntrySink sink(nativeFilter, listening_ ? nullptr : &seen, batch, &decoded_, batchSize_,
                  [this, &batch] { return publish(batch); });
   sink.classifyEvents = listening_;
+  sink.grouper = grouper_.get();
   SysError err;
   bool reserved = false;
   for (;;) {
@@ -421,6 +422,7 @@ void DumpSession::decode() {
     // Events are wanted as they happen: hand over what there is once the kernel has sent no more.
     if (listening_ && rawQueueEmpty() && !publish(batch)) break;
   }
+  if (grouper_ && !stopping_.load()) grouper_->emit(batch, batchSize_, [this, &batch] { return publish(batch); });
   if (!stopping_.load()) publish(batch);
   finish(nullptr);  // closed by the consumer, or the end of the dump: a clean end
 }

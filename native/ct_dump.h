@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -41,6 +42,8 @@ class DumpSession {
   // session listens to the table's events instead of dumping it, until stop().
   DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::function<void()> notify,
               const EventOptions* events = nullptr);
+  // A dump that hands over group counts (Batch::counts) instead of entries, once it has seen all.
+  void summarizeBy(std::vector<SummaryKey> keys) { grouper_ = std::make_unique<Grouper>(std::move(keys)); }
   ~DumpSession();
   DumpSession(const DumpSession&) = delete;
   DumpSession& operator=(const DumpSession&) = delete;
@@ -74,6 +77,7 @@ class DumpSession {
   size_t batchSize_;
   std::function<void()> notify_;
   bool listening_ = false;
+  std::unique_ptr<Grouper> grouper_;
   EventOptions events_;
   std::atomic<uint64_t> overflows_{0};
   int wakeFd_ = -1;

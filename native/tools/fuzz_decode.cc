@@ -43,6 +43,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ct::decodeDatagramToBatch(data, size, nullptr, &seen, batch, err);
   checkBatch(batch);
 
+  // Grouped by every key: the counts add up to the entries, and every group is a valid record.
+  {
+    std::vector<ct::SummaryKey> keys;
+    for (uint8_t k = 0; k < ct::kSummaryKeyCount; ++k) keys.push_back(static_cast<ct::SummaryKey>(k));
+    ct::Grouper grouper(keys);
+    ct::Batch groups;
+    ct::KeySet groupSeen;
+    if (ct::decodeDatagramToBatch(data, size, nullptr, &groupSeen, groups, err, false, &grouper)) {
+      checkBatch(groups);
+      uint64_t total = 0;
+      for (uint32_t c : groups.counts) total += c;
+      if (groups.counts.size() != groups.count || total != batch.count) std::abort();
+    }
+  }
+
   // As event messages: every record's event type is one of the four.
   ct::Batch events;
   ct::decodeDatagramToBatch(data, size, nullptr, nullptr, events, err, true);

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { compileFilter } from '../../lib/filter.js';
 import { binding, type NativeError } from '../../lib/native.js';
 import { decodeBatch, decodeEventBatch, LAYOUT } from '../../lib/records.js';
-import { SUMMARY_KEYS, SummaryBuilder } from '../../lib/summary.js';
+import { SUMMARY_KEYS, SummaryBuilder, summaryKeyNumbers, type SummaryKey } from '../../lib/summary.js';
 import type { ConntrackEntry, EntryFilter } from '../../lib/types.js';
 
 const fixtures = join(import.meta.dirname, '..', 'fixtures', 'kernel');
@@ -305,25 +305,31 @@ describe('event messages (recorded entries sent as the kernel sends events)', ()
   });
 });
 
-describe('summaries read from the records', () => {
-  it('count the same groups as the decoded entries, by every key', () => {
+describe('summaries counted natively', () => {
+  it('count the same groups as the decoded entries, by every key and by all keys at once', () => {
     const entries = decodeAll();
-    for (const key of SUMMARY_KEYS) {
-      const builder = new SummaryBuilder([key]);
-      for (const d of datagrams) builder.add(binding().decode(d, null));
+    const whole = Buffer.concat(datagrams); // complete messages back to back: one walk
+    const valueOf = (e: ConntrackEntry, key: SummaryKey): unknown => ({
+      family: e.family, protocol: e.original.protocol, tcpState: e.tcp?.state, src: e.original.src, dst: e.original.dst,
+      sport: e.original.sport, dport: e.original.dport, replySrc: e.reply.src, replyDst: e.reply.dst, mark: e.mark,
+      zone: e.zone, assured: e.flags.includes('ASSURED'),
+    } as Record<SummaryKey, unknown>)[key];
+    for (const by of [...SUMMARY_KEYS.map((key) => [key]), [...SUMMARY_KEYS]]) {
+      const builder = new SummaryBuilder(by);
+      builder.add(binding().decode(whole, null, false, summaryKeyNumbers(by)));
       const summary = builder.finish();
-      const expected = new Map<unknown, number>();
+      const expected = new Map<string, number>();
       for (const e of entries) {
-        const value = ({
-          family: e.family, protocol: e.original.protocol, tcpState: e.tcp?.state, src: e.original.src, dst: e.original.dst,
-          sport: e.original.sport, dport: e.original.dport, replySrc: e.reply.src, replyDst: e.reply.dst, mark: e.mark,
-          zone: e.zone, assured: e.flags.includes('ASSURED'),
-        } as Record<string, unknown>)[key];
-        expected.set(value, (expected.get(value) ?? 0) + 1);
+        const key = JSON.stringify(by.map((k) => valueOf(e, k)));
+        expected.set(key, (expected.get(key) ?? 0) + 1);
       }
-      expect(summary.total, key).toBe(entries.length);
-      expect(new Map(summary.groups.map((g) => [g.key[key], g.count])), key).toEqual(expected);
+      expect(summary.total, by.join(',')).toBe(entries.length);
+      expect(new Map(summary.groups.map((g) => [JSON.stringify(by.map((k) => g.key[k])), g.count])), by.join(',')).toEqual(expected);
     }
+  });
+
+  it('refuses an unknown key number', () => {
+    expect(() => binding().decode(datagrams[0] as Buffer, null, false, [99])).toThrow(/unknown summary key/);
   });
 });
 
