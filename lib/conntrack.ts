@@ -318,9 +318,29 @@ export class Conntrack implements AsyncDisposable {
     return deleted;
   }
 
-  /** Changes the mark or timeout of an existing entry (`conntrack -U`); false when there was none. */
+  /** Changes the mark, timeout or labels of an existing entry (`conntrack -U`); false when there was none. */
   async update(target: EntryTarget, changes: EntryChanges): Promise<boolean> {
-    return (await this.#entryRequest(ENTRY_OP.update, changesSpec(target, changes))) !== null;
+    const spec = changesSpec(target, changes);
+    try {
+      // The kernel applies mark and timeout before labels and does not undo them when labels
+      // fail: send labels first, alone, so a refusal leaves the entry as it was.
+      if (spec.labels !== undefined && (spec.mark !== undefined || spec.timeout !== undefined)) {
+        const { mark, timeout, labels, labelsMask, ...entry } = spec;
+        if ((await this.#entryRequest(ENTRY_OP.update, { ...entry, labels, labelsMask })) === null) return false;
+        const rest: NativeEntrySpec = { ...entry };
+        if (mark !== undefined) rest.mark = mark;
+        if (timeout !== undefined) rest.timeout = timeout;
+        return (await this.#entryRequest(ENTRY_OP.update, rest)) !== null;
+      }
+      return (await this.#entryRequest(ENTRY_OP.update, spec)) !== null;
+    } catch (err) {
+      // nf_connlabels_replace(): the entry has no label storage, which the kernel adds only
+      // while a rule in the namespace uses `ct label`.
+      if (err instanceof ConntrackError && err.errno === 28 /* ENOSPC */ && spec.labels !== undefined) {
+        throw new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `this entry has no room for labels in ${this.netns ?? 'this network namespace'}: the kernel keeps labels only while a rule there uses \`ct label\``, { errno: 28, syscall: err.syscall, cause: err });
+      }
+      throw err;
+    }
   }
 
   /** Creates an entry (`conntrack -I`); ERR_CONNTRACK_EXISTS when its tuple is taken. */

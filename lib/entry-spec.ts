@@ -34,6 +34,9 @@ export interface NativeEntrySpec {
   status?: number;
   tcpState?: number;
   zone?: number;
+  /** Label bits as four words (bit b: word b >> 5, bit b & 31). */
+  labels?: Uint32Array;
+  labelsMask?: Uint32Array;
 }
 
 /** IPCTNL_MSG_CT_* operation numbers of native/ct_codec.h EntryOp. */
@@ -134,10 +137,39 @@ export function targetSpec(target: EntryTarget): NativeEntrySpec {
   return spec;
 }
 
+const LABEL_BITS = 128;
+
+function labelWords(bits: unknown, what: string): Uint32Array {
+  if (!Array.isArray(bits)) throw invalidArgument(`${what} must be a list of label bits 0-${LABEL_BITS - 1}`);
+  const words = new Uint32Array(LABEL_BITS / 32);
+  for (const bit of bits) {
+    if (!isInteger(bit, LABEL_BITS - 1)) throw invalidArgument(`${what}: label bit ${JSON.stringify(bit)} is not 0-${LABEL_BITS - 1}`);
+    words[bit >> 5] = ((words[bit >> 5] as number) | (1 << (bit & 31))) >>> 0;
+  }
+  return words;
+}
+
+function labelChanges(labels: NonNullable<EntryChanges['labels']>): { labels: Uint32Array; labelsMask: Uint32Array } {
+  if (Array.isArray(labels)) {
+    return { labels: labelWords(labels, 'changes.labels'), labelsMask: new Uint32Array(LABEL_BITS / 32).fill(0xffffffff) };
+  }
+  if (labels === null || typeof labels !== 'object') throw invalidArgument('changes.labels must be a list or { add, remove }');
+  const { add = [], remove = [] } = labels as { add?: readonly number[]; remove?: readonly number[] };
+  const set = labelWords(add, 'changes.labels.add');
+  const cleared = labelWords(remove, 'changes.labels.remove');
+  const mask = set.map((word, i) => (word | (cleared[i] as number)) >>> 0);
+  if (set.some((word, i) => (word & (cleared[i] as number)) !== 0)) throw invalidArgument('changes.labels: a bit is both added and removed');
+  if (mask.every((word) => word === 0)) throw invalidArgument('changes.labels: nothing to add or remove');
+  return { labels: set, labelsMask: mask };
+}
+
 export function changesSpec(target: EntryTarget, changes: EntryChanges): NativeEntrySpec {
   if (changes === null || typeof changes !== 'object') throw invalidArgument('changes must be an object');
   const spec = targetSpec(target);
-  if (changes.mark === undefined && changes.timeout === undefined) throw invalidArgument('changes must set mark or timeout');
+  if (changes.mark === undefined && changes.timeout === undefined && changes.labels === undefined) {
+    throw invalidArgument('changes must set mark, timeout or labels');
+  }
+  if (changes.labels !== undefined) Object.assign(spec, labelChanges(changes.labels));
   if (changes.mark !== undefined) spec.mark = integer(changes.mark, 0xffffffff, 'changes.mark');
   if (changes.timeout !== undefined) spec.timeout = integer(changes.timeout, 0x7fffffff, 'changes.timeout');
   return spec;
@@ -168,6 +200,7 @@ export function newEntrySpec(entry: NewEntry): NativeEntrySpec {
   } else if (entry.tcpState !== undefined) {
     throw invalidArgument('tcpState is for TCP entries only');
   }
+  if (entry.labels !== undefined) spec.labels = labelWords(entry.labels, 'labels');
   if (entry.flags !== undefined) {
     if (!Array.isArray(entry.flags)) throw invalidArgument('flags must be a list of status flags');
     let bits = 0;

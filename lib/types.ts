@@ -201,6 +201,11 @@ export interface EntryChanges {
   mark?: number;
   /** Seconds until the entry expires, from now. */
   timeout?: number;
+  /**
+   * Label bits (0-127): a list replaces them all; `{ add, remove }` changes only those bits
+   * (like conntrack -U --label-add / --label-del).
+   */
+  labels?: readonly number[] | { add?: readonly number[]; remove?: readonly number[] };
 }
 
 /** An entry for create(): what `conntrack -I` takes. */
@@ -216,6 +221,8 @@ export interface NewEntry {
   tcpState?: TcpState;
   /** Status bits to set, for example ['SEEN_REPLY', 'ASSURED'] (CONFIRMED is implied). */
   flags?: readonly StatusFlag[];
+  /** Label bits (0-127). The kernel keeps labels only where a rule uses `ct label`. */
+  labels?: readonly number[];
 }
 
 /** What an event reports: the kernel's NFNLGRP_CONNTRACK_NEW, _UPDATE and _DESTROY groups. */

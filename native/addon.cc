@@ -119,35 +119,38 @@ bool readFilter(const Napi::Value& value, ct::Filter& f) {
 
 // ---- entry requests -----------------------------------------------------------------------------
 
+// A key set to undefined counts as absent, as in JS.
+bool given(const Napi::Object& o, const char* key) { return o.Has(key) && !o.Get(key).IsUndefined(); }
+
 // { src?, dst?: Uint8Array (4 or 16 bytes), proto?, sport?, dport?, icmpType?, icmpCode?, icmpId?,
-// zone? }: the parts given are sent. lib/conntrack.ts validates every value first.
+// zone? }: the parts given are sent. lib/entry-spec.ts validates every value first.
 void readTuple(const Napi::Value& value, ct::Tuple& t) {
   if (!value.IsObject()) return;
   Napi::Object o = value.As<Napi::Object>();
   auto address = [&](const char* key, uint8_t* out, uint32_t bit) {
-    if (!o.Has(key)) return;
+    if (!given(o, key)) return;
     Napi::Uint8Array bytes = o.Get(key).As<Napi::Uint8Array>();
     std::memcpy(out, bytes.Data(), std::min<size_t>(bytes.ByteLength(), 16));
     t.has |= bit;
   };
   address("src", t.srcAddr, ct::kTupleHasSrc);
   address("dst", t.dstAddr, ct::kTupleHasDst);
-  if (o.Has("proto")) {
+  if (given(o, "proto")) {
     t.proto = static_cast<uint8_t>(u32Of(o, "proto"));
     t.has |= ct::kTupleHasProto;
   }
-  if (o.Has("sport")) {
+  if (given(o, "sport")) {
     t.sport = static_cast<uint16_t>(u32Of(o, "sport"));
     t.dport = static_cast<uint16_t>(u32Of(o, "dport"));
     t.has |= ct::kTupleHasPorts;
   }
-  if (o.Has("icmpType")) {
+  if (given(o, "icmpType")) {
     t.icmpType = static_cast<uint8_t>(u32Of(o, "icmpType"));
     t.icmpCode = static_cast<uint8_t>(u32Of(o, "icmpCode"));
     t.icmpId = static_cast<uint16_t>(u32Of(o, "icmpId"));
     t.has |= ct::kTupleHasIcmp;
   }
-  if (o.Has("zone")) {
+  if (given(o, "zone")) {
     t.zone = static_cast<uint16_t>(u32Of(o, "zone"));
     t.has |= ct::kTupleHasZone;
   }
@@ -158,7 +161,7 @@ void readEntrySpec(const Napi::Object& o, ct::EntrySpec& s) {
   readTuple(o.Get("orig"), s.orig);
   readTuple(o.Get("reply"), s.reply);
   auto optional = [&](const char* key, bool& has, auto& field) {
-    if (!o.Has(key)) return;
+    if (!given(o, key)) return;
     has = true;
     field = static_cast<std::remove_reference_t<decltype(field)>>(u32Of(o, key));
   };
@@ -168,6 +171,14 @@ void readEntrySpec(const Napi::Object& o, ct::EntrySpec& s) {
   optional("status", s.hasStatus, s.status);
   optional("tcpState", s.hasTcpState, s.tcpState);
   optional("zone", s.hasZone, s.zone);
+  auto bits = [&](const char* key, bool& has, uint32_t (&out)[4]) {
+    if (!given(o, key)) return;
+    Napi::Uint32Array words = o.Get(key).As<Napi::Uint32Array>();
+    for (size_t i = 0; i < 4 && i < words.ElementLength(); ++i) out[i] = words[i];
+    has = true;
+  };
+  bits("labels", s.hasLabels, s.labels);
+  bits("labelsMask", s.hasLabelsMask, s.labelsMask);
 }
 
 // ---- batches ----------------------------------------------------------------------------------

@@ -609,6 +609,16 @@ size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* fi
 
 namespace {
 
+// CTA_LABELS / CTA_LABELS_MASK: nf_connlabels_replace() copies u32 words over the kernel's bitmap
+// of unsigned longs, so the bytes are that bitmap as this host lays it out.
+void putLabelBits(Writer& w, uint16_t type, const uint32_t bits[4]) {
+  constexpr size_t kWordBits = sizeof(unsigned long) * 8;
+  unsigned long words[16 / sizeof(unsigned long)] = {};
+  for (size_t bit = 0; bit < 128; ++bit)
+    if (bits[bit / 32] & (1u << (bit % 32))) words[bit / kWordBits] |= 1UL << (bit % kWordBits);
+  w.put(type, words, sizeof words);
+}
+
 void putTuple(Writer& w, uint16_t type, const Tuple& t, uint8_t family) {
   size_t tuple = w.beginNest(type);
   size_t addrLen = family == AF_INET6 ? 16 : 4;
@@ -652,6 +662,8 @@ size_t buildEntryRequest(uint8_t* buf, size_t cap, EntryOp op, uint32_t seq, con
   if (s.hasTimeout) w.putBe32(CTA_TIMEOUT, s.timeout);
   if (s.hasMark) w.putBe32(CTA_MARK, s.mark);
   if (s.hasStatus) w.putBe32(CTA_STATUS, s.status);
+  if (s.hasLabels) putLabelBits(w, CTA_LABELS, s.labels);
+  if (s.hasLabelsMask) putLabelBits(w, CTA_LABELS_MASK, s.labelsMask);
   if (s.hasTcpState) {
     size_t info = w.beginNest(CTA_PROTOINFO);
     size_t tcp = w.beginNest(CTA_PROTOINFO_TCP);

@@ -214,6 +214,9 @@ struct EntrySpec {
   uint32_t id = 0, mark = 0, timeout = 0, status = 0;
   uint8_t tcpState = 0;
   uint16_t zone = 0;
+  // Label bits 0..127 (bit b: word b / 32, bit b % 32) and, with hasLabelsMask, which bits change.
+  bool hasLabels = false, hasLabelsMask = false;
+  uint32_t labels[4] = {}, labelsMask[4] = {};
 };
 
 enum class EntryOp : uint8_t { kGet = 0, kCreate = 1, kUpdate = 2, kDelete = 3 };

@@ -245,3 +245,40 @@ describeIntegration('changing the table: create, get, update, delete, flush', ()
     expect(ours()[1]?.entry.mark).toBe(5);
   });
 }, { tools: ['conntrack'] });
+
+describeIntegration('labels on create() and update()', () => {
+  let ns: Netns;
+
+  beforeAll(async () => {
+    ns = await createNetns('mutations labels');
+    // A rule that uses `ct label`: the kernel gives entries label storage only while one exists.
+    await enableTracking(ns, { labelPort: 9, label: 3 });
+  });
+
+  afterAll(destroyAllNetns);
+
+  it('create() sets label bits and update() replaces, adds and removes them, as conntrack -L shows', async () => {
+    await using ct = await Conntrack.open({ netns: ns.path });
+    const labelsOf = async () => byTuple(await oracleEntries(ns), TCP)?.labels;
+    await ct.create({ original: TCP, timeout: 300, labels: [1, 100] });
+    expect(await labelsOf()).toEqual([1, 100]);
+    expect((await ct.get(TCP))?.labels).toEqual([1, 100]);
+    expect(await ct.update(TCP, { labels: { add: [5, 127], remove: [1] } })).toBe(true);
+    expect(await labelsOf()).toEqual([5, 100, 127]);
+    expect(await ct.update(TCP, { labels: [0] })).toBe(true);
+    expect(await labelsOf()).toEqual([0]);
+    expect((await ct.get(TCP))?.labels).toEqual([0]);
+  });
+
+  it('update() of labels where no rule uses ct label is ERR_CONNTRACK_UNAVAILABLE and changes nothing', async () => {
+    const other = await createNetns('mutations no labels');
+    await enableTracking(other);
+    await using ct = await Conntrack.open({ netns: other.path });
+    await ct.create({ original: TCP, timeout: 300, mark: 4 });
+    const err = await ct.update(TCP, { labels: [3], mark: 9 }).then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ERR_CONNTRACK_UNAVAILABLE', message: expect.stringContaining('ct label') });
+    const entry = await ct.get(TCP);
+    expect(entry?.labels).toBeUndefined();
+    expect(entry?.mark, 'the mark sent with the labels is not applied either').toBe(4);
+  });
+}, { tools: ['conntrack', 'unshare'] });

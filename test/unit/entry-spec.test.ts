@@ -42,6 +42,16 @@ describe('entry specs for get/create/update/delete', () => {
     expect(targetSpec(TCP).id).toBeUndefined();
   });
 
+  it('encodes label bits as four words, with a mask for add/remove and all bits for a list', () => {
+    expect([...(newEntrySpec({ original: TCP, timeout: 10, labels: [0, 33, 127] }).labels ?? [])]).toEqual([1, 2, 0, 0x80000000]);
+    const replace = changesSpec(TCP, { labels: [5] });
+    expect([...(replace.labels ?? [])]).toEqual([32, 0, 0, 0]);
+    expect([...(replace.labelsMask ?? [])]).toEqual([0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff]);
+    const change = changesSpec(TCP, { labels: { add: [64], remove: [1] } });
+    expect([...(change.labels ?? [])]).toEqual([0, 0, 1, 0]);
+    expect([...(change.labelsMask ?? [])]).toEqual([2, 0, 1, 0]);
+  });
+
   it('rejects what the kernel would refuse or misread', () => {
     const cases: Array<[() => unknown, RegExp]> = [
       [() => tupleSpec({ ...TCP, src: '10.0.0' }, 't'), /t\.src must be an IPv4 or IPv6 address/],
@@ -57,7 +67,11 @@ describe('entry specs for get/create/update/delete', () => {
       [() => newEntrySpec({ original: TCP, timeout: 10, reply: { ...TCP, protocol: 'udp' } }), /family and protocol/],
       [() => newEntrySpec({ original: TCP, timeout: 10, mark: 2 ** 32 }), /mark/],
       [() => newEntrySpec({ original: TCP, timeout: 10, flags: ['NOPE' as never] }), /unknown status flag/],
-      [() => changesSpec(TCP, {}), /mark or timeout/],
+      [() => changesSpec(TCP, {}), /mark, timeout or labels/],
+      [() => changesSpec(TCP, { labels: [128] }), /label bit 128/],
+      [() => changesSpec(TCP, { labels: { add: [1], remove: [1] } }), /both added and removed/],
+      [() => changesSpec(TCP, { labels: {} }), /nothing to add or remove/],
+      [() => newEntrySpec({ original: TCP, timeout: 10, labels: [-1] }), /label bit -1/],
       [() => changesSpec(TCP, { timeout: -1 }), /changes\.timeout/],
       [() => targetSpec(null as never), /tuple or an entry/],
     ];
