@@ -538,23 +538,17 @@ async function numberSysctl(name: string, netns: NetnsSpec | undefined): Promise
   }
 }
 
-const NAT_STATUS = 0x10 | 0x20; // IPS_SRC_NAT | IPS_DST_NAT
-const ASSURED = 0x4;
-const SEEN_REPLY = 0x2;
-
+/** Counted in native code (summarize): no entry objects, whatever the table's size. */
 async function breakdownOf(ct: Conntrack, signal: AbortSignal | undefined): Promise<EntryBreakdown> {
-  const result: EntryBreakdown = { entries: 0, byProtocol: {}, byTcpState: {}, nat: 0, assured: 0, unreplied: 0 };
-  for await (const e of ct.entries(undefined, signal === undefined ? {} : { signal })) {
-    result.entries += 1;
-    const protocol = e.original.protocol;
-    result.byProtocol[protocol] = (result.byProtocol[protocol] ?? 0) + 1;
-    if (e.tcp !== undefined) {
-      const state = e.tcp.state;
-      result.byTcpState[state] = (result.byTcpState[state] ?? 0) + 1;
-    }
-    if ((e.status & NAT_STATUS) !== 0) result.nat += 1;
-    if ((e.status & ASSURED) !== 0) result.assured += 1;
-    if ((e.status & SEEN_REPLY) === 0) result.unreplied += 1;
+  const summary = await ct.summarize(undefined, { by: ['protocol', 'tcpState', 'nat', 'assured', 'seenReply'], ...(signal === undefined ? {} : { signal }) });
+  const result: EntryBreakdown = { entries: summary.total, byProtocol: {}, byTcpState: {}, nat: 0, assured: 0, unreplied: 0 };
+  for (const { key, count } of summary.groups) {
+    const protocol = key.protocol ?? 'unknown';
+    result.byProtocol[protocol] = (result.byProtocol[protocol] ?? 0) + count;
+    if (key.tcpState !== undefined) result.byTcpState[key.tcpState] = (result.byTcpState[key.tcpState] ?? 0) + count;
+    if (key.nat === true) result.nat += count;
+    if (key.assured === true) result.assured += count;
+    if (key.seenReply === false) result.unreplied += count;
   }
   return result;
 }

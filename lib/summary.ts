@@ -11,10 +11,11 @@ import type { EntriesOptions, Family, ProtocolName, TcpState } from './types.js'
 /** What entries can be grouped by (original direction unless named reply*). */
 export type SummaryKey =
   | 'family' | 'protocol' | 'tcpState' | 'src' | 'dst' | 'sport' | 'dport' | 'replySrc' | 'replyDst'
-  | 'mark' | 'zone' | 'assured';
+  | 'mark' | 'zone' | 'assured' | 'nat' | 'seenReply';
 
 export const SUMMARY_KEYS: readonly SummaryKey[] = [
   'family', 'protocol', 'tcpState', 'src', 'dst', 'sport', 'dport', 'replySrc', 'replyDst', 'mark', 'zone', 'assured',
+  'nat', 'seenReply',
 ];
 
 export interface SummaryGroupKey {
@@ -31,6 +32,9 @@ export interface SummaryGroupKey {
   mark?: number;
   zone?: number;
   assured?: boolean;
+  /** SRC_NAT or DST_NAT status. */
+  nat?: boolean;
+  seenReply?: boolean;
 }
 
 export interface SummaryGroup {
@@ -57,7 +61,9 @@ const HAS_TCP = 1 << 14;
 const T_PORTS = 1 << 1;
 const T_SRC = 1 << 4;
 const T_DST = 1 << 5;
+const SEEN_REPLY = 1 << 1;
 const ASSURED = 1 << 2;
+const NAT = (1 << 4) | (1 << 5);
 const AF_INET6 = 10;
 
 type Reader = (r: Uint32Array, o: number, strings: string) => string | number | boolean | undefined;
@@ -100,6 +106,8 @@ const READERS: Record<SummaryKey, Reader> = {
   mark: (r, o) => r[o + LAYOUT.mark] as number,
   zone: (r, o) => (((r[o] as number) & HAS_ZONE) !== 0 ? (r[o + LAYOUT.zone] as number) : undefined),
   assured: (r, o) => ((r[o + LAYOUT.status] as number) & ASSURED) !== 0,
+  nat: (r, o) => ((r[o + LAYOUT.status] as number) & NAT) !== 0,
+  seenReply: (r, o) => ((r[o + LAYOUT.status] as number) & SEEN_REPLY) !== 0,
 };
 
 export function checkSummaryOptions(options: SummarizeOptions): void {

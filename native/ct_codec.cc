@@ -1092,7 +1092,9 @@ bool EntrySink::onMessage(const MessageView& m, SysError& err) {
 
 namespace {
 
-constexpr uint32_t kStatusAssured = 1u << 2;  // IPS_ASSURED
+constexpr uint32_t kStatusSeenReply = 1u << 1;      // IPS_SEEN_REPLY
+constexpr uint32_t kStatusAssured = 1u << 2;        // IPS_ASSURED
+constexpr uint32_t kStatusNat = (1u << 4) | (1u << 5);  // IPS_SRC_NAT | IPS_DST_NAT
 constexpr uint8_t kNoState = 0xff;
 
 // An address key: present, family, 16 bytes.
@@ -1155,6 +1157,8 @@ void Grouper::add(const Entry& e) {
         break;
       }
       case SummaryKey::kAssured: key_.push_back(static_cast<char>((e.status & kStatusAssured) != 0)); break;
+      case SummaryKey::kNat: key_.push_back(static_cast<char>((e.status & kStatusNat) != 0)); break;
+      case SummaryKey::kSeenReply: key_.push_back(static_cast<char>((e.status & kStatusSeenReply) != 0)); break;
     }
   }
   ++groups_[key_];
@@ -1210,7 +1214,11 @@ bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& 
           break;
         }
         case SummaryKey::kAssured:
-          if (u8At(key, at)) e.status |= kStatusAssured;
+        case SummaryKey::kNat:
+        case SummaryKey::kSeenReply:
+          if (u8At(key, at)) {
+            e.status |= k == SummaryKey::kAssured ? kStatusAssured : k == SummaryKey::kNat ? kStatusNat : kStatusSeenReply;
+          }
           e.present |= kHasStatus;
           break;
       }

@@ -310,8 +310,9 @@ class KeySet {
 // Group-by keys of a summary, in lib/summary.ts SUMMARY_KEYS order.
 enum class SummaryKey : uint8_t {
   kFamily, kProtocol, kTcpState, kSrc, kDst, kSport, kDport, kReplySrc, kReplyDst, kMark, kZone, kAssured,
+  kNat, kSeenReply,
 };
-constexpr uint8_t kSummaryKeyCount = 12;
+constexpr uint8_t kSummaryKeyCount = 14;
 
 // Counts entries by the values of some keys. Each group is kept as its key bytes and a count,
 // and comes out as a record with only the grouped fields set, so the records' reader serves both.

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { doctorCommand } from '../../lib/cli/doctor.js';
 import { diagnose, type Diagnosis } from '../../lib/diagnose.js';
+import { Conntrack, type ConntrackEntry } from '../../lib/index.js';
 import { readKernelLog } from '../../lib/kmsg.js';
 import { runCommand } from '../helpers/cli.js';
 import { describeIntegration } from '../helpers/gate.js';
@@ -68,6 +69,21 @@ describeIntegration('diagnose() and conntrack doctor', () => {
     expect(finding(diagnosis, 'tracking').severity).toBe('ok');
     expect(diagnosis.facts.breakdown).toMatchObject({ entries: 2, byProtocol: { tcp: 1, udp: 1 }, byTcpState: { ESTABLISHED: 1 } });
     expect(diagnosis.facts.after.count.entries).toBe(2);
+    // The breakdown is counted natively; the entries themselves say the same.
+    {
+      await using ct = await Conntrack.open({ netns: nat.path });
+      const all: ConntrackEntry[] = [];
+      for await (const e of ct.entries()) all.push(e);
+      const count = (test: (e: ConntrackEntry) => boolean) => all.filter(test).length;
+      expect(diagnosis.facts.breakdown).toEqual({
+        entries: all.length,
+        byProtocol: { tcp: count((e) => e.original.protocol === 'tcp'), udp: count((e) => e.original.protocol === 'udp') },
+        byTcpState: { ESTABLISHED: count((e) => e.tcp?.state === 'ESTABLISHED') },
+        nat: count((e) => e.flags.includes('SRC_NAT') || e.flags.includes('DST_NAT')),
+        assured: count((e) => e.flags.includes('ASSURED')),
+        unreplied: count((e) => !e.flags.includes('SEEN_REPLY')),
+      });
+    }
     const dependents = finding(diagnosis, 'dependents');
     expect(dependents.title).toMatch(/required here \(NAT\)/);
     expect(dependents.evidence.join('\n')).toContain('oifname "dummy0" masquerade');

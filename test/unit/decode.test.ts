@@ -312,7 +312,8 @@ describe('summaries counted natively', () => {
     const valueOf = (e: ConntrackEntry, key: SummaryKey): unknown => ({
       family: e.family, protocol: e.original.protocol, tcpState: e.tcp?.state, src: e.original.src, dst: e.original.dst,
       sport: e.original.sport, dport: e.original.dport, replySrc: e.reply.src, replyDst: e.reply.dst, mark: e.mark,
-      zone: e.zone, assured: e.flags.includes('ASSURED'),
+      zone: e.zone, assured: e.flags.includes('ASSURED'), nat: e.flags.includes('SRC_NAT') || e.flags.includes('DST_NAT'),
+      seenReply: e.flags.includes('SEEN_REPLY'),
     } as Record<SummaryKey, unknown>)[key];
     for (const by of [...SUMMARY_KEYS.map((key) => [key]), [...SUMMARY_KEYS]]) {
       const builder = new SummaryBuilder(by);
