@@ -181,6 +181,19 @@ void readEntrySpec(const Napi::Object& o, ct::EntrySpec& s) {
   bits("labelsMask", s.hasLabelsMask, s.labelsMask);
 }
 
+// Summary key numbers (ct::SummaryKey); anything but an array is no summary.
+std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& value) {
+  std::vector<ct::SummaryKey> keys;
+  if (!value.IsArray()) return keys;
+  Napi::Array list = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    uint32_t k = list.Get(i).As<Napi::Number>().Uint32Value();
+    if (k >= ct::kSummaryKeyCount) throw Napi::RangeError::New(env, "unknown summary key");
+    keys.push_back(static_cast<ct::SummaryKey>(k));
+  }
+  return keys;
+}
+
 // ---- batches ----------------------------------------------------------------------------------
 
 Napi::Object batchToJs(Napi::Env env, ct::Batch&& batch) {
@@ -527,15 +540,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     bool hasFilter = readFilter(info[0], filter);
     size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
     // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
-    std::vector<ct::SummaryKey> summary;
-    if (info.Length() > 2 && info[2].IsArray()) {
-      Napi::Array keys = info[2].As<Napi::Array>();
-      for (uint32_t i = 0; i < keys.Length(); ++i) {
-        uint32_t k = keys.Get(i).As<Napi::Number>().Uint32Value();
-        if (k >= ct::kSummaryKeyCount) throw Napi::RangeError::New(env, "unknown summary key");
-        summary.push_back(static_cast<ct::SummaryKey>(k));
-      }
-    }
+    std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
     Napi::Object obj = env.GetInstanceData<AddonData>()->dumpConstructor.New({});
     DumpWrap::Unwrap(obj)->Begin(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
     return obj;
@@ -781,16 +786,7 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
   bool events = info.Length() > 2 && info[2].ToBoolean().Value();
   // Fourth argument, summary key numbers: the datagram's group counts instead of its entries.
   std::unique_ptr<ct::Grouper> grouper;
-  if (info.Length() > 3 && info[3].IsArray()) {
-    std::vector<ct::SummaryKey> keys;
-    Napi::Array list = info[3].As<Napi::Array>();
-    for (uint32_t i = 0; i < list.Length(); ++i) {
-      uint32_t k = list.Get(i).As<Napi::Number>().Uint32Value();
-      if (k >= ct::kSummaryKeyCount) throw Napi::RangeError::New(env, "unknown summary key");
-      keys.push_back(static_cast<ct::SummaryKey>(k));
-    }
-    grouper = std::make_unique<ct::Grouper>(std::move(keys));
-  }
+  if (info.Length() > 3 && info[3].IsArray()) grouper = std::make_unique<ct::Grouper>(readSummaryKeys(env, info[3]));
   ct::Batch batch;
   ct::KeySet seen;
   SysError err;

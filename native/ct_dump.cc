@@ -75,9 +75,7 @@ DumpSession::DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::
 }
 
 DumpSession::~DumpSession() {
-  stop();
-  if (nsFd_ >= 0) ::close(nsFd_);
-  if (wakeFd_ >= 0) ::close(wakeFd_);
+  stop();  // also closes the descriptors
 }
 
 bool DumpSession::start(SysError& err) {
