@@ -31,7 +31,7 @@ const CTA_STATS_GLOBAL_MAX_ENTRIES = 2;
 const DEFAULT_BATCH_SIZE = 1024;
 const MAX_BATCH_SIZE = 65536;
 const DEFAULT_EVENT_BATCH_SIZE = 256;
-/** Room for a burst of ~40,000 events while JS is busy (an event datagram is ~200 bytes). */
+/** Socket buffer for bursts while JS is busy (the in-process queue holds as many bytes again). */
 const DEFAULT_EVENT_BUFFER_BYTES = 8 << 20;
 const MAX_EVENT_BUFFER_BYTES = 1 << 30;
 /** In NFNLGRP_CONNTRACK_* order. */
@@ -195,6 +195,11 @@ export class Conntrack implements AsyncDisposable {
     return this.#native === undefined;
   }
 
+  /** The namespace as error messages name it. */
+  get #where(): string {
+    return this.netns ?? 'this network namespace';
+  }
+
   #handle(): NativeHandle {
     if (this.#native === undefined) throw closedError();
     return this.#native;
@@ -337,7 +342,7 @@ export class Conntrack implements AsyncDisposable {
       // nf_connlabels_replace(): the entry has no label storage, which the kernel adds only
       // while a rule in the namespace uses `ct label`.
       if (err instanceof ConntrackError && err.errno === 28 /* ENOSPC */ && spec.labels !== undefined) {
-        throw new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `this entry has no room for labels in ${this.netns ?? 'this network namespace'}: the kernel keeps labels only while a rule there uses \`ct label\``, { errno: 28, syscall: err.syscall, cause: err });
+        throw new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `this entry has no room for labels in ${this.#where}: the kernel keeps labels only while a rule there uses \`ct label\``, { errno: 28, syscall: err.syscall, cause: err });
       }
       throw err;
     }
@@ -350,7 +355,7 @@ export class Conntrack implements AsyncDisposable {
       await this.#entryRequest(ENTRY_OP.create, spec);
     } catch (err) {
       if (err instanceof ConntrackError && err.errno === 17 /* EEXIST */) {
-        throw new ConntrackError('ERR_CONNTRACK_EXISTS', `an entry with this tuple exists already in ${this.netns ?? 'this network namespace'}`, { errno: 17, syscall: err.syscall, cause: err });
+        throw new ConntrackError('ERR_CONNTRACK_EXISTS', `an entry with this tuple exists already in ${this.#where}`, { errno: 17, syscall: err.syscall, cause: err });
       }
       throw err;
     }
@@ -379,7 +384,7 @@ export class Conntrack implements AsyncDisposable {
    * kernel dump pauses while the consumer does not ask for more.
    */
   entries(filter?: EntryFilter, options: EntriesOptions = {}): EntryIterator<ConntrackEntry> {
-    return itemsOf(this.#startDump(filter, options));
+    return itemsOf(this.#startDump(filter, options, decodeBatch));
   }
 
   /**
@@ -408,7 +413,7 @@ export class Conntrack implements AsyncDisposable {
     // With net.netfilter.nf_conntrack_events = 0 the kernel sends nothing at all: say so at the
     // first next() instead of waiting forever. Checked beside the subscription, which is already
     // listening, so nothing is missed meanwhile; a setting that cannot be read makes no claim.
-    const where = this.netns ?? 'this network namespace';
+    const where = this.#where;
     const switchedOff = readSysctl('nf_conntrack_events', this.netns === undefined ? {} : { netns: this.netns }).then(
       (value) => (Number(value) === 0
         ? new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `conntrack events are switched off in ${where} (net.netfilter.nf_conntrack_events = 0): set it to 1`)
@@ -426,11 +431,7 @@ export class Conntrack implements AsyncDisposable {
   async summarize(filter: EntryFilter | undefined, options: SummarizeOptions): Promise<Summary> {
     checkSummaryOptions(options);
     const builder = new SummaryBuilder(options.by);
-    const run = this.#startRun(options.signal, (batch: NativeBatch) => [batch], (native) => {
-      const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
-      checkBatchSize(batchSize);
-      return native.startDump(compileFilter(filter, options.kernelFilter ?? true), batchSize, summaryKeyNumbers(options.by));
-    });
+    const run = this.#startDump(filter, options, (batch) => [batch], summaryKeyNumbers(options.by));
     try {
       for (;;) {
         const batches = await run.next();
@@ -445,7 +446,7 @@ export class Conntrack implements AsyncDisposable {
 
   /** The same dump as entries(), one array per native batch: the fastest way to consume it. */
   batches(filter?: EntryFilter, options: EntriesOptions = {}): EntryIterator<ConntrackEntry[]> {
-    const run: DumpRun<ConntrackEntry> = this.#startDump(filter, options);
+    const run = this.#startDump(filter, options, decodeBatch);
     const iterator: EntryIterator<ConntrackEntry[]> = {
       async next(): Promise<IteratorResult<ConntrackEntry[]>> {
         const batch = await run.next();
@@ -469,12 +470,13 @@ export class Conntrack implements AsyncDisposable {
     return Readable.from(iterator, { objectMode: true, highWaterMark: options.batchSize ?? DEFAULT_BATCH_SIZE });
   }
 
-  #startDump(filter: EntryFilter | undefined, options: EntriesOptions): DumpRun<ConntrackEntry> {
+  /** A table dump; with `summaryKeys`, of group records with counts (summarize()). */
+  #startDump<T>(filter: EntryFilter | undefined, options: EntriesOptions, decode: (batch: NativeBatch) => T[], summaryKeys?: number[]): DumpRun<T> {
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
     const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     checkBatchSize(batchSize);
     const compiled = compileFilter(filter, options.kernelFilter ?? true);
-    return this.#startRun(options.signal, decodeBatch, (native) => native.startDump(compiled, batchSize));
+    return this.#startRun(options.signal, decode, (native) => native.startDump(compiled, batchSize, summaryKeys));
   }
 
   #startRun<T>(signal: AbortSignal | undefined, decode: (batch: NativeBatch) => T[], start: (native: NativeHandle) => NativeDump): DumpRun<T> {

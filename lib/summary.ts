@@ -5,8 +5,8 @@
  */
 import { invalidArgument } from './errors.js';
 import type { NativeBatch } from './native.js';
-import { LAYOUT, protocolName, TCP_STATES } from './records.js';
-import type { EntriesOptions, Family, ProtocolName, TcpState } from './types.js';
+import { decodeBatch } from './records.js';
+import type { ConntrackEntry, EntriesOptions, Family, ProtocolName, TcpState } from './types.js';
 
 /** What entries can be grouped by (original direction unless named reply*). */
 export type SummaryKey =
@@ -55,59 +55,26 @@ export interface SummarizeOptions extends EntriesOptions {
   top?: number;
 }
 
-const HAS_ZONE = 1 << 5;
-const HAS_REPLY = 1 << 8;
-const HAS_TCP = 1 << 14;
-const T_PORTS = 1 << 1;
-const T_SRC = 1 << 4;
-const T_DST = 1 << 5;
 const SEEN_REPLY = 1 << 1;
 const ASSURED = 1 << 2;
-const NAT = (1 << 4) | (1 << 5);
-const AF_INET6 = 10;
+const NAT = (1 << 4) | (1 << 5); // IPS_SRC_NAT | IPS_DST_NAT
 
-type Reader = (r: Uint32Array, o: number, strings: string) => string | number | boolean | undefined;
-
-function address(tupleSlot: number, end: 'src' | 'dst', whenPresent = 0): Reader {
-  const bit = end === 'src' ? T_SRC : T_DST;
-  const refSlot = tupleSlot + (end === 'src' ? 4 : 5);
-  return (r, o, strings) => {
-    if (whenPresent !== 0 && ((r[o] as number) & whenPresent) === 0) return undefined;
-    if ((((r[o + tupleSlot] as number) >>> 8) & bit) === 0) return undefined;
-    const ref = r[o + refSlot] as number;
-    const offset = ref & 0xffffff;
-    return strings.substring(offset, offset + (ref >>> 24));
-  };
-}
-
-function port(end: 'sport' | 'dport'): Reader {
-  return (r, o) => {
-    if ((((r[o + LAYOUT.orig] as number) >>> 8) & T_PORTS) === 0) return undefined;
-    const ports = r[o + LAYOUT.orig + 1] as number;
-    return end === 'sport' ? ports & 0xffff : ports >>> 16;
-  };
-}
-
-/** Each key read from a record at offset `o` (layout: lib/records.ts LAYOUT). */
-const READERS: Record<SummaryKey, Reader> = {
-  family: (r, o) => (r[o + LAYOUT.family] === AF_INET6 ? 'ipv6' : 'ipv4'),
-  protocol: (r, o) => protocolName((r[o + LAYOUT.orig] as number) & 0xff),
-  tcpState: (r, o) => {
-    if (((r[o] as number) & HAS_TCP) === 0) return undefined;
-    const word = r[o + LAYOUT.tcp] as number;
-    return (word >>> 24) & 1 ? TCP_STATES[word & 0xff] : undefined;
-  },
-  src: address(LAYOUT.orig, 'src'),
-  dst: address(LAYOUT.orig, 'dst'),
-  sport: port('sport'),
-  dport: port('dport'),
-  replySrc: address(LAYOUT.reply, 'src', HAS_REPLY),
-  replyDst: address(LAYOUT.reply, 'dst', HAS_REPLY),
-  mark: (r, o) => r[o + LAYOUT.mark] as number,
-  zone: (r, o) => (((r[o] as number) & HAS_ZONE) !== 0 ? (r[o + LAYOUT.zone] as number) : undefined),
-  assured: (r, o) => ((r[o + LAYOUT.status] as number) & ASSURED) !== 0,
-  nat: (r, o) => ((r[o + LAYOUT.status] as number) & NAT) !== 0,
-  seenReply: (r, o) => ((r[o + LAYOUT.status] as number) & SEEN_REPLY) !== 0,
+/** Each key's value in a group record, decoded like any entry (absent addresses are undefined). */
+const KEY_OF: Record<SummaryKey, (e: ConntrackEntry) => string | number | boolean | undefined> = {
+  family: (e) => e.family,
+  protocol: (e) => e.original.protocol,
+  tcpState: (e) => e.tcp?.state,
+  src: (e) => e.original.src || undefined,
+  dst: (e) => e.original.dst || undefined,
+  sport: (e) => e.original.sport,
+  dport: (e) => e.original.dport,
+  replySrc: (e) => e.reply.src || undefined,
+  replyDst: (e) => e.reply.dst || undefined,
+  mark: (e) => e.mark,
+  zone: (e) => e.zone,
+  assured: (e) => (e.status & ASSURED) !== 0,
+  nat: (e) => (e.status & NAT) !== 0,
+  seenReply: (e) => (e.status & SEEN_REPLY) !== 0,
 };
 
 export function checkSummaryOptions(options: SummarizeOptions): void {
@@ -131,30 +98,25 @@ export function summaryKeyNumbers(by: readonly SummaryKey[]): number[] {
 /** Collects the group records of a summary's batches; finish() sorts them. */
 export class SummaryBuilder {
   readonly #keys: readonly SummaryKey[];
-  readonly #readers: readonly Reader[];
   readonly #groups: SummaryGroup[] = [];
   #total = 0;
 
   constructor(by: readonly SummaryKey[]) {
     this.#keys = by;
-    this.#readers = by.map((key) => READERS[key]);
   }
 
   add(batch: NativeBatch): void {
     if (batch.count === 0) return;
     const counts = batch.counts;
     if (counts === undefined || counts.length !== batch.count) throw new Error('summary batch without a count per group');
-    const records = new Uint32Array(batch.records);
-    for (let i = 0; i < batch.count; i++) {
+    // Group records carry only the grouped fields; decoding them costs per group, not per entry.
+    decodeBatch(batch).forEach((entry, i) => {
       const key: Record<string, unknown> = {};
-      const o = i * LAYOUT.slots;
-      this.#keys.forEach((name, k) => {
-        key[name] = (this.#readers[k] as Reader)(records, o, batch.strings);
-      });
+      for (const name of this.#keys) key[name] = KEY_OF[name](entry);
       const count = counts[i] as number;
       this.#groups.push({ key: key as SummaryGroupKey, count });
       this.#total += count;
-    }
+    });
   }
 
   finish(top?: number): Summary {
