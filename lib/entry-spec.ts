@@ -2,9 +2,8 @@
  * Validates what get(), create(), update() and delete() are given and turns it into the
  * binding's entry spec. Every value is checked here: nothing unchecked reaches the kernel.
  */
-import { isIPv4, isIPv6 } from 'node:net';
 import { invalidArgument } from './errors.js';
-import { ipv4Bytes, ipv6Bytes } from './filter.js';
+import { parseAddress } from './filter.js';
 import { PROTOCOL_NUMBERS, STATUS_FLAGS, TCP_STATES } from './records.js';
 import type { EntryChanges, EntryTarget, NewEntry, ProtocolName, TupleSpec } from './types.js';
 
@@ -59,9 +58,9 @@ function integer(value: unknown, max: number, what: string): number {
 }
 
 function address(text: unknown, what: string): { family: number; bytes: Uint8Array } {
-  if (typeof text === 'string' && isIPv4(text)) return { family: AF_INET, bytes: ipv4Bytes(text) };
-  if (typeof text === 'string' && isIPv6(text) && !text.includes('%')) return { family: AF_INET6, bytes: ipv6Bytes(text) };
-  throw invalidArgument(`${what} must be an IPv4 or IPv6 address, got ${JSON.stringify(text)}`);
+  const parsed = typeof text === 'string' ? parseAddress(text) : undefined;
+  if (parsed === undefined) throw invalidArgument(`${what} must be an IPv4 or IPv6 address, got ${JSON.stringify(text)}`);
+  return parsed;
 }
 
 function protocolNumber(protocol: unknown, what: string): number {

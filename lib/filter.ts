@@ -18,11 +18,11 @@ const FILTER_KEYS = new Set([
 ]);
 const TUPLE_KEYS = new Set(['src', 'dst', 'sport', 'dport']);
 
-export function ipv4Bytes(text: string): Uint8Array {
+function ipv4Bytes(text: string): Uint8Array {
   return Uint8Array.from(text.split('.').map(Number));
 }
 
-export function ipv6Bytes(text: string): Uint8Array {
+function ipv6Bytes(text: string): Uint8Array {
   let head = text;
   let v4Tail: number[] = [];
   const lastColon = text.lastIndexOf(':');
@@ -46,22 +46,20 @@ export function ipv6Bytes(text: string): Uint8Array {
   return bytes;
 }
 
+/** An IPv4 or IPv6 address (no zone index) as family and network-order bytes; undefined if it is none. */
+export function parseAddress(text: string): { family: number; bytes: Uint8Array } | undefined {
+  if (isIPv4(text)) return { family: AF_INET, bytes: ipv4Bytes(text) };
+  if (isIPv6(text) && !text.includes('%')) return { family: AF_INET6, bytes: ipv6Bytes(text) };
+  return undefined;
+}
+
 /** Parses `addr` or `addr/prefix`. */
 export function parseCidr(text: unknown, what: string): { family: number; bytes: Uint8Array; prefix: number } {
   if (typeof text !== 'string') throw invalidFilter(`${what} must be an address or CIDR string`);
   const slash = text.indexOf('/');
-  const address = slash < 0 ? text : text.slice(0, slash);
-  let family: number;
-  let bytes: Uint8Array;
-  if (isIPv4(address)) {
-    family = AF_INET;
-    bytes = ipv4Bytes(address);
-  } else if (isIPv6(address) && !address.includes('%')) {
-    family = AF_INET6;
-    bytes = ipv6Bytes(address);
-  } else {
-    throw invalidFilter(`${what} '${text}' is not an IPv4 or IPv6 address`);
-  }
+  const parsed = parseAddress(slash < 0 ? text : text.slice(0, slash));
+  if (parsed === undefined) throw invalidFilter(`${what} '${text}' is not an IPv4 or IPv6 address`);
+  const { family, bytes } = parsed;
   const maxPrefix = bytes.length * 8;
   let prefix = maxPrefix;
   if (slash >= 0) {
