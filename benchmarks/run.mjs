@@ -37,7 +37,7 @@ const MAX_PATH = '/proc/sys/net/netfilter/nf_conntrack_max';
 // Shared with test/helpers/global-lock.ts: whoever changes the global nf_conntrack_max holds it.
 const GLOBAL_LIMITS_LOCK = '/run/lock/conntrack-global-limits';
 const DIST_INDEX = join(ROOT, 'dist', 'lib', 'index.js');
-const DIST_CLI = join(ROOT, 'dist', 'lib', 'cli.js');
+const DIST_CLI = join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 const TARGETS = {
   dumpRatio: 1.25, // 1M dump to JS objects within 1.25x of the floor
@@ -560,7 +560,7 @@ function scenarios(opts, hasProcFile) {
       key: 'libCli',
       label: '`conntrack count` (this package\'s CLI)',
       async run(size) {
-        if (!existsSync(DIST_CLI)) return { unavailable: 'dist/lib/cli.js not built' };
+        if (!existsSync(DIST_CLI)) return { unavailable: 'dist/lib/cli/main.js not built' };
         const r = await run('nsenter', [`--net=${ns()}`, process.execPath, DIST_CLI, 'count'], { timeout: 60_000, pin: true });
         checkInterrupted();
         if (r.code !== 0) return { error: `conntrack count: ${r.signal ?? `exit ${r.code}`}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}` };

@@ -1,29 +1,29 @@
-export { Conntrack, type DumpCounters, type EntryIterator } from './conntrack.js';
-export { ConntrackError, type ConntrackErrorCode } from './errors.js';
-export { STATUS_FLAGS, TCP_STATES, SCTP_STATES, DCCP_STATES, PROTOCOL_NUMBERS } from './records.js';
+export { Conntrack, type DumpCounters, type EntryIterator } from './table/conntrack.js';
+export { ConntrackError, type ConntrackErrorCode } from './base/errors.js';
+export { STATUS_FLAGS, TCP_STATES, SCTP_STATES, DCCP_STATES, PROTOCOL_NUMBERS } from './table/records.js';
 export {
   readSysctl, readAllSysctls, writeSysctl, describeSysctl, KNOWN_SYSCTLS,
   type SysctlDescription, type SysctlOptions,
-} from './sysctl.js';
+} from './tuning/sysctl.js';
 export {
   kernelDefaults, memoryCost, recommend, readSlabObjectSize, DEFAULT_OBJECT_SIZE,
-} from './sizing.js';
-export { renderPersistence, applyPersistence, detectConntrackLinkage } from './persist.js';
+} from './tuning/sizing.js';
+export { renderPersistence, applyPersistence, detectConntrackLinkage } from './tuning/persist.js';
 export {
   diagnose, evaluate, worstSeverity, USAGE_WARNING, USAGE_CRITICAL,
   type Diagnosis, type DiagnosisFacts, type DiagnoseOptions, type Finding, type Fix, type Severity, type EntryBreakdown,
-} from './diagnose.js';
-export { readKernelLog, tableFullEvents, type KernelLogRecord, type TableFullEvent } from './kmsg.js';
-export { findConntrackDependents, type ConntrackDependents, type RuleMatch } from './dependents.js';
+} from './doctor/diagnose.js';
+export { readKernelLog, tableFullEvents, type KernelLogRecord, type TableFullEvent } from './doctor/kmsg.js';
+export { findConntrackDependents, type ConntrackDependents, type RuleMatch } from './doctor/dependents.js';
 export {
   collectMetrics, renderMetrics, sampleNamespace, failedNamespace, readBucketCount, escapeLabelValue, METRICS_CONTENT_TYPE,
   type MetricsSnapshot, type NamespaceSample, type NamespaceReading, type NamespaceFailure, type RenderOptions,
-} from './metrics.js';
+} from './metrics/metrics.js';
 export {
   createExporter, createMetricsCollector, DEFAULT_EXPORTER_HOST, DEFAULT_EXPORTER_PORT,
   type Exporter, type ExporterOptions, type MetricsCollector, type CollectorOptions,
-} from './exporter.js';
-export type * from './types.js';
+} from './metrics/exporter.js';
+export type * from './base/types.js';
 export {
   SUMMARY_KEYS, type Summary, type SummaryGroup, type SummaryGroupKey, type SummaryKey, type SummarizeOptions,
-} from './summary.js';
+} from './table/summary.js';

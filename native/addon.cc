@@ -123,7 +123,7 @@ bool readFilter(const Napi::Value& value, ct::Filter& f) {
 bool given(const Napi::Object& o, const char* key) { return o.Has(key) && !o.Get(key).IsUndefined(); }
 
 // { src?, dst?: Uint8Array (4 or 16 bytes), proto?, sport?, dport?, icmpType?, icmpCode?, icmpId?,
-// zone? }: the parts given are sent. lib/entry-spec.ts validates every value first.
+// zone? }: the parts given are sent. lib/table/entry-spec.ts validates every value first.
 void readTuple(const Napi::Value& value, ct::Tuple& t) {
   if (!value.IsObject()) return;
   Napi::Object o = value.As<Napi::Object>();

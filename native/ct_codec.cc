@@ -1166,7 +1166,7 @@ void Grouper::add(const Entry& e) {
 
 bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& full) {
   for (const auto& [key, count] : groups_) {
-    // An entry with only the grouped fields, read back by lib/summary.ts like any record.
+    // An entry with only the grouped fields, read back by lib/table/summary.ts like any record.
     Entry e;
     size_t at = 0;
     for (SummaryKey k : keys_) {

@@ -16,7 +16,7 @@
 namespace ct {
 
 // ---------------------------------------------------------------------------------------
-// Record layout handed to JS: one entry = kSlots little u32 slots. lib/records.ts mirrors it
+// Record layout handed to JS: one entry = kSlots little u32 slots. lib/table/records.ts mirrors it
 // (a unit test compares the two through the binding's `layout`).
 namespace slot {
 enum : uint32_t {
@@ -307,7 +307,7 @@ class KeySet {
   void rehash(size_t capacity);
 };
 
-// Group-by keys of a summary, in lib/summary.ts SUMMARY_KEYS order.
+// Group-by keys of a summary, in lib/table/summary.ts SUMMARY_KEYS order.
 enum class SummaryKey : uint8_t {
   kFamily, kProtocol, kTcpState, kSrc, kDst, kSport, kDport, kReplySrc, kReplyDst, kMark, kZone, kAssured,
   kNat, kSeenReply,

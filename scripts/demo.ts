@@ -8,8 +8,8 @@
 import { parseArgs } from 'node:util';
 
 import { formatDiagnosis } from '../lib/cli/doctor.js';
-import { Conntrack } from '../lib/conntrack.js';
-import { diagnose } from '../lib/diagnose.js';
+import { Conntrack } from '../lib/table/conntrack.js';
+import { diagnose } from '../lib/doctor/diagnose.js';
 import { withGlobalLimitsLock } from '../test/helpers/global-lock.js';
 import { MqttIncident } from '../test/helpers/incident.js';
 

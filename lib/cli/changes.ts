@@ -4,8 +4,8 @@
  */
 import { parseArgs } from 'node:util';
 
-import { Conntrack } from '../conntrack.js';
-import type { Family } from '../types.js';
+import { Conntrack } from '../table/conntrack.js';
+import type { Family } from '../base/types.js';
 import { json, netnsOption, run, UsageError, write, type Command } from './common.js';
 import { FILTER_USAGE, LIST_OPTIONS, filterFromOptions } from './core.js';
 

@@ -2,8 +2,8 @@
  * What every CLI command shares: its signature, output helpers, option parsing and the
  * mapping of errors to messages and exit codes (0 success, 1 failure, 2 bad command line).
  */
-import { ConntrackError } from '../errors.js';
-import type { NetnsSpec } from '../types.js';
+import { ConntrackError } from '../base/errors.js';
+import type { NetnsSpec } from '../base/types.js';
 
 export interface CommandIo {
   stdout: NodeJS.WritableStream;

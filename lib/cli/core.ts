@@ -3,9 +3,9 @@
  */
 import { parseArgs } from 'node:util';
 
-import { Conntrack } from '../conntrack.js';
-import { readSysctl } from '../sysctl.js';
-import type { ConntrackEntry, EntryFilter, Family, StatusFlag, TcpState, Tuple } from '../types.js';
+import { Conntrack } from '../table/conntrack.js';
+import { readSysctl } from '../tuning/sysctl.js';
+import type { ConntrackEntry, EntryFilter, Family, StatusFlag, TcpState, Tuple } from '../base/types.js';
 import { json, netnsOption, run, UsageError, write, type Command, type CommandIo } from './common.js';
 
 const NETNS_OPTIONS = {

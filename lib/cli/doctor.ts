@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 
-import { diagnose, type Diagnosis, type Finding, type Severity } from '../diagnose.js';
+import { diagnose, type Diagnosis, type Finding, type Severity } from '../doctor/diagnose.js';
 import { integerOption, netnsOption, numberOption, run, UsageError, write, type Command } from './common.js';
 import { toJson } from './core.js';
 

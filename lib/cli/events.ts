@@ -4,8 +4,8 @@
  */
 import { parseArgs } from 'node:util';
 
-import { Conntrack } from '../conntrack.js';
-import type { ConntrackEvent, ConntrackEventType, OverflowEvent } from '../types.js';
+import { Conntrack } from '../table/conntrack.js';
+import type { ConntrackEvent, ConntrackEventType, OverflowEvent } from '../base/types.js';
 import { integerOption, netnsOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
 import { FILTER_USAGE, LIST_OPTIONS, filterFromOptions, formatEntry, toJson, writeLines } from './core.js';
 

@@ -4,8 +4,8 @@
  */
 import { parseArgs } from 'node:util';
 
-import { createExporter, DEFAULT_EXPORTER_HOST, DEFAULT_EXPORTER_PORT, type Exporter } from '../exporter.js';
-import type { NetnsSpec } from '../types.js';
+import { createExporter, DEFAULT_EXPORTER_HOST, DEFAULT_EXPORTER_PORT, type Exporter } from '../metrics/exporter.js';
+import type { NetnsSpec } from '../base/types.js';
 import { aborted, netnsOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
 
 const EXPORTER_USAGE = `usage: conntrack exporter [--listen HOST:PORT] [--netns PATH|PID]... [--node-exporter-names]

@@ -5,8 +5,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
-import { Conntrack } from '../conntrack.js';
-import { SUMMARY_KEYS, type Summary, type SummaryKey } from '../summary.js';
+import { Conntrack } from '../table/conntrack.js';
+import { SUMMARY_KEYS, type Summary, type SummaryKey } from '../table/summary.js';
 import { integerOption, json, netnsOption, numberOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
 import { FILTER_USAGE, LIST_OPTIONS, filterFromOptions } from './core.js';
 

@@ -11,9 +11,9 @@ import {
   detectConntrackLinkage,
   renderPersistence,
   type PersistenceSettings,
-} from '../persist.js';
-import { DEFAULT_HEADROOM, kernelDefaults, readSlabObjectSize, recommend } from '../sizing.js';
-import { describeSysctl, readAllSysctls, readSysctl, writeSysctl, type SysctlOptions } from '../sysctl.js';
+} from '../tuning/persist.js';
+import { DEFAULT_HEADROOM, kernelDefaults, readSlabObjectSize, recommend } from '../tuning/sizing.js';
+import { describeSysctl, readAllSysctls, readSysctl, writeSysctl, type SysctlOptions } from '../tuning/sysctl.js';
 import { formatBytes, integerOption, json, netnsOption, numberOption, run, UsageError, write, type Command, type CommandIo } from './common.js';
 
 const SYSCTL_USAGE = `usage: conntrack sysctl get [NAME...] [--netns PATH|PID] [--json]

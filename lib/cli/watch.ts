@@ -5,9 +5,9 @@
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
-import { Conntrack } from '../conntrack.js';
-import { sampleNamespace } from '../metrics.js';
-import type { CpuCounters } from '../types.js';
+import { Conntrack } from '../table/conntrack.js';
+import { sampleNamespace } from '../metrics/metrics.js';
+import type { CpuCounters } from '../base/types.js';
 import { integerOption, netnsOption, numberOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
 
 const WATCH_USAGE = `usage: conntrack watch [--interval SECONDS] [--count N] [--netns PATH|PID] [--jsonl]

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { Command } from '../../lib/cli/common.js';
@@ -29,11 +29,12 @@ export async function runCommand(command: Command, argv: string[]): Promise<Comm
 }
 
 /** The built command (`npm run build:ts` writes it); integration tests run it as users do. */
-export const BUILT_CLI = fileURLToPath(new URL('../../dist/lib/cli.js', import.meta.url));
+export const BUILT_LIB = fileURLToPath(new URL('../../dist/lib', import.meta.url));
+export const BUILT_CLI = join(BUILT_LIB, 'cli', 'main.js');
 
 /** Builds dist/ when `module` (a path under dist/lib) is missing, e.g. in a fresh checkout. */
-export async function ensureBuilt(module = 'cli.js'): Promise<void> {
-  if (existsSync(join(dirname(BUILT_CLI), module))) return;
+export async function ensureBuilt(module = 'cli/main.js'): Promise<void> {
+  if (existsSync(join(BUILT_LIB, module))) return;
   const repo = fileURLToPath(new URL('../..', import.meta.url));
   await run(process.execPath, [join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(repo, 'tsconfig.build.json')], { timeoutMs: 120_000 });
 }

@@ -2,7 +2,7 @@
  * Assertions about how library calls fail.
  */
 import { expect } from 'vitest';
-import { ConntrackError } from '../../lib/errors.js';
+import { ConntrackError } from '../../lib/base/errors.js';
 
 /** The ConntrackError a promise rejects with; fails the test if it resolves or rejects with anything else. */
 export async function rejection(promise: Promise<unknown>): Promise<ConntrackError> {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 
-import { Conntrack } from '../../lib/conntrack.js';
+import { Conntrack } from '../../lib/table/conntrack.js';
 import { createNetns, enableTracking, type Netns } from './netns.js';
 import { requireTool } from './tools.js';
 

@@ -1,6 +1,6 @@
 /**
  * The oracle: what conntrack-tools (`conntrack` 1.4.x over libnetfilter_conntrack) says about a
- * namespace's table, parsed into the library's own field names (lib/types.ts ConntrackEntry), so
+ * namespace's table, parsed into the library's own field names (lib/base/types.ts ConntrackEntry), so
  * comparison tests can match the library's entries against it by `id`.
  *
  * Sources, and why two:
@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type {
   ConntrackEntry, CpuCounterName, DccpState, Family, ProtocolName, SctpState, StatusFlag, TcpState, Tuple,
-} from '../../lib/types.js';
+} from '../../lib/base/types.js';
 import { requireTool } from './tools.js';
 import type { Netns } from './netns.js';
 

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { expect } from 'vitest';
-import type { Tuple } from '../../lib/types.js';
+import type { Tuple } from '../../lib/base/types.js';
 import { requireTool } from './tools.js';
 import type { Netns } from './netns.js';
 

@@ -1,0 +1,156 @@
+/**
+ * Loads the addon and states its shape. The binding is thin on purpose: it moves bytes and
+ * numbers; names, defaults, validation and errors live in TypeScript.
+ */
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** An error as the addon raises it: errno and the operation that failed. */
+export interface NativeError extends Error {
+  errno?: number;
+  syscall?: string;
+  /** Set for framing and decoding errors: the kernel message could not be parsed. */
+  protocol?: boolean;
+}
+
+/** The binding's form of a tuple (native/addon.cc readTuple). */
+export interface NativeTupleSpec {
+  src: Uint8Array;
+  dst: Uint8Array;
+  proto: number;
+  sport?: number;
+  dport?: number;
+  icmpType?: number;
+  icmpCode?: number;
+  icmpId?: number;
+}
+
+/** The binding's form of an entry request (native/addon.cc readEntrySpec). */
+export interface NativeEntrySpec {
+  family: number;
+  orig?: NativeTupleSpec;
+  reply?: NativeTupleSpec;
+  id?: number;
+  mark?: number;
+  timeout?: number;
+  status?: number;
+  tcpState?: number;
+  zone?: number;
+  /** Label bits as four words (bit b: word b >> 5, bit b & 31). */
+  labels?: Uint32Array;
+  labelsMask?: Uint32Array;
+}
+
+/** The filter as native code takes it: already validated and normalised by lib/filter.ts. */
+export interface NativeFilter {
+  family: number; // 0 any, 2 AF_INET, 10 AF_INET6
+  protocol: number; // -1 any
+  tcpStates: number; // bit mask of TCP state numbers, 0 = any
+  markValue: number;
+  markMask: number; // 0 = no mark filter
+  zone: number; // -1 any
+  statusSet: number;
+  statusUnset: number;
+  /** Per tuple (0 original, 1 reply), per end (0 src, 1 dst): address prefix bytes, prefix length. */
+  addresses: Array<{ tuple: 0 | 1; end: 0 | 1; family: number; bytes: Uint8Array; prefix: number }>;
+  ports: Array<{ tuple: 0 | 1; end: 0 | 1; low: number; high: number }>;
+  /** Ask the kernel to pre-filter (mark, status, zone, family, exact tuple parts). */
+  kernel: boolean;
+}
+
+/** One batch of decoded entries: fixed-size records of u32 slots, plus the batch's text. */
+export interface NativeBatch {
+  records: ArrayBuffer;
+  count: number;
+  strings: string;
+  /** Events only: ENOBUFS reports (lost events) after the previous batch, before this one's records. */
+  overflowsBefore: number;
+  /** Summaries only: the entries each record (group) stands for. */
+  counts?: Uint32Array;
+}
+
+export interface NativeDumpCounters {
+  messages: number;
+  entries: number;
+  duplicates: number;
+  filteredOut: number;
+  kernelFiltered: boolean;
+  overflows: number;
+}
+
+export interface NativeDump {
+  /** Resolves with the next batch, or null at the end of the dump. */
+  read(): Promise<NativeBatch | null>;
+  /** Ends the dump; a pending read resolves with null. Idempotent. */
+  close(): void;
+  counters(): NativeDumpCounters;
+}
+
+/** GET_STATS answer: attribute number → value, as flat pairs. */
+export type NativeAttrPairs = number[];
+
+export interface NativeCpuRow {
+  cpu: number;
+  attrs: NativeAttrPairs;
+}
+
+export interface NativeHandle {
+  /** IPCTNL_MSG_CT_GET_STATS; sync when the kernel already answered, else a promise. */
+  globalStats(): NativeAttrPairs | Promise<NativeAttrPairs>;
+  /**
+   * globalStats() for pollers: `call()` writes a sync answer's pairs into `out` and returns how
+   * many values it wrote (no allocation, no per-call argument handling).
+   */
+  globalStatsFunction(): { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
+  /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
+  cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
+  /** A dump; with `summaryKeys`, of group records with counts (lib/summary.ts) instead of entries. */
+  startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[]): NativeDump;
+  /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
+  startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
+  /** Get, create, update or delete one entry (ENTRY_OP); a GET's answer comes as a one-record batch. */
+  entryRequest(op: number, spec: NativeEntrySpec): NativeBatch | Promise<NativeBatch>;
+  /** Deletes every entry of the namespace (family 0: all). */
+  flush(family: number): NativeBatch | Promise<NativeBatch>;
+  close(): void;
+}
+
+export interface Binding {
+  /** Opens the netns (null: this process's own) and a ctnetlink socket inside it. */
+  open(netnsPath: string | null): Promise<NativeHandle>;
+  /** File operations inside a netns, on a short-lived thread (procfs views depend on the netns). */
+  netnsReadFile(netnsPath: string, path: string): Promise<string>;
+  netnsWriteFile(netnsPath: string, path: string, data: string): Promise<void>;
+  netnsListDir(netnsPath: string, path: string): Promise<string[]>;
+  /** Decodes one captured datagram (tests); `events`: as event messages. */
+  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[]): NativeBatch;
+  /** Record layout constants, checked against lib/records.ts by a unit test. */
+  layout: Record<string, number>;
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      const name = (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name;
+      if (name === 'conntrack') return dir;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('conntrack: package root not found');
+    dir = parent;
+  }
+}
+
+let loaded: Binding | undefined;
+
+export function binding(): Binding {
+  if (loaded === undefined) {
+    const require = createRequire(import.meta.url);
+    const load = require('node-gyp-build') as (dir: string) => Binding;
+    loaded = load(packageRoot());
+  }
+  return loaded;
+}

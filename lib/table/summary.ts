@@ -1,0 +1,128 @@
+/**
+ * Group-by counts over a dump. Native code counts the entries as it decodes them (a hash of the
+ * grouped fields' bytes) and hands over one record per group, with only the grouped fields set,
+ * and its count: JS sees as many records as there are groups, not entries.
+ */
+import { invalidArgument } from '../base/errors.js';
+import type { NativeBatch } from '../binding/native.js';
+import { decodeBatch } from './records.js';
+import type { ConntrackEntry, EntriesOptions, Family, ProtocolName, TcpState } from '../base/types.js';
+
+/** What entries can be grouped by (original direction unless named reply*). */
+export type SummaryKey =
+  | 'family' | 'protocol' | 'tcpState' | 'src' | 'dst' | 'sport' | 'dport' | 'replySrc' | 'replyDst'
+  | 'mark' | 'zone' | 'assured' | 'nat' | 'seenReply';
+
+export const SUMMARY_KEYS: readonly SummaryKey[] = [
+  'family', 'protocol', 'tcpState', 'src', 'dst', 'sport', 'dport', 'replySrc', 'replyDst', 'mark', 'zone', 'assured',
+  'nat', 'seenReply',
+];
+
+export interface SummaryGroupKey {
+  family?: Family;
+  protocol?: ProtocolName;
+  /** undefined for entries that are not TCP. */
+  tcpState?: TcpState;
+  src?: string;
+  dst?: string;
+  sport?: number;
+  dport?: number;
+  replySrc?: string;
+  replyDst?: string;
+  mark?: number;
+  zone?: number;
+  assured?: boolean;
+  /** SRC_NAT or DST_NAT status. */
+  nat?: boolean;
+  seenReply?: boolean;
+}
+
+export interface SummaryGroup {
+  key: SummaryGroupKey;
+  count: number;
+}
+
+export interface Summary {
+  /** Entries that matched the filter. */
+  total: number;
+  /** Most entries first (ties in no particular order); at most `top` of them when given. */
+  groups: SummaryGroup[];
+}
+
+export interface SummarizeOptions extends EntriesOptions {
+  by: readonly SummaryKey[];
+  /** Keep only the largest N groups. */
+  top?: number;
+}
+
+const SEEN_REPLY = 1 << 1;
+const ASSURED = 1 << 2;
+const NAT = (1 << 4) | (1 << 5); // IPS_SRC_NAT | IPS_DST_NAT
+
+/** Each key's value in a group record, decoded like any entry (absent addresses are undefined). */
+const KEY_OF: Record<SummaryKey, (e: ConntrackEntry) => string | number | boolean | undefined> = {
+  family: (e) => e.family,
+  protocol: (e) => e.original.protocol,
+  tcpState: (e) => e.tcp?.state,
+  src: (e) => e.original.src || undefined,
+  dst: (e) => e.original.dst || undefined,
+  sport: (e) => e.original.sport,
+  dport: (e) => e.original.dport,
+  replySrc: (e) => e.reply.src || undefined,
+  replyDst: (e) => e.reply.dst || undefined,
+  mark: (e) => e.mark,
+  zone: (e) => e.zone,
+  assured: (e) => (e.status & ASSURED) !== 0,
+  nat: (e) => (e.status & NAT) !== 0,
+  seenReply: (e) => (e.status & SEEN_REPLY) !== 0,
+};
+
+export function checkSummaryOptions(options: SummarizeOptions): void {
+  if (options === null || typeof options !== 'object' || !Array.isArray(options.by) || options.by.length === 0) {
+    throw invalidArgument(`summarize() needs { by: [...] } with one or more of ${SUMMARY_KEYS.join(', ')}`);
+  }
+  for (const key of options.by) {
+    if (!SUMMARY_KEYS.includes(key)) throw invalidArgument(`by: unknown key ${JSON.stringify(key)} (known: ${SUMMARY_KEYS.join(', ')})`);
+  }
+  if (new Set(options.by).size !== options.by.length) throw invalidArgument('by: a key is given twice');
+  if (options.top !== undefined && (!Number.isInteger(options.top) || options.top < 1)) {
+    throw invalidArgument('top must be a positive integer');
+  }
+}
+
+/** The key numbers native code groups by (native/ct_codec.h SummaryKey: SUMMARY_KEYS order). */
+export function summaryKeyNumbers(by: readonly SummaryKey[]): number[] {
+  return by.map((key) => SUMMARY_KEYS.indexOf(key));
+}
+
+/** Collects the group records of a summary's batches; finish() sorts them. */
+export class SummaryBuilder {
+  readonly #keys: readonly SummaryKey[];
+  readonly #groups: SummaryGroup[] = [];
+  #total = 0;
+
+  constructor(by: readonly SummaryKey[]) {
+    this.#keys = by;
+  }
+
+  add(batch: NativeBatch): void {
+    if (batch.count === 0) return;
+    const counts = batch.counts;
+    if (counts === undefined || counts.length !== batch.count) throw new Error('summary batch without a count per group');
+    // Group records carry only the grouped fields; decoding them costs per group, not per entry.
+    decodeBatch(batch).forEach((entry, i) => {
+      const key: Record<string, unknown> = {};
+      for (const name of this.#keys) key[name] = KEY_OF[name](entry);
+      const count = counts[i] as number;
+      this.#groups.push({ key: key as SummaryGroupKey, count });
+      this.#total += count;
+    });
+  }
+
+  finish(top?: number): Summary {
+    // Ties stay in the order native code handed the groups over (its hash order): comparing keys
+    // to order them cost more than the dump when there are many groups.
+    const groups = this.#groups.sort((a, b) => b.count - a.count);
+    return { total: this.#total, groups: top === undefined ? groups : groups.slice(0, top) };
+  }
+}
