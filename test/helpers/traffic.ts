@@ -234,23 +234,17 @@ export async function openFlows(
 export interface FillUdpOptions {
   /** Destination port, where nothing listens. Default 9. */
   port?: number;
-  /**
-   * Set the namespace's `nf_conntrack_udp_timeout` first (seconds), so the entries outlive the
-   * test instead of expiring after the default 30 s. Default 600; `false` leaves it as it is.
-   */
-  udpTimeout?: number | false;
   timeoutMs?: number;
 }
 
 /**
  * Makes `count` UNREPLIED UDP entries in `ns` quickly (127.0.0.1 → 127.1.x.y:port, distinct tuples;
  * see flows-child.mjs for why they stay UDP entries despite the ICMP port-unreachable answers).
- * Tracking must already be on. Resolves when every datagram has been sent.
+ * Tracking must already be on, with enableTracking's long timeouts (or the entries expire after
+ * 30 s). Resolves when every datagram has been sent.
  */
 export async function fillUdp(ns: Netns, count: number, options: FillUdpOptions = {}): Promise<{ sent: number }> {
   if (!Number.isInteger(count) || count < 0) throw new Error(`fillUdp: bad count ${count}`);
-  const udpTimeout = options.udpTimeout ?? 600;
-  if (udpTimeout !== false) await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout', udpTimeout);
   const child = ns.spawn(
     process.execPath,
     [CHILD_SCRIPT, 'fill-udp', JSON.stringify({ count, port: options.port ?? 9 })],

@@ -58,8 +58,6 @@ describeIntegration('conntrack CLI', () => {
     }
     ns = await createNetns('cli');
     await enableTracking(ns);
-    await ns.sysctl('net.netfilter.nf_conntrack_icmp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout_stream', 600);
     flows = await openFlows(ns, [
       { kind: 'tcp-established', family: 4, port: TCP_PORT },
       { kind: 'tcp-established', family: 6, port: TCP_PORT },

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { WatchLine } from '../../../lib/cli/watch.js';
-import { ensureBuilt, runCli, startCli } from '../../helpers/cli.js';
+import { runCli, startCli } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
@@ -29,7 +29,6 @@ describeIntegration('conntrack watch', () => {
   const max = Number(readFileSync('/proc/sys/net/netfilter/nf_conntrack_max', 'utf8'));
 
   beforeAll(async () => {
-    await ensureBuilt('cli/watch.js');
     ns = await createNetns('watch');
     await enableTracking(ns);
     flows = await openFlows(ns, [

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { DEFAULT_EXPORTER_PORT, createMetricsCollector } from '../../../lib/metrics/exporter.js';
-import { ensureBuilt, startCli, runCli, type CliProcess } from '../../helpers/cli.js';
+import { startCli, runCli, type CliProcess } from '../../helpers/cli.js';
 import { parseExposition, type ExpositionFamily } from '../../helpers/exposition.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, run, type Netns } from '../../helpers/netns.js';
@@ -96,14 +96,9 @@ describeIntegration('conntrack exporter', () => {
   const url = `http://127.0.0.1:${PORT}/metrics`;
 
   beforeAll(async () => {
-    await ensureBuilt('cli/exporter.js');
     main = await createNetns('exporter');
     second = await createNetns('exporter second');
-    for (const ns of [main, second]) {
-      await enableTracking(ns);
-      await ns.sysctl('net.netfilter.nf_conntrack_icmp_timeout', 600);
-      await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout_stream', 600);
-    }
+    for (const ns of [main, second]) await enableTracking(ns);
     await main.nft(untrackedPorts([PORT, DEFAULT_EXPORTER_PORT]));
     flows = await openFlows(main, [
       { kind: 'tcp-established', family: 4 },

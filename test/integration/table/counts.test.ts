@@ -40,9 +40,6 @@ describeIntegration('count() and stats() against conntrack-tools', () => {
   beforeAll(async () => {
     ns = await createNetns('counts');
     await enableTracking(ns);
-    await ns.sysctl('net.netfilter.nf_conntrack_icmp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout_stream', 600);
     flows = await openFlows(ns, [
       { kind: 'tcp-established', family: 4 },
       { kind: 'tcp-established', family: 6 },

@@ -52,11 +52,6 @@ describeIntegration('entries() against conntrack-tools', () => {
       labelPort: LABEL_PORT,
       label: LABEL,
     });
-    // Nothing may expire while the test compares (ICMP 30 s and UDP 30 s by default).
-    await ns.sysctl('net.netfilter.nf_conntrack_icmp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_icmpv6_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout_stream', 600);
     flows = await openFlows(ns, [
       { kind: 'tcp-established', family: 4, port: MARK_PORT },
       { kind: 'tcp-established', family: 4 },

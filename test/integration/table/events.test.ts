@@ -9,9 +9,9 @@ import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEvent, type OverflowEvent } from '../../../lib/index.js';
+import { BUILT_CLI } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleEntries, parseConntrackLine, type OracleEntry } from '../../helpers/oracle.js';
@@ -301,7 +301,6 @@ describeIntegration('events() when the consumer falls behind', () => {
 
 describeIntegration('conntrack events (CLI)', () => {
   let ns: Netns;
-  const CLI = fileURLToPath(new URL('../../../dist/lib/cli/main.js', import.meta.url));
 
   beforeAll(async () => {
     ns = await createNetns('events cli');
@@ -312,7 +311,7 @@ describeIntegration('conntrack events (CLI)', () => {
 
   /** Starts `conntrack events ARGS` and probes with UDP datagrams to PROBE_PORT until it prints. */
   async function startCli(args: readonly string[]) {
-    const child = spawn(process.execPath, [CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BUILT_CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
@@ -357,7 +356,7 @@ describeIntegration('conntrack events (CLI)', () => {
 
   it('bad options exit 2 with the usage, before subscribing', async () => {
     for (const args of [['--types', 'created'], ['--count', '0'], ['--json']]) {
-      const child = spawn(process.execPath, [CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [BUILT_CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
       const [code] = await once(child, 'exit');

@@ -126,10 +126,6 @@ table inet extra_mark {
   chain output { type filter hook output priority 10; policy accept; meta l4proto { tcp, udp } th dport ${MARK2_PORT} ct mark set ${MARK2}; }
 }
 `);
-    for (const name of ['icmp', 'icmpv6', 'udp', 'udp_timeout_stream']) {
-      const sysctl = name.startsWith('udp_') ? `nf_conntrack_${name}` : `nf_conntrack_${name}_timeout`;
-      await ns.sysctl(`net.netfilter.${sysctl}`, 600);
-    }
     const ip = requireTool('ip');
     await ns.exec(ip, ['addr', 'add', `${V4_EXTRA}/8`, 'dev', 'lo']);
     await ns.exec(ip, ['-6', 'addr', 'add', `${V6_A}/64`, 'dev', 'lo', 'nodad']);

@@ -5,16 +5,14 @@
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack } from '../../../lib/index.js';
-import { BUILT_LIB, ensureBuilt } from '../../helpers/cli.js';
+import { BUILT_INDEX } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { fillUdp } from '../../helpers/traffic.js';
 
 const CHILD = fileURLToPath(new URL('../../helpers/leak-child.mjs', import.meta.url));
-const DIST_INDEX = join(BUILT_LIB, 'index.js');
 const ROUNDS = 600;
 
 interface Snapshot { fds: number; threads: number; rss: number; native: number }
@@ -23,7 +21,6 @@ describeIntegration('leaks', () => {
   let ns: Netns;
 
   beforeAll(async () => {
-    await ensureBuilt('index.js');
     ns = await createNetns('leaks');
     await enableTracking(ns);
     await fillUdp(ns, 2000);
@@ -32,7 +29,7 @@ describeIntegration('leaks', () => {
   afterAll(destroyAllNetns);
 
   it(`${ROUNDS} rounds of every operation: descriptors and threads back to where they were, native memory flat`, async () => {
-    const result = spawnSync(process.execPath, ['--expose-gc', CHILD, DIST_INDEX, ns.path, String(ROUNDS)], { encoding: 'utf8', timeout: 240_000 });
+    const result = spawnSync(process.execPath, ['--expose-gc', CHILD, BUILT_INDEX, ns.path, String(ROUNDS)], { encoding: 'utf8', timeout: 240_000 });
     expect(result.status, result.stderr).toBe(0);
     const report = JSON.parse(result.stdout.trim()) as { before: Omit<Snapshot, 'rss'>; warm: Snapshot; end: Snapshot };
     // Sockets, namespace fds and native threads are all given back.

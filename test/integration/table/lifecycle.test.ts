@@ -5,24 +5,22 @@
  */
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, ConntrackError, type ConntrackEntry } from '../../../lib/index.js';
+import { BUILT_INDEX } from '../../helpers/cli.js';
 import { describeIntegration, findTool } from '../../helpers/gate.js';
-import { createNetns, destroyAllNetns, enableTracking, run, type Netns } from '../../helpers/netns.js';
+import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
 import { netlinkSockets } from '../../helpers/sockets.js';
 import { fillUdp } from '../../helpers/traffic.js';
 import { requireTool } from '../../helpers/tools.js';
 
 const N = 100_000;
-const REPO = fileURLToPath(new URL('../../..', import.meta.url));
-const DIST_INDEX = join(REPO, 'dist', 'lib', 'index.js');
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -389,13 +387,11 @@ describeIntegration('handle and dump lifecycle', () => {
     }
 
     beforeAll(async () => {
-      // The child imports the compiled library: build it if this checkout has not yet.
-      if (!existsSync(DIST_INDEX)) await run(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(REPO, 'tsconfig.build.json')], { timeoutMs: 120_000 });
       dir = mkdtempSync(join(tmpdir(), 'ctt-priv-'));
       chmodSync(dir, 0o755);
       script = join(dir, 'probe.mjs');
       writeFileSync(script, `
-        const { Conntrack } = await import(${JSON.stringify(DIST_INDEX)});
+        const { Conntrack } = await import(${JSON.stringify(BUILT_INDEX)});
         const netns = process.argv[2] || undefined;
         const report = (step, err) => console.log(JSON.stringify(err
           ? { step, name: err.name, code: err.code, capability: err.capability, message: err.message }
