@@ -2,11 +2,11 @@
  * `conntrack watch` against conntrack-tools in a namespace with real flows: the numbers of each
  * line, the spacing of the lines, growth while the table fills, SIGINT, and bad command lines.
  */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { WatchLine } from '../../../lib/cli/watch.js';
 import { runCli, startCli } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
+import { holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
 import { fillUdp, openFlows, type OpenFlows } from '../../helpers/traffic.js';
@@ -24,11 +24,15 @@ function gaps(watched: readonly WatchLine[]): number[] {
 }
 
 describeIntegration('conntrack watch', () => {
+  let limits: GlobalLimitsLock | undefined;
   let ns: Netns;
   let flows: OpenFlows;
-  const max = Number(readFileSync('/proc/sys/net/netfilter/nf_conntrack_max', 'utf8'));
+  let max: number;
 
   beforeAll(async () => {
+    // Compared with nf_conntrack_max below: nobody may change it meanwhile.
+    limits = await holdGlobalLimits('shared');
+    max = limits.readMax();
     ns = await createNetns('watch');
     await enableTracking(ns);
     flows = await openFlows(ns, [
@@ -41,6 +45,7 @@ describeIntegration('conntrack watch', () => {
   afterAll(async () => {
     await flows?.close();
     await destroyAllNetns();
+    limits?.release();
   });
 
   it('--jsonl --count 3 --interval 0.2: three lines 0.2 s apart, entries equal to conntrack -C', async () => {

@@ -13,6 +13,7 @@ import { Conntrack, type ConntrackEntry } from '../../../lib/index.js';
 import { readKernelLog } from '../../../lib/doctor/kmsg.js';
 import { runCommand } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
+import { holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { openFlows, type OpenFlows } from '../../helpers/traffic.js';
 import { requireTool } from '../../helpers/tools.js';
@@ -27,11 +28,14 @@ function finding(diagnosis: Diagnosis, id: string) {
 }
 
 describeIntegration('diagnose() and conntrack doctor', () => {
+  let limits: GlobalLimitsLock | undefined;
   let idle: Netns;
   let nat: Netns;
   let flows: OpenFlows;
 
   beforeAll(async () => {
+    // Compared with nf_conntrack_max below: nobody may change it meanwhile.
+    limits = await holdGlobalLimits('shared');
     idle = await createNetns('doctor-idle');
     nat = await createNetns('doctor-nat');
     await enableTracking(nat);
@@ -47,6 +51,7 @@ describeIntegration('diagnose() and conntrack doctor', () => {
   afterAll(async () => {
     await flows?.close();
     await destroyAllNetns();
+    limits?.release();
   });
 
   it('a namespace without rules tracks nothing: info only, exit status 0', async () => {

@@ -13,6 +13,7 @@ import { DEFAULT_EXPORTER_PORT, createMetricsCollector } from '../../../lib/metr
 import { startCli, runCli, type CliProcess } from '../../helpers/cli.js';
 import { parseExposition, type ExpositionFamily } from '../../helpers/exposition.js';
 import { describeIntegration } from '../../helpers/gate.js';
+import { holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, enableTracking, run, type Netns } from '../../helpers/netns.js';
 import { oracleCount, oracleStats } from '../../helpers/oracle.js';
 import { sendRaw } from '../../helpers/rawnet.js';
@@ -88,6 +89,7 @@ async function netfilterSocketsIn(ns: Netns): Promise<string[]> {
 }
 
 describeIntegration('conntrack exporter', () => {
+  let limits: GlobalLimitsLock | undefined;
   let main: Netns;
   let second: Netns;
   let flows: OpenFlows;
@@ -96,6 +98,8 @@ describeIntegration('conntrack exporter', () => {
   const url = `http://127.0.0.1:${PORT}/metrics`;
 
   beforeAll(async () => {
+    // Compared with nf_conntrack_max below: nobody may change it meanwhile.
+    limits = await holdGlobalLimits('shared');
     main = await createNetns('exporter');
     second = await createNetns('exporter second');
     for (const ns of [main, second]) await enableTracking(ns);
@@ -120,6 +124,7 @@ describeIntegration('conntrack exporter', () => {
     await flows?.close();
     await secondFlows?.close();
     await destroyAllNetns();
+    limits?.release();
   });
 
   it('serves valid exposition text with the 0.0.4 content type, and 404/405 elsewhere', async () => {

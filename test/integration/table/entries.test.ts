@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, STATUS_FLAGS, type ConntrackEntry } from '../../../lib/index.js';
 import { describeIntegration } from '../../helpers/gate.js';
+import { ensureRoom, holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import {
   comparable, oracleCount, oracleEntries, oracleIds, type OracleEntry,
@@ -194,14 +195,21 @@ describeIntegration('entries() against conntrack-tools', () => {
 describeIntegration('a 100,000-entry table', () => {
   const N = 100_000;
   let ns: Netns;
+  let limits: GlobalLimitsLock | undefined;
 
   beforeAll(async () => {
+    // 6.x kernels on machines with 4 GiB or less default to 65,536: make room under the lock.
+    limits = await holdGlobalLimits('exclusive');
+    ensureRoom(limits, N);
     ns = await createNetns('entries big');
     await enableTracking(ns);
     expect(await fillUdp(ns, N)).toEqual({ sent: N });
   }, 300_000);
 
-  afterAll(destroyAllNetns);
+  afterAll(async () => {
+    await destroyAllNetns();
+    limits?.release();
+  });
 
   /** Entry ids are 32-bit hashes: in 100,000 entries two may share one, so ids are compared as
    * multisets and uniqueness is checked on the original tuple, which the kernel keeps unique. */

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, ConntrackError, type ConntrackEntry } from '../../../lib/index.js';
 import { BUILT_INDEX } from '../../helpers/cli.js';
 import { describeIntegration, findTool } from '../../helpers/gate.js';
+import { ensureRoom, holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
 import { netlinkSockets } from '../../helpers/sockets.js';
@@ -61,6 +62,7 @@ function expectAbortError(err: unknown): void {
 
 describeIntegration('handle and dump lifecycle', () => {
   let ns: Netns;
+  let limits: GlobalLimitsLock | undefined;
   let baseline: { sockets: number; threads: number };
 
   /** Back to what the process held before the handle/dump under test. */
@@ -71,6 +73,9 @@ describeIntegration('handle and dump lifecycle', () => {
   }
 
   beforeAll(async () => {
+    // 6.x kernels on machines with 4 GiB or less default to 65,536: make room under the lock.
+    limits = await holdGlobalLimits('exclusive');
+    ensureRoom(limits, N);
     ns = await createNetns('lifecycle');
     await enableTracking(ns);
     expect(await fillUdp(ns, N)).toEqual({ sent: N });
@@ -84,7 +89,10 @@ describeIntegration('handle and dump lifecycle', () => {
     baseline = { sockets: await netlinkSockets(ns), threads: threadCount() };
   }, 300_000);
 
-  afterAll(destroyAllNetns);
+  afterAll(async () => {
+    await destroyAllNetns();
+    limits?.release();
+  });
 
   it('an aborted iteration rejects with an AbortError at once and gives back its socket and threads', async () => {
     {
