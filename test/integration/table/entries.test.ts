@@ -4,12 +4,13 @@
  * namespaces that must not see each other's entries.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Conntrack, STATUS_FLAGS, type ConntrackEntry } from '../../../lib/index.js';
+import { Conntrack, type ConntrackEntry } from '../../../lib/index.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { ensureRoom, holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
+import { flagsOfStatus } from '../../helpers/kernel-uapi.js';
 import {
-  comparable, oracleCount, oracleEntries, oracleIds, type OracleEntry,
+  ORACLE_STATUS_SELECTIONS, comparable, oracleCount, oracleEntries, oracleIds, oracleStatusIds, type OracleEntry,
 } from '../../helpers/oracle.js';
 import { entryForFlow, fillUdp, flowOf, openFlows, type OpenFlows } from '../../helpers/traffic.js';
 import { requireTool } from '../../helpers/tools.js';
@@ -97,6 +98,24 @@ describeIntegration('entries() against conntrack-tools', () => {
     }
   });
 
+  it('sets each status flag on the entries conntrack -L selects by it', async () => {
+    await using ct = await Conntrack.open({ netns: ns.path });
+    const mine = await collect(ct);
+    const selected = await oracleStatusIds(ns);
+    const withFlag = (flag: string) => new Set(mine.filter((e) => (e.flags as readonly string[]).includes(flag)).map((e) => e.id));
+    for (const flag of ['SEEN_REPLY', 'ASSURED', 'EXPECTED', 'FIXED_TIMEOUT', 'OFFLOAD'] as const) {
+      expect(withFlag(flag), `${ORACLE_STATUS_SELECTIONS[flag].join(' ')}`).toEqual(selected[flag]);
+    }
+    // This table has replied and one-way, assured and unassured entries: both sides of each.
+    for (const flag of ['SEEN_REPLY', 'ASSURED'] as const) {
+      expect(selected[flag].size, flag).toBeGreaterThan(0);
+      expect(selected[flag].size, flag).toBeLessThan(mine.length);
+    }
+    // No NAT here (the FTP-through-NAT test in protocols.test.ts has some).
+    expect([selected.SRC_NAT.size, selected.DST_NAT.size, selected.ANY_NAT.size]).toEqual([0, 0, 0]);
+    expect(mine.filter((e) => e.flags.includes('SRC_NAT') || e.flags.includes('DST_NAT'))).toEqual([]);
+  });
+
   it('decodes each kind of flow as the kernel made it (addresses, ports, icmp, state, mark, zone, labels)', async () => {
     await using ct = await Conntrack.open({ netns: ns.path });
     const mine = await collect(ct);
@@ -108,9 +127,10 @@ describeIntegration('entries() against conntrack-tools', () => {
       expect(e.original.protocol).toBe(flow.protocol);
       expect(e.original.protocolNumber).toBe({ tcp: 6, udp: 17, icmp: 1, icmpv6: 58 }[flow.protocol]);
       expect(e.reply.protocolNumber).toBe(e.original.protocolNumber);
-      // Every dumped entry is in the hash table: CONFIRMED, and the raw bits agree with the names.
+      // Every dumped entry is in the hash table: CONFIRMED, and the raw bits agree with the names,
+      // bit for bit as the kernel's header numbers them.
       expect(e.flags).toContain('CONFIRMED');
-      expect(e.flags).toEqual(STATUS_FLAGS.filter((_, bit) => (e.status & (1 << bit)) !== 0));
+      expect(e.flags).toEqual(flagsOfStatus(e.status));
       expect(e.counters?.original.packets).toBeGreaterThanOrEqual(1);
       expect(typeof e.timestamp?.start).toBe('bigint');
       expect(e.timestamp?.stop).toBeUndefined();
