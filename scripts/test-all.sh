@@ -26,6 +26,9 @@ declare -A PACKAGE_OF=(
   [unshare]=util-linux
   [nsenter]=util-linux
   [setpriv]=util-linux
+  [flock]=util-linux
+  # Legacy iptables, for the rule scanner's iptables-legacy path (test/integration/doctor).
+  [iptables-legacy-save]=iptables
   # node-gyp needs a compiler, make and python to build the addon.
   [g++]=g++
   [make]=make

@@ -19,6 +19,12 @@ export const PACKAGE_OF: Record<string, string> = {
   unshare: 'util-linux',
   nsenter: 'util-linux',
   setpriv: 'util-linux',
+  flock: 'util-linux',
+  python3: 'python3',
+  'iptables-legacy': 'iptables',
+  'ip6tables-legacy': 'iptables',
+  'iptables-legacy-save': 'iptables',
+  'ip6tables-legacy-save': 'iptables',
 };
 
 /** sbin directories are often missing from a non-root PATH although the tools live there. */
