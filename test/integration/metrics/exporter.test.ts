@@ -131,7 +131,16 @@ describeIntegration('conntrack exporter', () => {
     const [metrics] = await scrape(main, url);
     expect(metrics?.status).toBe(200);
     expect(metrics?.contentType).toBe('text/plain; version=0.0.4; charset=utf-8');
-    expect(parseExposition(metrics?.body ?? '').size).toBeGreaterThan(10);
+    const families = parseExposition(metrics?.body ?? '');
+    const statNames = Object.keys((await oracleStats(main)).total);
+    for (const name of [
+      'conntrack_up', 'conntrack_entries', 'conntrack_entries_limit', 'conntrack_usage_ratio', 'conntrack_buckets',
+      'node_nf_conntrack_entries', 'node_nf_conntrack_entries_limit', ...statNames.map((stat) => `conntrack_stat_${stat}_total`),
+    ]) {
+      // Every family the exporter must serve, with a sample for each namespace it watches.
+      const labels = families.get(name)?.samples.map((sample) => sample.labels.netns);
+      expect(labels, name).toEqual(expect.arrayContaining([main.path, second.path]));
+    }
     const [other] = await scrape(main, `http://127.0.0.1:${PORT}/other`);
     expect(other?.status).toBe(404);
     const [post] = await scrape(main, url, { method: 'POST' });

@@ -192,9 +192,9 @@ describeIntegration('events() against conntrack -E', () => {
   });
 
   it('an abort ends the iterations with an AbortError and gives back their sockets and threads', async () => {
-    // While they ran: the handle's socket and one per subscription, each with two threads.
+    // While they ran: the handle's socket and one per subscription, and threads of their own.
     expect(live.sockets).toBe(baseline.sockets + 3);
-    expect(live.threads).toBeGreaterThanOrEqual(baseline.threads + 4);
+    expect(live.threads).toBeGreaterThan(baseline.threads);
     expect(await ended).toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
     expect(await endedTcp).toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
     expect(await netlinkSockets(ns)).toBe(baseline.sockets + 1);
@@ -250,7 +250,6 @@ describeIntegration('events() when the consumer falls behind', () => {
     const filled = items.filter((e) => e.type === 'new' && e.entry.original.dport === 9);
     expect(overflows.length).toBeGreaterThan(0);
     expect(filled.length).toBeLessThan(FILL);
-    expect(filled.length + overflows.length).toBeGreaterThan(0);
     // The count in the items is the native counter: nothing was reported twice or dropped.
     expect(overflows.reduce((n, o) => n + o.count, 0)).toBe(iterator.counters().overflows);
     // The marker came after the last overflow notice.
