@@ -153,8 +153,13 @@ export const PREBUILT_PLATFORMS = ['linux-x64', 'linux-arm64'] as const;
 /** The oldest glibc the prebuilds load with (test/unit/package/prebuilds.test.ts checks it). */
 export const PREBUILT_GLIBC = '2.28';
 
-/** The C library of this process: glibc (with its version, from Node's report) or musl. */
+/**
+ * The C library of this process: glibc (with its version, from Node's report) or musl. LIBC=musl
+ * or LIBC=glibc overrides it, as it does node-gyp-build's choice of prebuild.
+ */
 export function libcOfProcess(): { name: 'glibc' | 'musl'; version?: string } {
+  const forced = process.env.LIBC;
+  if (forced === 'musl' || forced === 'glibc') return { name: forced };
   const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
   const version = header?.glibcVersionRuntime;
   return version === undefined ? { name: 'musl' } : { name: 'glibc', version };
