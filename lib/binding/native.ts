@@ -176,7 +176,7 @@ export function nativeUnavailable(root: string, file: string | undefined, cause:
   const platform = `${process.platform}-${process.arch}`;
   const where = `${platform} (${libc.version === undefined ? libc.name : `${libc.name} ${libc.version}`})`;
   const prebuilt = `prebuilds ship for ${PREBUILT_PLATFORMS.join(' and ')} with glibc ${PREBUILT_GLIBC} or newer`;
-  const rest = 'sizing, persistence files, evaluate() and metrics rendering work without it';
+  const rest = 'Sizing, persistence files, evaluate() and metrics rendering work without it';
   if (file === undefined) {
     const prebuild = join(root, 'prebuilds', platform, `conntrack.napi.${libc.name}.node`);
     const local = join(root, 'build', 'Release', 'conntrack.node');
