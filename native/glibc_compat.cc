@@ -8,6 +8,9 @@
 // when a newer symbol version appears. Linking libstdc++ statically is no way out: this
 // toolchain's archive itself needs glibc 2.34+ (pthread_* moved into libc, _dl_find_object).
 //
+// The libstdc++ functions below are that library's internals, declared by the very headers the
+// rest of the addon is compiled with, so their definitions here match what the callers expect.
+
 #include <condition_variable>
 #include <cstring>
 #include <memory>
@@ -56,8 +59,10 @@ bool std::_Sp_make_shared_tag::_S_eq(const std::type_info& ti) noexcept {
 // std::thread's start and its state's destructor (GLIBCXX_3.4.22): a pthread that runs the
 // state and then deletes it. An exception leaving the thread's function ends the process, as
 // the standard asks (std::terminate through noexcept).
-// glibc 2.34 moved pthread_create into libc under a new version; the older one, which libpthread
-// provides on older systems (and which Node loads), is the same function.
+//
+// glibc 2.34 moved pthread_create into libc under a new version (GLIBC_2.34); the older
+// version, which libpthread provides on older systems (and Node loads libpthread), is the same
+// function.
 #if defined(__x86_64__)
 __asm__(".symver pthread_create, pthread_create@GLIBC_2.2.5");
 #elif defined(__aarch64__)
