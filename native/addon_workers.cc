@@ -143,7 +143,6 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   std::vector<std::string> entries_;
 };
 
-
 Napi::Value NetnsFile(const Napi::CallbackInfo& info, NetnsFileWorker::Op op) {
   std::string ns = info[0].As<Napi::String>().Utf8Value();
   std::string path = info[1].As<Napi::String>().Utf8Value();

@@ -128,7 +128,9 @@ inline bool kernelErrno(int code, int& errnum) {
 
 // ---- answers ----------------------------------------------------------------------------------
 
-enum class MessageKind { kEntry, kStatsGlobal, kStatsCpu, kExpStatsCpu, kDone, kError, kOther };
+// What an nfnetlink message carries (NLMSG_DONE and NLMSG_ERROR never reach a sink: the walk
+// itself ends on them).
+enum class MessageKind { kEntry, kStatsGlobal, kStatsCpu, kExpStatsCpu, kOther };
 
 // One nfnetlink message of our sequence number, as walkDatagram() hands it to a sink.
 struct MessageView {
