@@ -28,27 +28,6 @@ uint64_t dedupKey(const Entry& e) {
   return (static_cast<uint64_t>(e.id) << 32) | h;
 }
 
-bool KeySet::insert(uint64_t key) {
-  if (key == 0) {  // 0 marks an empty slot
-    bool fresh = !hasZero_;
-    hasZero_ = true;
-    size_ += fresh;
-    return fresh;
-  }
-  if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.empty() ? 1024 : slots_.size() * 2);
-  size_t mask = slots_.size() - 1;
-  size_t i = static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 20) & mask;
-  for (;;) {
-    if (slots_[i] == key) return false;
-    if (slots_[i] == 0) {
-      slots_[i] = key;
-      ++size_;
-      return true;
-    }
-    i = (i + 1) & mask;
-  }
-}
-
 void KeySet::reserve(size_t count) {
   size_t capacity = 1024;
   while (capacity < count * 2) capacity *= 2;  // load stays at or under one half
