@@ -19,7 +19,7 @@ export interface NativeError extends Error {
   protocol?: boolean;
 }
 
-/** The binding's form of a tuple (native/addon.cc readTuple). */
+/** The binding's form of a tuple (native/addon_values.cc readTuple). */
 export interface NativeTupleSpec {
   src: Uint8Array;
   dst: Uint8Array;
@@ -31,7 +31,7 @@ export interface NativeTupleSpec {
   icmpId?: number;
 }
 
-/** The binding's form of an entry request (native/addon.cc readEntrySpec). */
+/** The binding's form of an entry request (native/addon_values.cc readEntrySpec). */
 export interface NativeEntrySpec {
   family: number;
   orig?: NativeTupleSpec;
@@ -47,7 +47,7 @@ export interface NativeEntrySpec {
   labelsMask?: Uint32Array;
 }
 
-/** The filter as native code takes it: already validated and normalised by lib/filter.ts. */
+/** The filter as native code takes it: already validated and normalised by lib/table/filter.ts. */
 export interface NativeFilter {
   family: number; // 0 any, 2 AF_INET, 10 AF_INET6
   protocol: number; // -1 any
@@ -110,7 +110,7 @@ export interface NativeHandle {
   globalStatsFunction(): { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
   /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
   cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
-  /** A dump; with `summaryKeys`, of group records with counts (lib/summary.ts) instead of entries. */
+  /** A dump; with `summaryKeys`, of group records with counts (lib/table/summary.ts) instead of entries. */
   startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[]): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
   startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
@@ -130,8 +130,55 @@ export interface Binding {
   netnsListDir(netnsPath: string, path: string): Promise<string[]>;
   /** Decodes one captured datagram (tests); `events`: as event messages. */
   decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[]): NativeBatch;
-  /** Record layout constants, checked against lib/records.ts by a unit test. */
-  layout: Record<string, number>;
+  /** The record layout (native/record_layout.h), read by lib/binding/layout.ts. */
+  layout: NativeLayout;
+}
+
+/**
+ * The record layout as the addon exports it: every slot, sub-offset, bit, shift and enum value of
+ * the records it hands over (native/record_layout.h kLayoutConstants), by group and name. Only
+ * the names are written here; the numbers come from the addon.
+ */
+export interface NativeLayout {
+  record: { slots: number; labelWords: number };
+  slot: Record<
+    | 'present' | 'family' | 'id' | 'status' | 'timeout' | 'mark' | 'use' | 'zone' | 'secmark' | 'orig' | 'reply'
+    | 'master' | 'counters' | 'timestamp' | 'tcp' | 'tcpFlags' | 'sctp' | 'sctpVtagOrig' | 'sctpVtagReply' | 'dccp'
+    | 'dccpSeq' | 'helper' | 'secctxOff' | 'secctxLen' | 'labels' | 'seqAdjOrig' | 'seqAdjReply' | 'synproxy' | 'event',
+    number
+  >;
+  /** Slots within a tuple block, and the block's size. */
+  tuple: Record<'slots' | 'proto' | 'ports' | 'icmp' | 'zone' | 'src' | 'dst', number>;
+  /** A u64 takes two slots: where each half is. */
+  u64: Record<'low' | 'high', number>;
+  counter: Record<'packetsOrig' | 'bytesOrig' | 'packetsReply' | 'bytesReply', number>;
+  timestamp: Record<'start' | 'stop', number>;
+  seqAdj: Record<'correctionPos' | 'offsetBefore' | 'offsetAfter', number>;
+  synproxy: Record<'isn' | 'its' | 'tsoff', number>;
+  /** Bit shifts of the fields packed into one slot. */
+  tupleWord: Record<'proto' | 'has' | 'sport' | 'dport' | 'icmpType' | 'icmpCode' | 'icmpId', number>;
+  tcpWord: Record<'state' | 'wscaleOrig' | 'wscaleReply' | 'has', number>;
+  tcpFlagsWord: Record<'flagsOrig' | 'maskOrig' | 'flagsReply' | 'maskReply', number>;
+  sctpWord: Record<'state' | 'has', number>;
+  dccpWord: Record<'state' | 'role' | 'has', number>;
+  stringRef: Record<'lengthShift' | 'offsetMask', number>;
+  /** Presence bits. */
+  present: Record<
+    | 'id' | 'status' | 'timeout' | 'mark' | 'use' | 'zone' | 'secmark' | 'orig' | 'reply' | 'master' | 'countersOrig'
+    | 'countersReply' | 'timestampStart' | 'timestampStop' | 'tcp' | 'sctp' | 'dccp' | 'helper' | 'secctx' | 'labels'
+    | 'seqAdjOrig' | 'seqAdjReply' | 'synproxy',
+    number
+  >;
+  tupleHas: Record<'proto' | 'ports' | 'icmp' | 'zone' | 'src' | 'dst', number>;
+  tcpHas: Record<'state' | 'wscaleOrig' | 'wscaleReply' | 'flagsOrig' | 'flagsReply', number>;
+  sctpHas: Record<'state' | 'vtagOrig' | 'vtagReply', number>;
+  dccpHas: Record<'state' | 'role' | 'seq', number>;
+  /** IPS_* bits a group record of a summary may carry. */
+  status: Record<'seenReply' | 'assured' | 'nat', number>;
+  /** The slot.event values. */
+  event: Record<'none' | 'new' | 'update' | 'destroy', number>;
+  /** Group-by key numbers, by lib/table/summary.ts SUMMARY_KEYS name. */
+  summaryKey: Record<string, number>;
 }
 
 function packageRoot(): string {
