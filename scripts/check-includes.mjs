@@ -19,6 +19,8 @@ const LAYERS = {
   io: { files: ['netlink_socket', 'netns'], uses: ['errors'] },
   sessions: { files: ['transaction', 'ct_dump'], uses: ['errors', 'codec', 'io'] },
   binding: { files: [/^addon(_|$)/], uses: ['errors', 'codec', 'io', 'sessions'] },
+  // Symbols for loading on older glibc (the README's Development section); includes only the C++ library.
+  platform: { files: ['glibc_compat'], uses: [] },
   tools: { files: ['tools/decode_bench', 'tools/dump_bench', 'tools/fuzz_decode'], uses: ['errors', 'codec', 'io', 'sessions'] },
 };
 

@@ -9,6 +9,8 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import type { RECORD_LAYOUT } from './layout.generated.js';
 import { ConntrackError } from '../base/errors.js';
 
 /** An error as the addon raises it: errno and the operation that failed. */
@@ -135,51 +137,10 @@ export interface Binding {
 }
 
 /**
- * The record layout as the addon exports it: every slot, sub-offset, bit, shift and enum value of
- * the records it hands over (native/record_layout.h kLayoutConstants), by group and name. Only
- * the names are written here; the numbers come from the addon.
+ * The record layout as the addon exports it (native/record_layout.h kLayoutConstants), by group
+ * and name; layout.generated.ts holds the same numbers for use without the addon.
  */
-export interface NativeLayout {
-  record: { slots: number; labelWords: number };
-  slot: Record<
-    | 'present' | 'family' | 'id' | 'status' | 'timeout' | 'mark' | 'use' | 'zone' | 'secmark' | 'orig' | 'reply'
-    | 'master' | 'counters' | 'timestamp' | 'tcp' | 'tcpFlags' | 'sctp' | 'sctpVtagOrig' | 'sctpVtagReply' | 'dccp'
-    | 'dccpSeq' | 'helper' | 'secctxOff' | 'secctxLen' | 'labels' | 'seqAdjOrig' | 'seqAdjReply' | 'synproxy' | 'event',
-    number
-  >;
-  /** Slots within a tuple block, and the block's size. */
-  tuple: Record<'slots' | 'proto' | 'ports' | 'icmp' | 'zone' | 'src' | 'dst', number>;
-  /** A u64 takes two slots: where each half is. */
-  u64: Record<'low' | 'high', number>;
-  counter: Record<'packetsOrig' | 'bytesOrig' | 'packetsReply' | 'bytesReply', number>;
-  timestamp: Record<'start' | 'stop', number>;
-  seqAdj: Record<'correctionPos' | 'offsetBefore' | 'offsetAfter', number>;
-  synproxy: Record<'isn' | 'its' | 'tsoff', number>;
-  /** Bit shifts of the fields packed into one slot. */
-  tupleWord: Record<'proto' | 'has' | 'sport' | 'dport' | 'icmpType' | 'icmpCode' | 'icmpId', number>;
-  tcpWord: Record<'state' | 'wscaleOrig' | 'wscaleReply' | 'has', number>;
-  tcpFlagsWord: Record<'flagsOrig' | 'maskOrig' | 'flagsReply' | 'maskReply', number>;
-  sctpWord: Record<'state' | 'has', number>;
-  dccpWord: Record<'state' | 'role' | 'has', number>;
-  stringRef: Record<'lengthShift' | 'offsetMask', number>;
-  /** Presence bits. */
-  present: Record<
-    | 'id' | 'status' | 'timeout' | 'mark' | 'use' | 'zone' | 'secmark' | 'orig' | 'reply' | 'master' | 'countersOrig'
-    | 'countersReply' | 'timestampStart' | 'timestampStop' | 'tcp' | 'sctp' | 'dccp' | 'helper' | 'secctx' | 'labels'
-    | 'seqAdjOrig' | 'seqAdjReply' | 'synproxy',
-    number
-  >;
-  tupleHas: Record<'proto' | 'ports' | 'icmp' | 'zone' | 'src' | 'dst', number>;
-  tcpHas: Record<'state' | 'wscaleOrig' | 'wscaleReply' | 'flagsOrig' | 'flagsReply', number>;
-  sctpHas: Record<'state' | 'vtagOrig' | 'vtagReply', number>;
-  dccpHas: Record<'state' | 'role' | 'seq', number>;
-  /** IPS_* bits a group record of a summary may carry. */
-  status: Record<'seenReply' | 'assured' | 'nat', number>;
-  /** The slot.event values. */
-  event: Record<'none' | 'new' | 'update' | 'destroy', number>;
-  /** Group-by key numbers, by lib/table/summary.ts SUMMARY_KEYS name. */
-  summaryKey: Record<string, number>;
-}
+export type NativeLayout = { readonly [G in keyof typeof RECORD_LAYOUT]: { readonly [K in keyof (typeof RECORD_LAYOUT)[G]]: number } };
 
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));

@@ -5,9 +5,11 @@
  * fields inside their word). That decoding with it still matches conntrack-tools is checked field
  * by field on recorded kernel messages in test/unit/table/decode.test.ts.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { checkLayout, layoutConstantsRead } from '../../../lib/binding/layout.js';
+import { RECORD_LAYOUT } from '../../../lib/binding/layout.generated.js';
 import { binding } from '../../../lib/binding/native.js';
 import { EVENT_TYPES } from '../../../lib/table/records.js';
 import { SUMMARY_KEYS, summaryKeyNumbers } from '../../../lib/table/summary.js';
@@ -28,6 +30,15 @@ function width(bits: number[]): number {
 }
 
 describe('record layout', () => {
+  it('is compiled into the TypeScript exactly as the addon exports it (else: npm run build:layout)', async () => {
+    // @ts-expect-error: a plain .mjs script without types
+    const { GENERATED, renderLayout } = (await import('../../../scripts/gen-layout.mjs')) as {
+      GENERATED: string; renderLayout: (layout: unknown) => string;
+    };
+    expect(RECORD_LAYOUT).toEqual(layout);
+    expect(readFileSync(GENERATED, 'utf8')).toBe(renderLayout(layout));
+  });
+
   it('gives every constant that records.ts and summary.ts read', () => {
     expect(layoutConstantsRead.size).toBeGreaterThan(100);
     for (const name of layoutConstantsRead) {
