@@ -143,8 +143,12 @@ export async function acquireGlobalLimits(mode, options = {}) {
     for (;;) {
       await take(mode === 'shared' ? '-s' : '-x');
       if (readRecord(fd) === undefined) break;
-      // A holder was killed with the limit changed: put it back, which needs the lock alone.
-      if (mode === 'shared') await take('-x');
+      // A holder was killed with the limit changed: put it back, which needs the lock alone. A
+      // reader lets go first: two readers upgrading in place would each wait for the other.
+      if (mode === 'shared') {
+        await flock(fd, '-u');
+        await take('-x');
+      }
       const done = recover(fd, maxPath);
       if (done !== undefined) log(done);
       if (mode === 'exclusive') break;

@@ -112,6 +112,15 @@ describe('the global-limits lock', () => {
     reader.release();
   });
 
+  it('two readers arriving together after a killed holder both get in, and the limit is restored once', async () => {
+    const killed = await holder('exclusive', 1000);
+    await ended(killed, 'kill');
+    const [first, second] = await Promise.all([acquireInChild('shared', 5000), acquireInChild('shared', 5000)]);
+    expect([first, second]).toEqual(['taken', 'taken']);
+    expect(max()).toBe(262144);
+    expect(record()).toBe('');
+  });
+
   it('leaves a limit alone that someone else changed after the killed holder', async () => {
     const killed = await holder('exclusive', 1000);
     await ended(killed, 'kill');
@@ -144,11 +153,11 @@ describe('the global-limits lock', () => {
   });
 });
 
-async function acquireInChild(mode: 'shared' | 'exclusive'): Promise<'taken' | 'timeout'> {
+async function acquireInChild(mode: 'shared' | 'exclusive', timeoutMs = 300): Promise<'taken' | 'timeout'> {
   const script = `
     const { acquireGlobalLimits } = await import(${JSON.stringify(MODULE)});
     try {
-      const lock = await acquireGlobalLimits(${JSON.stringify(mode)}, { path: ${JSON.stringify(lockPath)}, maxPath: ${JSON.stringify(maxPath)}, timeoutMs: 300 });
+      const lock = await acquireGlobalLimits(${JSON.stringify(mode)}, { path: ${JSON.stringify(lockPath)}, maxPath: ${JSON.stringify(maxPath)}, timeoutMs: ${timeoutMs}, log: () => {} });
       lock.release();
       console.log('taken');
     } catch { console.log('timeout'); }
