@@ -77,7 +77,8 @@ export function integrationGate(extraTools: readonly string[] = []): GateResult 
  * but empty, "false" or "0" counts, so a runner that spells it differently still fails instead of
  * skipping.
  */
-export function isCI(value: string | undefined = process.env.CI): boolean {
+export function isCI(env: Readonly<Record<string, string | undefined>> = process.env): boolean {
+  const value = env.CI;
   if (value === undefined) return false;
   const normalized = value.trim().toLowerCase();
   return normalized !== '' && normalized !== 'false' && normalized !== '0';

@@ -13,6 +13,7 @@ import {
   acquireGlobalLimits, GLOBAL_LIMITS_LOCK, withGlobalLimits,
   type GlobalLimitsLock, type GlobalLimitsMode, type GlobalLimitsOptions,
 } from '../../scripts/global-limits-lock.mjs';
+import { binding } from '../../lib/binding/native.js';
 import { Conntrack } from '../../lib/table/conntrack.js';
 
 export { GLOBAL_LIMITS_LOCK, acquireGlobalLimits, withGlobalLimits, type GlobalLimitsLock, type GlobalLimitsMode };
@@ -37,18 +38,24 @@ export async function holdGlobalLimits(mode: GlobalLimitsMode, options?: GlobalL
   };
 }
 
-/** Every network namespace on the machine (by inode), with a path to open it by. */
-export function allNamespaces(): Map<number, string> {
-  const found = new Map<number, string>();
-  const add = (path: string): void => {
+export interface NamespaceInfo {
+  /** A path to open it by: /proc/PID/ns/net of a process in it, or its /run/netns bind mount. */
+  path: string;
+  /** Some process runs in it. */
+  hasProcesses: boolean;
+}
+
+/** Every network namespace on the machine, by inode. */
+export function allNamespaces(): Map<number, NamespaceInfo> {
+  const found = new Map<number, NamespaceInfo>();
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
     try {
-      const match = /^net:\[(\d+)\]$/.exec(readlinkSync(path));
-      if (match?.[1] !== undefined && !found.has(Number(match[1]))) found.set(Number(match[1]), path);
+      const match = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
+      if (match?.[1] !== undefined && !found.has(Number(match[1]))) found.set(Number(match[1]), { path: `/proc/${pid}/ns/net`, hasProcesses: true });
     } catch {
-      // the process exited, or the file is not a namespace link
+      // the process exited, or its namespace is not ours to see
     }
-  };
-  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) add(`/proc/${pid}/ns/net`);
+  }
   // Namespaces kept alive by a bind mount only (ip netns add) have no process.
   let names: string[] = [];
   try {
@@ -59,7 +66,7 @@ export function allNamespaces(): Map<number, string> {
   for (const name of names) {
     try {
       const ino = statSync(`/run/netns/${name}`).ino;
-      if (!found.has(ino)) found.set(ino, `/run/netns/${name}`);
+      if (!found.has(ino)) found.set(ino, { path: `/run/netns/${name}`, hasProcesses: false });
     } catch {
       // removed meanwhile
     }
@@ -67,18 +74,34 @@ export function allNamespaces(): Map<number, string> {
   return found;
 }
 
+export interface NamespaceEntries extends NamespaceInfo {
+  entries: number;
+  /**
+   * Whether new connections can start there: a process runs in it, or it has an interface besides
+   * lo (traffic can come in). One with neither cannot make entries, whatever the limit.
+   */
+  live: boolean;
+}
+
 /** Entries each namespace holds now (the limit is checked against each namespace's own count). */
-export async function entriesPerNamespace(except: ReadonlySet<number> = new Set()): Promise<Map<number, { path: string; entries: number }>> {
-  const counts = new Map<number, { path: string; entries: number }>();
-  for (const [inode, path] of allNamespaces()) {
+export async function entriesPerNamespace(except: ReadonlySet<number> = new Set()): Promise<Map<number, NamespaceEntries>> {
+  const counts = new Map<number, NamespaceEntries>();
+  for (const [inode, info] of allNamespaces()) {
     if (except.has(inode)) continue;
     try {
-      const ct = await Conntrack.open({ netns: path });
+      const ct = await Conntrack.open({ netns: info.path });
+      let entries: number;
       try {
-        counts.set(inode, { path, entries: (await ct.count()).entries });
+        entries = (await ct.count()).entries;
       } finally {
         await ct.close();
       }
+      let live = info.hasProcesses;
+      if (!live) {
+        const dev = await binding().netnsReadFile(info.path, '/proc/net/dev');
+        live = dev.split('\n').slice(2).some((line) => line.includes(':') && line.split(':')[0]?.trim() !== 'lo');
+      }
+      counts.set(inode, { ...info, entries, live });
     } catch {
       // gone meanwhile, or not readable: it holds nothing we could take room from
     }

@@ -131,14 +131,22 @@ export class MqttIncident {
   }
 
   /**
-   * Lowers the global nf_conntrack_max to `minimum`, or higher where another namespace (the host's
-   * own, a container's) holds more than half of that: the limit is checked against each
+   * Lowers the global nf_conntrack_max to `minimum`, or higher where another live namespace (the
+   * host's own, a container's) holds more than half of that: the limit is checked against each
    * namespace's own count, and theirs must keep room. Returns the limit set.
    */
   async lowerLimit(minimum: number): Promise<number> {
     const others = await entriesPerNamespace(new Set([this.ns.inode]));
     let busiest = { path: '', entries: 0 };
-    for (const other of others.values()) if (other.entries > busiest.entries) busiest = other;
+    for (const other of others.values()) {
+      // A namespace where nothing runs and no traffic can enter makes no new entries: a lower
+      // limit cannot hurt it, however many it holds.
+      if (!other.live) {
+        if (other.entries > minimum / 2) this.#log(`${other.path} holds ${other.entries} entries, but nothing runs there and only lo is in it`);
+        continue;
+      }
+      if (other.entries > busiest.entries) busiest = other;
+    }
     if (busiest.entries > MAX_BUSIEST_OTHER) {
       throw new Error(`${busiest.path} holds ${busiest.entries} entries: the incident would need a limit above that, ` +
         `and as many MQTT clients (at most ${MAX_BUSIEST_OTHER} other entries are supported)`);

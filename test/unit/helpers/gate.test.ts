@@ -7,10 +7,10 @@ import { isCI } from '../../helpers/gate.js';
 
 describe('isCI', () => {
   it.each(['true', 'TRUE', '1', 'yes', 'Yes', 'woodpecker', ' true '])('CI=%j is CI', (value) => {
-    expect(isCI(value)).toBe(true);
+    expect(isCI({ CI: value })).toBe(true);
   });
 
   it.each([undefined, '', ' ', 'false', 'FALSE', '0'])('CI=%j is not CI', (value) => {
-    expect(isCI(value)).toBe(false);
+    expect(isCI({ CI: value })).toBe(false);
   });
 });
