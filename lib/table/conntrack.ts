@@ -296,7 +296,7 @@ export class Conntrack implements AsyncDisposable {
     return { perCpu, total: sum(perCpu.map((r) => r.counters)), totalUnknown: sum(perCpu.map((r) => r.unknown)) as Record<number, number> };
   }
 
-  /** The entry with this original tuple (IPCTNL_MSG_CT_GET), or undefined when there is none. */
+  /** The entry with this original tuple, or this reply tuple (`{ reply }`) (IPCTNL_MSG_CT_GET); undefined when there is none. */
   async get(target: EntryTarget): Promise<ConntrackEntry | undefined> {
     const batch = await this.#entryRequest(ENTRY_OP.get, targetSpec(target));
     return batch === null ? undefined : decodeBatch(batch)[0];
