@@ -138,7 +138,6 @@ async function list(args: CtArgs, io: CommandIo): Promise<number> {
   const extra = extraPredicate(args);
   const flags = lineFlags(args);
   const xml = args.output.has('xml');
-  const labels = args.output.has('labels') ? args.labelNames : undefined;
   let shown = 0;
   const ct = await openHandle(args);
   try {
@@ -155,7 +154,7 @@ async function list(args: CtArgs, io: CommandIo): Promise<number> {
         for (const e of batch) {
           if (extra !== undefined && !extra(e)) continue;
           if (xml && shown === 0) text += XML_HEADER;
-          text += jsonl ? toJson(e) : xml ? formatXmlFlow(e, now, labels) : formatLine(e, flags, now);
+          text += jsonl ? toJson(e) : xml ? formatXmlFlow(e, now, flags) : formatLine(e, flags, now);
           text += '\n';
           shown++;
         }
@@ -186,7 +185,7 @@ function tupleSpec(args: CtArgs, direction: 'original' | 'reply'): TupleSpec | u
 
 function lineOf(args: CtArgs, e: ConntrackEntry): string {
   if (args.output.has('json') || args.output.has('jsonl')) return toJson(e);
-  if (args.output.has('xml')) return formatXmlFlow(e, nowSeconds(), args.labelNames);
+  if (args.output.has('xml')) return formatXmlFlow(e, nowSeconds(), lineFlags(args));
   return formatLine(e, lineFlags(args), nowSeconds());
 }
 
@@ -384,7 +383,7 @@ async function events(args: CtArgs, io: CommandIo): Promise<number> {
           let text: string;
           if (jsonl) text = toJson(event);
           else if (xml) {
-            text = (headerDone ? '' : XML_HEADER) + formatXmlFlow(event.entry, nowSeconds(), flags.labelNames, event.type, new Date());
+            text = (headerDone ? '' : XML_HEADER) + formatXmlFlow(event.entry, nowSeconds(), flags, event.type, args.output.has('timestamp') ? new Date() : undefined);
             headerDone = true;
           } else {
             text = (stamp ? eventTimestamp(Math.round((performance.timeOrigin + performance.now()) * 1000)) : '') + formatLine(event.entry, flags, nowSeconds(), event.type);

@@ -47,7 +47,9 @@ export function ctime(seconds: number): string {
 }
 
 /**
- * One entry as conntrack-tools prints it. `nowSeconds` is the wall clock for `delta-time`
+ * One entry as conntrack-tools prints it. In events the kernel leaves a zero mark out unless the
+ * event is about the mark, and conntrack-tools prints what the message carries; the entry does
+ * not say whether the attribute was there, so an event shows `mark=` when it is not zero. `nowSeconds` is the wall clock for `delta-time`
  * (conntrack-tools reads it per entry; one reading per batch gives the same second).
  */
 export function formatLine(e: ConntrackEntry, flags: LineFlags, nowSeconds: number, event?: ConntrackEventType): string {
@@ -70,7 +72,7 @@ export function formatLine(e: ConntrackEntry, flags: LineFlags, nowSeconds: numb
   if ((e.status & HW_OFFLOAD) !== 0) s += '[HW_OFFLOAD] ';
   else if ((e.status & OFFLOAD) !== 0) s += '[OFFLOAD] ';
   else if ((e.status & ASSURED) !== 0) s += '[ASSURED] ';
-  s += `mark=${e.mark} `;
+  if (event === undefined || e.mark !== 0) s += `mark=${e.mark} `;
   if (e.secmark !== undefined) s += `secmark=${e.secmark} `;
   if (e.secctx !== undefined) s += `secctx=${e.secctx} `;
   if (e.zone !== undefined) s += `zone=${e.zone} `;
@@ -152,7 +154,7 @@ function xmlTuple(t: Tuple, direction: 'original' | 'reply', e: ConntrackEntry):
   const p = t.protocolNumber;
   if (PORT_PROTOCOLS.has(p)) s += `<sport>${t.sport ?? 0}</sport><dport>${t.dport ?? 0}</dport>`;
   else if (p === GRE) s += `<srckey>0x${(t.sport ?? 0).toString(16)}</srckey><dstkey>0x${(t.dport ?? 0).toString(16)}</dstkey>`;
-  else if (p === ICMP || p === ICMPV6) s += `<type>${t.icmpType ?? 0}</type><code>${t.icmpCode ?? 0}</code><id>${t.icmpId ?? 0}</id>`;
+  // ICMP's type, code and id are not in libnetfilter_conntrack's XML.
   s += '</layer4>';
   if (t.zone !== undefined) s += `<zone>${t.zone}</zone>`;
   const c = e.counters;
@@ -166,8 +168,12 @@ function xmlTuple(t: Tuple, direction: 'original' | 'reply', e: ConntrackEntry):
 /** SCTP states as libnetfilter_conntrack's XML printer names them (it indexes the TCP table). */
 const XML_TCP_NAMES = ['NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2'];
 
-/** One `<flow>` element (`-o xml`), with `<when>` for events when `eventTime` is given. */
-export function formatXmlFlow(e: ConntrackEntry, nowSeconds: number, labelNames?: ReadonlyMap<number, string>, event?: ConntrackEventType, eventTime?: Date): string {
+/**
+ * One `<flow>` element (`-o xml`): `<timestamp>` with `-o ktimestamp`, and for events `<when>`
+ * when `eventTime` is given (`-o timestamp`).
+ */
+export function formatXmlFlow(e: ConntrackEntry, nowSeconds: number, flags: LineFlags, event?: ConntrackEventType, eventTime?: Date): string {
+  const labelNames = flags.labelNames;
   let s = event === undefined ? '<flow>' : `<flow type="${event}">`;
   s += xmlTuple(e.original, 'original', e) + xmlTuple(e.reply, 'reply', e);
   s += '<meta direction="independent">';
@@ -187,7 +193,7 @@ export function formatXmlFlow(e: ConntrackEntry, nowSeconds: number, labelNames?
   if ((e.status & ASSURED) !== 0) s += '<assured/>';
   const ts = e.timestamp;
   if (ts !== undefined) {
-    s += `<timestamp><start>${ts.start}</start>${ts.stop === undefined ? '' : `<stop>${ts.stop}</stop>`}</timestamp>`;
+    if (flags.ktimestamp) s += `<timestamp><start>${ts.start}</start>${ts.stop === undefined ? '' : `<stop>${ts.stop}</stop>`}</timestamp>`;
     const start = Number(ts.start / 1_000_000_000n);
     const stop = ts.stop === undefined || ts.stop === 0n ? nowSeconds : Number(ts.stop / 1_000_000_000n);
     s += `<deltatime>${Math.max(0, stop - start)}</deltatime>`;
