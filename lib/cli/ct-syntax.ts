@@ -404,9 +404,7 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
         return;
       }
       case 't': {
-        const t = cNumber(need(), 0xffffffff);
-        if (t === undefined) throw new CtParameterError(`invalid timeout \`${value}'`);
-        args.timeout = t;
+        args.timeout = decimal(need(), 0xffffffff, 'timeout');
         mark('timeout');
         return;
       }
@@ -508,9 +506,7 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
         return;
       }
       case 'b': {
-        const v = cNumber(need(), Number.MAX_SAFE_INTEGER);
-        if (v === undefined) throw new CtParameterError(`invalid buffer size \`${value}'`);
-        args.bufferSize = v;
+        args.bufferSize = decimal(need(), Number.MAX_SAFE_INTEGER, 'buffer size');
         mark('buffer-size');
         return;
       }
