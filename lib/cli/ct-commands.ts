@@ -5,7 +5,7 @@
  */
 import { ConntrackError } from '../base/errors.js';
 import { Conntrack } from '../table/conntrack.js';
-import type { ConntrackEntry, EntryChanges, EntryFilter, NewEntry, TupleSpec } from '../base/types.js';
+import type { ConntrackEntry, EntryChanges, EntryFilter, NewEntry, TcpState, TupleSpec } from '../base/types.js';
 import { netnsOption, stopOnTermination, type CommandIo } from './common.js';
 import { toJson } from './core.js';
 import { eventTimestamp, formatCpuStats, formatExpectStats, formatLine, formatXmlFlow, XML_FOOTER, XML_HEADER, type LineFlags } from './ct-format.js';
@@ -51,7 +51,8 @@ function entryFilter(args: CtArgs, forUpdate = false): EntryFilter {
   const filter: EntryFilter = {};
   if (args.family !== undefined) filter.family = args.family;
   if (args.protocol !== undefined) filter.protocol = args.protocol.number;
-  if (args.state !== undefined) filter.tcpState = args.state as EntryFilter['tcpState'] & string;
+  // LISTEN stays LISTEN: the library takes it as SYN_SENT2.
+  if (args.state !== undefined) filter.tcpState = args.state as TcpState;
   const tuple = (t: CtArgs['original']) => {
     const out: NonNullable<EntryFilter['reply']> = {};
     if (t.src !== undefined) out.src = t.srcPrefix === undefined ? t.src : `${t.src}/${t.srcPrefix}`;
@@ -106,6 +107,7 @@ function extraPredicate(args: CtArgs, forUpdate = false): ((e: ConntrackEntry) =
   if (icmp.code !== undefined) checks.push((e) => e.original.icmpCode === icmp.code);
   if (icmp.id !== undefined) checks.push((e) => e.original.icmpId === icmp.id);
   if (args.secmark !== undefined && !forUpdate) checks.push((e) => e.secmark === args.secmark);
+  if (args.id !== undefined) checks.push((e) => e.id === args.id);
   if (args.origZone !== undefined) checks.push((e) => (e.original.zone ?? 0) === args.origZone);
   if (args.replyZone !== undefined) checks.push((e) => (e.reply.zone ?? 0) === args.replyZone);
   if (args.label !== undefined) {

@@ -49,6 +49,8 @@ export interface CtArgs {
   status: { set: StatusFlag[]; unset: StatusFlag[] } | undefined;
   mark: { value: number; mask: number } | undefined;
   secmark: number | undefined;
+  /** `-i/--id` (deprecated in conntrack-tools, still parsed): the entry's id. */
+  id: number | undefined;
   /** Label names or bit numbers, resolved through connlabel.conf. */
   label: number[] | undefined;
   labelAdd: number[] | undefined;
@@ -267,7 +269,7 @@ function findProtocol(text: string): { name: string; number: number } {
 function emptyArgs(): CtArgs {
   return {
     command: 'help', table: 'conntrack', family: undefined, original: {}, reply: {}, protocol: undefined,
-    state: undefined, icmp: {}, timeout: undefined, status: undefined, mark: undefined, secmark: undefined,
+    state: undefined, icmp: {}, timeout: undefined, status: undefined, mark: undefined, secmark: undefined, id: undefined,
     label: undefined, labelAdd: undefined, labelDel: undefined, zone: undefined, origZone: undefined,
     replyZone: undefined, srcNat: undefined, dstNat: undefined, anyNat: undefined, events: undefined,
     bufferSize: undefined, output: new Set(), zero: false, netns: undefined, labelNames: undefined, warnings: [],
@@ -276,7 +278,9 @@ function emptyArgs(): CtArgs {
 
 /** Does `argv` speak conntrack-tools' language? Its first word is one of its command options. */
 export function isConntrackToolsSyntax(argv: readonly string[]): boolean {
-  const first = argv[0];
+  // Our --netns may come first: `conntrack --netns /run/netns/x -L`.
+  const skip = argv[0] === '--netns' ? 2 : argv[0]?.startsWith('--netns=') ? 1 : 0;
+  const first = argv[skip];
   if (first === undefined) return false;
   if (/^-[LIUDGEFCSAV]/.test(first)) return true;
   const long = /^--([a-z-]+)/.exec(first)?.[1];
@@ -470,6 +474,7 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
         const v = cNumber(need(), 0xffffffff);
         if (v === undefined) throw new CtFailure(`unexpected value '${value}' with -${key} option`);
         if (key === 'c') args.secmark = v;
+        else args.id = v;
         mark(key === 'c' ? 'secmark' : 'id');
         return;
       }

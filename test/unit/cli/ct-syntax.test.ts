@@ -26,6 +26,9 @@ describe('conntrack-tools syntax', () => {
     expect(isConntrackToolsSyntax(['--netns', '/run/netns/x'])).toBe(false);
     expect(isConntrackToolsSyntax(['--json'])).toBe(false);
     expect(isConntrackToolsSyntax([])).toBe(false);
+    expect(isConntrackToolsSyntax(['--netns', '/run/netns/x', '-L'])).toBe(true);
+    expect(isConntrackToolsSyntax(['--netns=1234', '-C'])).toBe(true);
+    expect(parseConntrackArgs(['--netns', '/run/netns/x', '-D', '-i', '0x10']).id).toBe(16);
   });
 
   it('parses a listing with filters, a table name and output flags', () => {
