@@ -2,9 +2,13 @@
  * conntrack-tools' command line as ct-syntax.ts parses it: values, prefixes of long options,
  * protocol options after -p only, and the messages of its option table.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CtFailure, CtParameterError, isConntrackToolsSyntax, parseConntrackArgs } from '../../../lib/cli/ct-syntax.js';
-import { ctime, eventTimestamp, formatCpuStats } from '../../../lib/cli/ct-format.js';
+import { CtFailure, CtParameterError, isConntrackToolsSyntax, parseConntrackArgs, readLabelMap } from '../../../lib/cli/ct-syntax.js';
+import { ctime, eventTimestamp, formatCpuStats, formatLine } from '../../../lib/cli/ct-format.js';
+import type { ConntrackEntry } from '../../../lib/base/types.js';
 
 const parse = (line: string) => parseConntrackArgs(line.split(' '));
 function failure(line: string): { kind: string; message: string } {
@@ -99,5 +103,28 @@ describe('conntrack-tools text pieces', () => {
   it('-S lines: cpu padded to four, counters in attribute order, unknown ones numbered', () => {
     const text = formatCpuStats([{ cpu: 1, counters: { drop: 2, found: 1, chaintoolong: 3 }, unknown: { 16: 9 } }]);
     expect(text).toBe('cpu=1   \tfound=1 drop=2 chaintoolong=3 unknown1=9 \n');
+  });
+});
+
+describe('labels (-o labels, -l) through a connlabel.conf', () => {
+  it('reads BIT NAME lines, and prints the named bits of an entry as conntrack-tools does', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'connlabel-'));
+    const file = join(dir, 'connlabel.conf');
+    writeFileSync(file, '# comment\n0 eth-in\n3\tblocked\n3 again\n');
+    const map = readLabelMap(file);
+    expect(map).toEqual(new Map([[0, 'eth-in'], [3, 'blocked']]));
+    expect(readLabelMap(join(dir, 'missing'))).toBeUndefined();
+    const tuple = { src: '10.0.0.1', dst: '10.0.0.2', protocolNumber: 17, protocol: 'udp' as const, sport: 1, dport: 2, icmpType: undefined, icmpCode: undefined, icmpId: undefined, zone: undefined };
+    const entry = {
+      id: 1, family: 'ipv4', original: tuple, reply: { ...tuple, src: '10.0.0.2', dst: '10.0.0.1', sport: 2, dport: 1 }, master: undefined,
+      status: 2, flags: ['SEEN_REPLY'], timeout: 30, mark: 0, secmark: undefined, secctx: undefined, zone: undefined, use: 1,
+      counters: undefined, timestamp: undefined, tcp: undefined, sctp: undefined, dccp: undefined, helper: undefined,
+      labels: [0, 3, 5], seqAdjust: undefined, synproxy: undefined,
+    } as ConntrackEntry;
+    const flags = { layer3: false, id: false, ktimestamp: false, labelNames: map };
+    expect(formatLine(entry, flags, 0)).toBe('udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 mark=0 use=1 labels=eth-in,blocked');
+    // No named bit: libnetfilter_conntrack's "labels" without '='.
+    expect(formatLine({ ...entry, labels: [5] }, flags, 0)).toMatch(/ use=1 labels$/);
+    expect(formatLine(entry, { ...flags, labelNames: undefined }, 0)).toMatch(/ use=1$/);
   });
 });
