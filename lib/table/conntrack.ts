@@ -10,6 +10,7 @@ import { compileFilter } from './filter.js';
 import { netnsPath } from '../binding/netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeEntrySpec, type NativeError, type NativeHandle } from '../binding/native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
+import { renderBatchText, type TextChunk, type TextLayout } from './text.js';
 import { readSysctl } from '../tuning/sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec } from './entry-spec.js';
@@ -296,7 +297,7 @@ export class Conntrack implements AsyncDisposable {
     return { perCpu, total: sum(perCpu.map((r) => r.counters)), totalUnknown: sum(perCpu.map((r) => r.unknown)) as Record<number, number> };
   }
 
-  /** The entry with this original tuple (IPCTNL_MSG_CT_GET), or undefined when there is none. */
+  /** The entry with this original tuple, or this reply tuple (`{ reply }`) (IPCTNL_MSG_CT_GET); undefined when there is none. */
   async get(target: EntryTarget): Promise<ConntrackEntry | undefined> {
     const batch = await this.#entryRequest(ENTRY_OP.get, targetSpec(target));
     return batch === null ? undefined : decodeBatch(batch)[0];
@@ -462,6 +463,16 @@ export class Conntrack implements AsyncDisposable {
       },
     };
     return iterator;
+  }
+
+  /**
+   * The dump in conntrack-tools' text layout (`conntrack -L`, with its `-o extended` and `-o id`),
+   * one Buffer of lines per native batch, written from the records without entry objects.
+   */
+  text(filter?: EntryFilter, layout: TextLayout = {}, options: EntriesOptions = {}): EntryIterator<TextChunk> {
+    if (layout === null || typeof layout !== 'object') throw invalidArgument('layout must be an object');
+    const chosen: TextLayout = { extended: layout.extended === true, id: layout.id === true };
+    return itemsOf(this.#startDump(filter, options, (batch) => [renderBatchText(batch, chosen, Math.floor(Date.now() / 1000))]));
   }
 
   /** entries() as an object-mode Readable with backpressure; destroying it ends the dump. */
