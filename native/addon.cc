@@ -31,6 +31,9 @@ Napi::Error toJsError(Napi::Env env, const SysError& err) {
   std::string message;
   if (err.protocol) {
     message = "malformed kernel message: " + err.detail;
+  } else if (err.errnum == 0) {  // a C++ exception without an errno
+    message = err.op + " failed";
+    if (!err.detail.empty()) message += " (" + err.detail + ")";
   } else {
     message = err.op + ": " + std::strerror(err.errnum);
     if (!err.detail.empty()) message += " (" + err.detail + ")";
@@ -42,6 +45,31 @@ Napi::Error toJsError(Napi::Env env, const SysError& err) {
   if (!err.detail.empty()) obj.Set("detail", Napi::String::New(env, err.detail));
   if (err.protocol) obj.Set("protocol", Napi::Boolean::New(env, true));
   return e;
+}
+
+// Runs the body of a callback from the event loop (an AsyncWorker's OnOK or OnError, a call of a
+// thread-safe function) that settles `deferred`. Nothing may escape such a callback: node-addon-api
+// would rethrow it into JS, and while the environment is torn down (a worker being terminated) JS
+// cannot run, so that rethrow fails with a C++ exception that ends the whole process. A failure
+// rejects the promise while JS can run; when it cannot, the result is dropped quietly.
+template <typename Body>
+void settleFromLoop(Napi::Env env, Napi::Promise::Deferred* deferred, Body&& body) noexcept {
+  try {
+    body();
+    return;
+  } catch (const Napi::Error& e) {
+    if (deferred == nullptr) return;
+    try {
+      deferred->Reject(e.Value());
+    } catch (...) {
+    }
+  } catch (...) {
+    if (deferred == nullptr) return;
+    try {
+      deferred->Reject(toJsError(env, SysError::fromCurrentException("callback")).Value());
+    } catch (...) {
+    }
+  }
 }
 
 Napi::Array pairsToArray(Napi::Env env, const std::vector<uint32_t>& pairs) {
@@ -244,7 +272,10 @@ struct DumpState {
   }
   explicit DumpState(Napi::Env e) : env(e) {}
 
+  // The session's threads call `wake` until they are joined: stop them first, or a thread that
+  // published the end and was descheduled before its last call finds `wake` freed.
   void releaseWake() {
+    if (session) session->stop();
     if (wakeLive) {
       wake.Release();
       wakeLive = false;
@@ -278,7 +309,7 @@ struct DumpState {
   template <typename F>
   void settle(F&& settleWith) {
     std::unique_ptr<Napi::Promise::Deferred> deferred = std::move(pending);
-    settleWith(*deferred);
+    settleFromLoop(env, deferred.get(), [&] { settleWith(*deferred); });
     if (wakeLive) wake.Unref(env);  // nobody waits: let the process exit
   }
 
@@ -323,9 +354,12 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     std::weak_ptr<DumpState> weak = state;
     state->session = std::make_unique<ct::DumpSession>(nsFd, filter, batchSize, [wake, weak]() mutable {
       // Dump thread: ask the main thread to drain. The state may be gone by the time it runs.
-      wake.NonBlockingCall([weak](Napi::Env, Napi::Function) {
-        if (auto s = weak.lock()) s->drain();
-      });
+      try {
+        wake.NonBlockingCall([weak](Napi::Env env, Napi::Function) {
+          if (auto s = weak.lock()) settleFromLoop(env, nullptr, [&] { s->drain(); });
+        });
+      } catch (...) {  // bad_alloc: this wake-up is lost, not the process
+      }
     }, events);
     if (!summary.empty()) state->session->summarizeBy(std::move(summary));
     // The session calls `wake` from its thread until stop() joins it; stop() runs before Release().
@@ -334,7 +368,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     state->hookRegistered = true;
     SysError err;
     if (!state->session->start(err)) {
-      state->ended = true;
+      state->close();  // gives the wake-up function back now, not when JS collects this object
       throw toJsError(env, err);
     }
   }
@@ -358,8 +392,8 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     // that awaits batch after batch would otherwise run them all in one microtask queue
     // and starve timers and I/O.
     std::weak_ptr<DumpState> weak = state_;
-    state_->wake.NonBlockingCall([weak](Napi::Env, Napi::Function) {
-      if (auto s = weak.lock()) s->drain();
+    state_->wake.NonBlockingCall([weak](Napi::Env env, Napi::Function) {
+      if (auto s = weak.lock()) settleFromLoop(env, nullptr, [&] { s->drain(); });
     });
     return promise;
   }
@@ -401,6 +435,7 @@ class PendingRequest : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override;
 
  private:
+  void AwaitAnswer();
   HandleWrap* handle_;
   std::unique_ptr<ct::Transaction> transaction_;
   Napi::Promise::Deferred deferred_;
@@ -589,6 +624,15 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
 };
 
 void PendingRequest::Execute() {
+  try {
+    AwaitAnswer();
+  } catch (...) {  // bad_alloc: reject the request, do not end the process
+    err_ = SysError::fromCurrentException("ctnetlink request");
+    SetError("request");
+  }
+}
+
+void PendingRequest::AwaitAnswer() {
   ct::NetlinkSocket& socket = handle_->socket();
   for (int waited = 0; waited < 50; ++waited) {  // at most 5 s
     pollfd fd{socket.fd(), POLLIN, 0};
@@ -611,18 +655,22 @@ void PendingRequest::Execute() {
 
 void PendingRequest::OnOK() {
   Napi::Env env = Env();
-  bool closeAfter = handle_->closed_;
-  handle_->requestDone();
-  if (closeAfter) handle_->closeFds();
-  deferred_.Resolve(transactionResult(env, *transaction_));
+  settleFromLoop(env, &deferred_, [&] {
+    bool closeAfter = handle_->closed_;
+    if (closeAfter) handle_->closeFds();
+    handle_->requestDone();
+    deferred_.Resolve(transactionResult(env, *transaction_));
+  });
 }
 
 void PendingRequest::OnError(const Napi::Error&) {
   Napi::Env env = Env();
-  bool closeAfter = handle_->closed_;
-  handle_->requestDone();
-  if (closeAfter) handle_->closeFds();
-  deferred_.Reject(toJsError(env, err_).Value());
+  settleFromLoop(env, &deferred_, [&] {
+    bool closeAfter = handle_->closed_;
+    if (closeAfter) handle_->closeFds();
+    handle_->requestDone();
+    deferred_.Reject(toJsError(env, err_).Value());
+  });
 }
 
 void HandleWrap::Adopt(int nsFd, int socketFd, uint32_t portId) {
@@ -640,6 +688,15 @@ class OpenWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
+    try {
+      OpenSocket();
+    } catch (...) {  // bad_alloc: reject, do not end the process
+      err_ = SysError::fromCurrentException("open");
+      SetError("open");
+    }
+  }
+
+  void OpenSocket() {
     if (hasPath_) {
       nsFd_ = ct::openNetns(path_, err_);
       if (nsFd_ < 0) return SetError("netns");
@@ -653,14 +710,19 @@ class OpenWorker : public Napi::AsyncWorker {
     if (!opened_) SetError("socket");
   }
 
+  // Dropped while a worker is terminated: the socket and namespace fd close with this worker.
   void OnOK() override {
-    Napi::Object obj = Env().GetInstanceData<AddonData>()->handleConstructor.New({});
-    HandleWrap::Unwrap(obj)->Adopt(nsFd_, socket_.release(), socket_.portId());
-    nsFd_ = -1;
-    deferred_.Resolve(obj);
+    settleFromLoop(Env(), &deferred_, [&] {
+      Napi::Object obj = Env().GetInstanceData<AddonData>()->handleConstructor.New({});
+      HandleWrap::Unwrap(obj)->Adopt(nsFd_, socket_.release(), socket_.portId());
+      nsFd_ = -1;
+      deferred_.Resolve(obj);
+    });
   }
 
-  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+  void OnError(const Napi::Error&) override {
+    settleFromLoop(Env(), &deferred_, [&] { deferred_.Reject(toJsError(Env(), err_).Value()); });
+  }
 
   ~OpenWorker() override {
     if (nsFd_ >= 0) ::close(nsFd_);
@@ -694,6 +756,15 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
+    try {
+      InNetns();
+    } catch (...) {  // bad_alloc: reject, do not end the process
+      err_ = SysError::fromCurrentException("netns file");
+      SetError("file");
+    }
+  }
+
+  void InNetns() {
     int nsFd = ct::openNetns(ns_, err_);
     if (nsFd < 0) return SetError("netns");
     bool entered = ct::runInNetns(nsFd, [this] { perform(); }, err_);
@@ -702,6 +773,10 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   }
 
   void OnOK() override {
+    settleFromLoop(Env(), &deferred_, [&] { Settle(); });
+  }
+
+  void Settle() {
     Napi::Env env = Env();
     switch (op_) {
       case Op::kRead:
@@ -718,7 +793,9 @@ class NetnsFileWorker : public Napi::AsyncWorker {
       }
     }
   }
-  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+  void OnError(const Napi::Error&) override {
+    settleFromLoop(Env(), &deferred_, [&] { deferred_.Reject(toJsError(Env(), err_).Value()); });
+  }
 
  private:
   void fail(const char* op) {
