@@ -57,6 +57,9 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
     }
     return new ConntrackError('ERR_CONNTRACK_NETNS', `${netns} is not a network namespace (${e.detail ?? e.message})`, details);
   }
+  if (syscall === 'dup netns') {
+    return new ConntrackError('ERR_CONNTRACK_NETNS', `cannot enter ${where} for a dump or subscription: the handle's descriptor of the namespace is no longer valid (${e.message}); open a new handle`, details);
+  }
   if (syscall === 'setns') {
     return new ConntrackError('ERR_CONNTRACK_PERMISSION', `entering ${where} needs CAP_SYS_ADMIN (and CAP_NET_ADMIN there): run as root or grant both capabilities`, { ...details, capability: 'CAP_SYS_ADMIN' });
   }
