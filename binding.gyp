@@ -11,6 +11,9 @@
         "native/addon.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      # Exceptions: any C++ exception a call from JS throws becomes a JS error (_ALL: not only
+      # Napi::Error), and one that cannot be thrown because the environment is being torn down (a
+      # worker terminated) is dropped instead of ending the process (_SWALLOW_UNTHROWABLE_).
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS",
                   "NODE_ADDON_API_CPP_EXCEPTIONS_ALL", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
