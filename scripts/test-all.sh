@@ -27,6 +27,8 @@ declare -A PACKAGE_OF=(
   [unshare]=util-linux
   [nsenter]=util-linux
   [setpriv]=util-linux
+  # Holds a dump thread at a chosen point (test/integration/table/wakeup.test.ts).
+  [gdb]=gdb
   # node-gyp needs a compiler, make and python to build the addon.
   [g++]=g++
   [make]=make

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
-import { abortError, closedError, ConntrackError, invalidArgument } from '../base/errors.js';
+import { abortError, closedError, ConntrackError, invalidArgument, resourceError } from '../base/errors.js';
 import { compileFilter } from './filter.js';
 import { netnsPath } from '../binding/netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeEntrySpec, type NativeError, type NativeHandle } from '../binding/native.js';
@@ -49,12 +49,17 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
   if (e?.protocol) {
     return new ConntrackError('ERR_CONNTRACK_PROTOCOL', `the kernel sent a message this library cannot decode: ${e.detail ?? e.message}`, details);
   }
+  const resource = resourceError(err, details);
+  if (resource !== undefined) return resource;
   if (syscall === 'open netns') {
     if (errno === 2 /* ENOENT */) return new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${netns} does not exist`, details);
     if (errno === 13 /* EACCES */ || errno === 1 /* EPERM */) {
       return new ConntrackError('ERR_CONNTRACK_PERMISSION', `cannot open network namespace ${netns}: run as root or grant CAP_SYS_ADMIN`, { ...details, capability: 'CAP_SYS_ADMIN' });
     }
     return new ConntrackError('ERR_CONNTRACK_NETNS', `${netns} is not a network namespace (${e.detail ?? e.message})`, details);
+  }
+  if (syscall === 'dup netns') {
+    return new ConntrackError('ERR_CONNTRACK_NETNS', `cannot enter ${where} for a dump or subscription: the handle's descriptor of the namespace is no longer valid (${e.message}); open a new handle`, details);
   }
   if (syscall === 'setns') {
     return new ConntrackError('ERR_CONNTRACK_PERMISSION', `entering ${where} needs CAP_SYS_ADMIN (and CAP_NET_ADMIN there): run as root or grant both capabilities`, { ...details, capability: 'CAP_SYS_ADMIN' });

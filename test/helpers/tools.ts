@@ -19,6 +19,7 @@ export const PACKAGE_OF: Record<string, string> = {
   unshare: 'util-linux',
   nsenter: 'util-linux',
   setpriv: 'util-linux',
+  gdb: 'gdb',
 };
 
 /** sbin directories are often missing from a non-root PATH although the tools live there. */
