@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 
 import { createExporter, DEFAULT_EXPORTER_HOST, DEFAULT_EXPORTER_PORT, type Exporter } from '../metrics/exporter.js';
 import { DEFAULT_FORGET_AFTER_SECONDS, DEFAULT_MAX_NAMESPACES } from '../metrics/collector.js';
-import { DEFAULT_BREAKDOWN_INTERVAL_SECONDS, DEFAULT_BREAKDOWN_TOP } from '../metrics/breakdown.js';
+import { DEFAULT_BREAKDOWN_INTERVAL_SECONDS, DEFAULT_BREAKDOWN_TOP, parseBreakdownKey } from '../metrics/breakdown.js';
 import type { NetnsSpec } from '../base/types.js';
 import { aborted, integerOption, netnsOption, numberOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
 
@@ -72,6 +72,13 @@ export const exporterCommand: Command = (argv, io) =>
       return value;
     };
     const breakdownBy = values['breakdown-by'] === 'off' ? false as const : values['breakdown-by'];
+    if (typeof breakdownBy === 'string') {
+      try {
+        parseBreakdownKey(breakdownBy);
+      } catch (err) {
+        throw new UsageError(`--breakdown-by: ${(err as Error).message}; or off`);
+      }
+    }
     if (breakdownBy === false && (values['breakdown-top'] !== undefined || values['breakdown-interval'] !== undefined)) {
       throw new UsageError('--breakdown-top and --breakdown-interval make no sense with --breakdown-by off');
     }

@@ -7,7 +7,7 @@
  */
 import { invalidArgument } from '../base/errors.js';
 import type { Conntrack } from '../table/conntrack.js';
-import type { SummaryGroupKey, SummaryKey } from '../table/summary.js';
+import type { Summary, SummaryGroupKey, SummaryKey } from '../table/summary.js';
 
 export const DEFAULT_BREAKDOWN_TOP = 10;
 export const DEFAULT_BREAKDOWN_INTERVAL_SECONDS = 30;
@@ -110,12 +110,15 @@ function add(counts: Map<string, number>, label: string, n: number): void {
   counts.set(label, (counts.get(label) ?? 0) + n);
 }
 
-/** One dump of `ct`, counted into a breakdown. */
-export async function computeBreakdown(ct: Conntrack, key: BreakdownKey | undefined, top: number, signal?: AbortSignal): Promise<Breakdown> {
+/** The summary keys a breakdown needs. */
+export function breakdownSummaryKeys(key: BreakdownKey | undefined): SummaryKey[] {
   const by: SummaryKey[] = ['protocol', 'tcpState', 'zone'];
   if (key !== undefined) by.push(key.field);
-  const started = performance.now();
-  const summary = await ct.summarize(undefined, { by, signal });
+  return by;
+}
+
+/** A summary by breakdownSummaryKeys(key) counted into the breakdown's groups (at and seconds left 0). */
+export function breakdownOf(summary: Summary, key: BreakdownKey | undefined, top: number): Breakdown {
   const protocols = new Map<string, number>();
   const tcpStates = new Map<string, number>();
   const zones = new Map<string, number>();
@@ -126,10 +129,9 @@ export async function computeBreakdown(ct: Conntrack, key: BreakdownKey | undefi
     add(zones, String(g.zone ?? 0), count);
     if (key !== undefined) add(groups, groupOf(key, g), count);
   }
-  const done = performance.now();
   return {
-    at: done / 1000,
-    seconds: (done - started) / 1000,
+    at: 0,
+    seconds: 0,
     total: summary.total,
     protocols: ranked(protocols),
     tcpStates: ranked(tcpStates),
@@ -137,4 +139,12 @@ export async function computeBreakdown(ct: Conntrack, key: BreakdownKey | undefi
     key: key?.text,
     top: key === undefined ? [] : topWithOther(groups, top, true),
   };
+}
+
+/** One dump of `ct`, counted into a breakdown. */
+export async function computeBreakdown(ct: Conntrack, key: BreakdownKey | undefined, top: number, signal?: AbortSignal): Promise<Breakdown> {
+  const started = performance.now();
+  const summary = await ct.summarize(undefined, { by: breakdownSummaryKeys(key), signal });
+  const done = performance.now();
+  return { ...breakdownOf(summary, key, top), at: done / 1000, seconds: (done - started) / 1000 };
 }
