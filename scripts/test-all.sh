@@ -26,6 +26,13 @@ declare -A PACKAGE_OF=(
   [unshare]=util-linux
   [nsenter]=util-linux
   [setpriv]=util-linux
+  # The exporter's end-to-end test: a real Prometheus server and promtool (Debian starts no
+  # service under policy-rc.d or without systemd; the test runs its own on a free loopback port),
+  # bcrypt hashes from htpasswd, certificates from openssl.
+  [prometheus]=prometheus
+  [promtool]=prometheus
+  [htpasswd]=apache2-utils
+  [openssl]=openssl
   # node-gyp needs a compiler, make and python to build the addon.
   [g++]=g++
   [make]=make

@@ -19,6 +19,10 @@ export const PACKAGE_OF: Record<string, string> = {
   unshare: 'util-linux',
   nsenter: 'util-linux',
   setpriv: 'util-linux',
+  prometheus: 'prometheus',
+  promtool: 'prometheus',
+  htpasswd: 'apache2-utils',
+  openssl: 'openssl',
 };
 
 /** sbin directories are often missing from a non-root PATH although the tools live there. */
