@@ -93,17 +93,35 @@ function groupOf(key: BreakdownKey, group: SummaryGroupKey): string {
 }
 
 /** Largest first; ties by label (numbers as numbers), so the same table gives the same top N. */
-function ranked(counts: Map<string, number>): Array<[string, number]> {
-  const collator = new Intl.Collator('en', { numeric: true });
-  return [...counts].sort((a, b) => b[1] - a[1] || collator.compare(a[0], b[0]));
+function compareRanked(a: readonly [string, number], b: readonly [string, number]): number {
+  if (a[1] !== b[1]) return b[1] - a[1];
+  const x = Number(a[0]);
+  const y = Number(b[0]);
+  if (a[0] !== '' && b[0] !== '' && Number.isFinite(x) && Number.isFinite(y)) return x - y;
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
 }
 
+function ranked(counts: Map<string, number>): Array<[string, number]> {
+  return [...counts].sort(compareRanked);
+}
+
+/**
+ * The `top` largest groups, then `other` with the rest. Selected in one pass over the groups (a
+ * table with an entry per port has tens of thousands): only the kept ones are ever sorted.
+ */
 function topWithOther(counts: Map<string, number>, top: number, alwaysOther: boolean): Array<[string, number]> {
-  const all = ranked(counts);
-  if (all.length <= top && !alwaysOther) return all;
-  const head = all.slice(0, top);
-  const rest = all.slice(top).reduce((sum, [, n]) => sum + n, 0);
-  return [...head, [OTHER_GROUP, rest]];
+  const kept: Array<[string, number]> = [];
+  let total = 0;
+  for (const group of counts) {
+    total += group[1];
+    if (kept.length === top && compareRanked(group, kept[top - 1] as [string, number]) >= 0) continue;
+    let i = kept.length;
+    while (i > 0 && compareRanked(group, kept[i - 1] as [string, number]) < 0) i--;
+    kept.splice(i, 0, group);
+    if (kept.length > top) kept.pop();
+  }
+  if (counts.size <= top && !alwaysOther) return kept;
+  return [...kept, [OTHER_GROUP, total - kept.reduce((sum, [, n]) => sum + n, 0)]];
 }
 
 function add(counts: Map<string, number>, label: string, n: number): void {
