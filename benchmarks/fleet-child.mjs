@@ -1,9 +1,9 @@
 // The fleet scenario's measurements in a fresh process; run by benchmarks/fleet.mjs, not alone.
 //
-//   node --expose-gc benchmarks/fleet-child.mjs '{"paths":[...], "scrapes":200, "reps":3, "rawdump":"bin/rawdump", "port":9791}'
+//   node --expose-gc benchmarks/fleet-child.mjs '{"paths":[...], "breakdownBy":"dport", "scrapes":200, "reps":3, "rawdump":"bin/rawdump", "port":9791}'
 //
-// With an exporter serving the given namespaces (breakdown by dport, on its own timer set far
-// away so that only the measured refreshes run):
+// With an exporter serving the given namespaces (breakdown by `breakdownBy`, on its own timer set
+// far away so that only the measured refreshes run):
 //   scrape    collect() timed, `scrapes` times in a row (the scrape path: counts and statistics of
 //             every namespace, rendering; no dump)
 //   http      the same over HTTP, from another process (keep-alive GETs, as Prometheus scrapes)
@@ -33,7 +33,7 @@ const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length -
 globalThis.gc?.();
 const rssStart = process.memoryUsage.rss();
 const exporter = await lib.createExporter({
-  netns: opts.paths, host: '127.0.0.1', port: opts.port, breakdownBy: 'dport', breakdownTop: 10, breakdownIntervalSeconds: 86_400,
+  netns: opts.paths, host: '127.0.0.1', port: opts.port, breakdownBy: opts.breakdownBy, breakdownTop: 10, breakdownIntervalSeconds: 86_400,
 });
 await exporter.refreshBreakdowns(); // the first one starts with the exporter: wait for it
 globalThis.gc?.();
@@ -101,7 +101,8 @@ for (let rep = 0; rep < opts.reps; rep++) {
     refreshOverFloor: r.seconds / floor, refreshOverLibrary: r.seconds / dump.seconds });
 }
 await Promise.all(handles.map((ct) => ct.close()));
-const top = /^conntrack_top_entries\{[^}]*group="(\d+)"\} (\d+)$/m.exec(await exporter.collect());
+const groups = [...(await exporter.collect()).matchAll(/^conntrack_top_entries\{netns="([^"]+)",key="[^"]+",group="([^"]+)"\} (\d+)$/gm)];
+const top = groups.filter((m) => m[1] === opts.paths[0]).map((m) => [m[2], Number(m[3])]);
 const rssAfterRefresh = process.memoryUsage.rss();
 const hwm = vm('VmHWM');
 await exporter.close();
@@ -132,7 +133,9 @@ process.stdout.write(`${JSON.stringify({
     overFloor: median(reps.map((r) => r.refreshOverFloor)),
     overLibrary: median(reps.map((r) => r.refreshOverLibrary)),
   },
-  topGroupSample: top ? { dport: Number(top[1]), entries: Number(top[2]) } : null,
+  breakdownBy: opts.breakdownBy,
+  topOfFirstNamespace: top,
+  topSeriesPerNamespace: groups.length / opts.paths.length,
   rss: { start: mib(rssStart), serving: mib(rssServing), afterScrapes: mib(rssAfterScrapes), afterRefreshes: mib(rssAfterRefresh), peak: mib(hwm) },
   all: { found: Number(/^conntrack_namespaces_found (\d+)$/m.exec(allText)?.[1]), scrape: stats(allTimes) },
 })}\n`);

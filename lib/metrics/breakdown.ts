@@ -83,18 +83,21 @@ function maskIPv6(address: string, bits: number): string {
   return `${new URL(`http://[${groups.join(':')}]`).hostname.slice(1, -1)}/${bits}`;
 }
 
-/** The group label of one summary group for `key`. */
-function groupOf(key: BreakdownKey, group: SummaryGroupKey): string {
+/** No port (ICMP) or no address: the group's label. */
+const NONE = 'none';
+
+/** The group of one summary group for `key`: a port stays a number until it is a label. */
+function groupOf(key: BreakdownKey, group: SummaryGroupKey): string | number {
   const value = group[key.field];
-  if (value === undefined) return 'none'; // no port (ICMP), no address
-  if (typeof value === 'number') return String(value);
-  if (key.prefix4 === undefined) return value;
+  if (value === undefined) return NONE;
+  if (typeof value === 'number' || key.prefix4 === undefined) return value;
   return value.includes(':') ? maskIPv6(value, key.prefix6 ?? 64) : maskIPv4(value, key.prefix4);
 }
 
 /** Largest first; ties by label (numbers as numbers), so the same table gives the same top N. */
-function compareRanked(a: readonly [string, number], b: readonly [string, number]): number {
+function compareRanked(a: readonly [string | number, number], b: readonly [string | number, number]): number {
   if (a[1] !== b[1]) return b[1] - a[1];
+  if (typeof a[0] === 'number' && typeof b[0] === 'number') return a[0] - b[0];
   const x = Number(a[0]);
   const y = Number(b[0]);
   if (a[0] !== '' && b[0] !== '' && Number.isFinite(x) && Number.isFinite(y)) return x - y;
@@ -109,22 +112,23 @@ function ranked(counts: Map<string, number>): Array<[string, number]> {
  * The `top` largest groups, then `other` with the rest. Selected in one pass over the groups (a
  * table with an entry per port has tens of thousands): only the kept ones are ever sorted.
  */
-function topWithOther(counts: Map<string, number>, top: number, alwaysOther: boolean): Array<[string, number]> {
-  const kept: Array<[string, number]> = [];
+function topWithOther(counts: Map<string | number, number>, top: number, alwaysOther: boolean): Array<[string, number]> {
+  const kept: Array<[string | number, number]> = [];
   let total = 0;
   for (const group of counts) {
     total += group[1];
-    if (kept.length === top && compareRanked(group, kept[top - 1] as [string, number]) >= 0) continue;
+    if (kept.length === top && compareRanked(group, kept[top - 1] as [string | number, number]) >= 0) continue;
     let i = kept.length;
-    while (i > 0 && compareRanked(group, kept[i - 1] as [string, number]) < 0) i--;
+    while (i > 0 && compareRanked(group, kept[i - 1] as [string | number, number]) < 0) i--;
     kept.splice(i, 0, group);
     if (kept.length > top) kept.pop();
   }
-  if (counts.size <= top && !alwaysOther) return kept;
-  return [...kept, [OTHER_GROUP, total - kept.reduce((sum, [, n]) => sum + n, 0)]];
+  const labelled = kept.map(([group, n]): [string, number] => [String(group), n]);
+  if (counts.size <= top && !alwaysOther) return labelled;
+  return [...labelled, [OTHER_GROUP, total - kept.reduce((sum, [, n]) => sum + n, 0)]];
 }
 
-function add(counts: Map<string, number>, label: string, n: number): void {
+function add<K>(counts: Map<K, number>, label: K, n: number): void {
   counts.set(label, (counts.get(label) ?? 0) + n);
 }
 
@@ -140,7 +144,7 @@ export function breakdownOf(summary: Summary, key: BreakdownKey | undefined, top
   const protocols = new Map<string, number>();
   const tcpStates = new Map<string, number>();
   const zones = new Map<string, number>();
-  const groups = new Map<string, number>();
+  const groups = new Map<string | number, number>();
   for (const { key: g, count } of summary.groups) {
     add(protocols, g.protocol ?? 'unknown', count);
     if (g.tcpState !== undefined) add(tcpStates, g.tcpState, count);
