@@ -274,3 +274,36 @@ describe('fleet families', () => {
     expect(new Set(names).size).toBe(names.length);
   });
 });
+
+describe('collector options, checked before anything is opened', () => {
+  it('refuses bad values with ERR_CONNTRACK_INVALID_ARGUMENT', async () => {
+    const { checkCollectorOptions } = await import('../../../lib/metrics/collector.js');
+    const bad: Array<[object, RegExp]> = [
+      [{ netns: 'some' }, /netns must be an array/],
+      [{ netns: ['/run/netns/a', '/run/netns/a'] }, /given twice/],
+      [{ netns: 'all', maxNamespaces: 0 }, /maxNamespaces must be a positive integer/],
+      [{ netns: 'all', maxNamespaces: 1.5 }, /maxNamespaces/],
+      [{ netns: 'all', forgetAfterSeconds: -1 }, /forgetAfterSeconds/],
+      [{ breakdownBy: 'port' }, /breakdown key must be/],
+      [{ breakdownBy: true }, /breakdownBy must be/],
+      [{ breakdownTop: 0 }, /breakdownTop/],
+      [{ breakdownIntervalSeconds: Number.NaN }, /breakdownIntervalSeconds/],
+      [{ growthWindowSeconds: Infinity }, /growthWindowSeconds/],
+    ];
+    for (const [options, message] of bad) {
+      expect(() => checkCollectorOptions(options as never), JSON.stringify(options)).toThrow(expect.objectContaining({ code: 'ERR_CONNTRACK_INVALID_ARGUMENT', message: expect.stringMatching(message) }));
+    }
+    expect(checkCollectorOptions({ netns: 'all', breakdownBy: false })).toMatchObject({ paths: 'all', breakdown: undefined, maxNamespaces: 256, forgetAfterSeconds: 300 });
+    expect(checkCollectorOptions({}).breakdown).toMatchObject({ key: { field: 'dport' }, top: 10, intervalSeconds: 30 });
+  });
+
+  it('the exporter command: a web config that cannot be read is exit 1 with the file named', async () => {
+    const { exporterCommand } = await import('../../../lib/cli/exporter.js');
+    const { runCommand } = await import('../../helpers/cli.js');
+    const missing = join(scratch, 'no-such-web.yml');
+    const result = await runCommand(exporterCommand, ['--listen', '127.0.0.1:0', '--web.config.file', missing]);
+    expect(result.code).toBe(1);
+    expect(result.err).toContain(`web config ${missing}: cannot read it`);
+    expect(result.out).toBe('');
+  });
+});
