@@ -15,8 +15,10 @@
 #include <cstring>
 
 #include "netlink_socket.h"
-#include "ct_request.h"
 #include "netns.h"
+#include "requests.h"
+#include "transaction.h"
+#include "wire.h"
 
 namespace ct {
 namespace {
@@ -37,29 +39,22 @@ struct Control {
 
 Control scanControl(const uint8_t* data, size_t len, uint32_t seq) {
   Control c;
-  while (len >= NLMSG_HDRLEN) {
-    nlmsghdr h;
-    std::memcpy(&h, data, sizeof h);
-    if (h.nlmsg_len < NLMSG_HDRLEN || h.nlmsg_len > len) {
-      c.end = true;  // malformed: the decoder reports it
-      return c;
+  SysError malformed;
+  bool framed = forEachMessage(data, len, malformed, [&](const nlmsghdr& h, const uint8_t* payload, size_t payloadLen) {
+    if (h.nlmsg_seq != seq) return Next::kContinue;
+    if (h.nlmsg_type == NLMSG_DONE || h.nlmsg_type == NLMSG_ERROR || h.nlmsg_type == NLMSG_OVERRUN) {
+      c.end = true;
+      int code = 0;
+      if (payloadLen >= sizeof code) std::memcpy(&code, payload, sizeof code);
+      // Only a real errno matters here (a retry decision); the decoder reports odd codes.
+      int errnum = 0;
+      if (h.nlmsg_type != NLMSG_OVERRUN && kernelErrno(code, errnum)) c.error = errnum;
+      return Next::kStop;
     }
-    if (h.nlmsg_seq == seq) {
-      if (h.nlmsg_type == NLMSG_DONE || h.nlmsg_type == NLMSG_ERROR || h.nlmsg_type == NLMSG_OVERRUN) {
-        c.end = true;
-        int code = 0;
-        if (h.nlmsg_len >= NLMSG_HDRLEN + sizeof code) std::memcpy(&code, data + NLMSG_HDRLEN, sizeof code);
-        // Only a real errno matters here (a retry decision); the decoder reports odd codes.
-        if (h.nlmsg_type != NLMSG_OVERRUN && code < 0 && code >= -4095) c.error = -code;
-        return c;
-      }
-      if (h.nlmsg_type >= NLMSG_MIN_TYPE) c.entries = true;
-    }
-    size_t step = NLMSG_ALIGN(h.nlmsg_len);
-    if (step >= len) break;
-    data += step;
-    len -= step;
-  }
+    if (h.nlmsg_type >= NLMSG_MIN_TYPE) c.entries = true;
+    return Next::kContinue;
+  });
+  if (!framed) c.end = true;  // malformed: the decoder reports it
   return c;
 }
 

@@ -16,7 +16,7 @@
 #include <mutex>
 #include <thread>
 
-#include "ct_codec.h"
+#include "batch_sink.h"
 #include "sys_error.h"
 
 namespace ct {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine (as root): installs the system tools
-# the integration tests drive, installs npm dependencies, builds, type-checks, then runs all vitest
-# projects. Exits non-zero on the first failure.
+# the integration tests drive, installs npm dependencies, builds (with the x64 and arm64
+# prebuilds), type-checks, runs all vitest projects, checks the packed package as users install it
+# (scripts/check-package.sh) and fuzzes the decoder. Exits non-zero on the first failure.
 #
 # CI defaults to true here: this is the run-everything command, and with CI=true an integration
 # suite whose prerequisites are missing fails instead of being skipped (test/helpers/gate.ts).
@@ -26,9 +27,9 @@ declare -A PACKAGE_OF=(
   [unshare]=util-linux
   [nsenter]=util-linux
   [setpriv]=util-linux
-  # The exporter's end-to-end test: a real Prometheus server and promtool (Debian starts no
-  # service under policy-rc.d or without systemd; the test runs its own on a free loopback port),
-  # bcrypt hashes from htpasswd, certificates from openssl.
+  # The exporter's end-to-end test: a real Prometheus server and promtool (the test runs its own
+  # server inside a namespace it makes, so a system service the package may start is not in its
+  # way), bcrypt hashes from htpasswd, certificates from openssl.
   [prometheus]=prometheus
   [promtool]=prometheus
   [htpasswd]=apache2-utils
@@ -40,6 +41,11 @@ declare -A PACKAGE_OF=(
   # The decoder's fuzzer and sanitizers (scripts/fuzz.sh).
   [clang++]=clang
   [cmake]=cmake
+  # The arm64 prebuild (scripts/prebuilds.sh), run under emulation by scripts/check-package.sh;
+  # readelf reads both prebuilds' symbol versions (test/unit/package/prebuilds.test.ts).
+  [aarch64-linux-gnu-g++]=g++-aarch64-linux-gnu
+  [qemu-aarch64-static]=qemu-user-static
+  [readelf]=binutils
 )
 
 install_system_packages() {
@@ -88,6 +94,8 @@ main() {
   install_npm_dependencies
   log "npm run build"
   npm run build
+  log "npm run prebuilds (linux-x64, linux-arm64)"
+  npm run prebuilds
   log "npm run typecheck"
   npm run typecheck
   log "vitest run (all projects)"
@@ -98,6 +106,8 @@ main() {
   node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`);' "$report"
   rm -f "$report"
+  log "the package as users install it (scripts/check-package.sh)"
+  bash scripts/check-package.sh --reuse-prebuilds
   log "fuzz the decoder (ASan + UBSan), 30 s"
   bash scripts/fuzz.sh 30
   log "all tests passed"

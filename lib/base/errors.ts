@@ -20,6 +20,11 @@ export type ConntrackErrorCode =
   | 'ERR_CONNTRACK_CLOSED'
   /** The kernel sent a message this library cannot frame (truncated, misaligned, wrong size). */
   | 'ERR_CONNTRACK_PROTOCOL'
+  /**
+   * The native addon is missing for this platform or does not load here; the message names the
+   * platform, the file, and the remedies (a platform with prebuilds, or a compiler).
+   */
+  | 'ERR_CONNTRACK_NATIVE'
   /** Any other error from the kernel; `errno` and `syscall` say which. */
   | 'ERR_CONNTRACK_KERNEL'
   /** The exporter could not listen on the address given (in use, not local, no permission). */

@@ -1,11 +1,17 @@
 /**
  * Loads the addon and states its shape. The binding is thin on purpose: it moves bytes and
  * numbers; names, defaults, validation and errors live in TypeScript.
+ *
+ * The addon loads on first use, not on import: sizing, persistence files, evaluate() and metrics
+ * rendering work on a platform without it, and the rest fails with ERR_CONNTRACK_NATIVE.
  */
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import type { RECORD_LAYOUT } from './layout.generated.js';
+import { ConntrackError } from '../base/errors.js';
 
 /** An error as the addon raises it: errno and the operation that failed. */
 export interface NativeError extends Error {
@@ -15,7 +21,7 @@ export interface NativeError extends Error {
   protocol?: boolean;
 }
 
-/** The binding's form of a tuple (native/addon.cc readTuple). */
+/** The binding's form of a tuple (native/addon_values.cc readTuple). */
 export interface NativeTupleSpec {
   src: Uint8Array;
   dst: Uint8Array;
@@ -27,7 +33,7 @@ export interface NativeTupleSpec {
   icmpId?: number;
 }
 
-/** The binding's form of an entry request (native/addon.cc readEntrySpec). */
+/** The binding's form of an entry request (native/addon_values.cc readEntrySpec). */
 export interface NativeEntrySpec {
   family: number;
   orig?: NativeTupleSpec;
@@ -43,7 +49,7 @@ export interface NativeEntrySpec {
   labelsMask?: Uint32Array;
 }
 
-/** The filter as native code takes it: already validated and normalised by lib/filter.ts. */
+/** The filter as native code takes it: already validated and normalised by lib/table/filter.ts. */
 export interface NativeFilter {
   family: number; // 0 any, 2 AF_INET, 10 AF_INET6
   protocol: number; // -1 any
@@ -106,7 +112,7 @@ export interface NativeHandle {
   globalStatsFunction(): { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
   /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
   cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
-  /** A dump; with `summaryKeys`, of group records with counts (lib/summary.ts) instead of entries. */
+  /** A dump; with `summaryKeys`, of group records with counts (lib/table/summary.ts) instead of entries. */
   startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[]): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
   startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
@@ -126,9 +132,15 @@ export interface Binding {
   netnsListDir(netnsPath: string, path: string): Promise<string[]>;
   /** Decodes one captured datagram (tests); `events`: as event messages. */
   decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[]): NativeBatch;
-  /** Record layout constants, checked against lib/records.ts by a unit test. */
-  layout: Record<string, number>;
+  /** The record layout (native/record_layout.h), read by lib/binding/layout.ts. */
+  layout: NativeLayout;
 }
+
+/**
+ * The record layout as the addon exports it (native/record_layout.h kLayoutConstants), by group
+ * and name; layout.generated.ts holds the same numbers for use without the addon.
+ */
+export type NativeLayout = { readonly [G in keyof typeof RECORD_LAYOUT]: { readonly [K in keyof (typeof RECORD_LAYOUT)[G]]: number } };
 
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -144,13 +156,75 @@ function packageRoot(): string {
   }
 }
 
+/** The platforms `npm run prebuilds` makes binaries for (scripts/prebuilds.sh). */
+export const PREBUILT_PLATFORMS = ['linux-x64', 'linux-arm64'] as const;
+/** The oldest glibc the prebuilds load with (test/unit/package/prebuilds.test.ts checks it). */
+export const PREBUILT_GLIBC = '2.28';
+
+/**
+ * The C library of this process: glibc (with its version, from Node's report) or musl. LIBC=musl
+ * or LIBC=glibc overrides it, as it does node-gyp-build's choice of prebuild.
+ */
+export function libcOfProcess(): { name: 'glibc' | 'musl'; version?: string } {
+  const forced = process.env.LIBC;
+  if (forced === 'musl' || forced === 'glibc') return { name: forced };
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  const version = header?.glibcVersionRuntime;
+  return version === undefined ? { name: 'musl' } : { name: 'glibc', version };
+}
+
+const SOURCE_BUILD_HELP =
+  'build it from source instead: install a C++17 compiler, make and python3 ' +
+  '(Debian/Ubuntu: apt-get install g++ make python3; Alpine: apk add build-base python3 linux-headers), ' +
+  'then run "npm rebuild conntrack"';
+
+/** The error for an addon that is missing or does not load: what, where, and the two ways out. */
+export function nativeUnavailable(root: string, file: string | undefined, cause: unknown): ConntrackError {
+  const libc = libcOfProcess();
+  const platform = `${process.platform}-${process.arch}`;
+  const where = `${platform} (${libc.version === undefined ? libc.name : `${libc.name} ${libc.version}`})`;
+  const prebuilt = `prebuilds ship for ${PREBUILT_PLATFORMS.join(' and ')} with glibc ${PREBUILT_GLIBC} or newer`;
+  const rest = 'Sizing, persistence files, evaluate() and metrics rendering work without it';
+  if (file === undefined) {
+    const prebuild = join(root, 'prebuilds', platform, `conntrack.napi.${libc.name}.node`);
+    const local = join(root, 'build', 'Release', 'conntrack.node');
+    return new ConntrackError(
+      'ERR_CONNTRACK_NATIVE',
+      `conntrack's native addon is missing for ${where}: looked for ${prebuild} and ${local}. ` +
+        `Use a platform with a prebuild (${prebuilt}), or ${SOURCE_BUILD_HELP}. (${rest}.)`,
+      { cause },
+    );
+  }
+  const reason = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+  return new ConntrackError(
+    'ERR_CONNTRACK_NATIVE',
+    `conntrack's native addon ${file} did not load on ${where}: ${reason}. ` +
+      `Use a platform with a prebuild (${prebuilt}), or ${SOURCE_BUILD_HELP}. (${rest}.)`,
+    { cause },
+  );
+}
+
 let loaded: Binding | undefined;
 
+/** The addon, loaded on first call; throws ERR_CONNTRACK_NATIVE when there is none that loads. */
 export function binding(): Binding {
   if (loaded === undefined) {
     const require = createRequire(import.meta.url);
-    const load = require('node-gyp-build') as (dir: string) => Binding;
-    loaded = load(packageRoot());
+    const root = packageRoot();
+    // node-gyp-build's choice: a local build/Release first, then prebuilds/<platform>-<arch>
+    // matched on libc; CONNTRACK_PREBUILD=DIR makes it look in DIR instead.
+    const gypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+    let file: string;
+    try {
+      file = gypBuild.resolve(root);
+    } catch (cause) {
+      throw nativeUnavailable(process.env.CONNTRACK_PREBUILD ?? root, undefined, cause);
+    }
+    try {
+      loaded = require(file) as Binding;
+    } catch (cause) {
+      throw nativeUnavailable(root, file, cause);
+    }
   }
   return loaded;
 }

@@ -12,7 +12,7 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 
 
-/** IPCTNL_MSG_CT_* operation numbers of native/ct_codec.h EntryOp. */
+/** IPCTNL_MSG_CT_* operation numbers of native/requests.h EntryOp. */
 export const ENTRY_OP = { get: 0, create: 1, update: 2, delete: 3 } as const;
 
 const PORT_PROTOCOLS = new Set([6, 17, 33, 132, 136]);

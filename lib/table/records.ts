@@ -1,50 +1,132 @@
 /**
  * Turns the addon's batches (fixed-size u32 records plus one text per batch) into entries.
  * Every entry is built with the same property order, so V8 gives them all one shape.
- * The slot numbers mirror native/ct_codec.h; test/unit/records.test.ts checks them.
+ * Every slot, bit and shift comes from the addon (native/record_layout.h, through
+ * lib/binding/layout.ts), read once into the constants below.
  */
+import { checkLayout, layoutConstant as layout } from '../binding/layout.js';
 import type { NativeBatch } from '../binding/native.js';
 import type {
   ConntrackEntry, ConntrackEvent, ConntrackEventType, OverflowEvent, DccpState, Family, ProtocolName, SctpState, StatusFlag, TcpState, Tuple,
 } from '../base/types.js';
 
-export const LAYOUT = {
-  slots: 64,
-  present: 0, family: 1, id: 2, status: 3, timeout: 4, mark: 5, use: 6, zone: 7, secmark: 8,
-  orig: 9, reply: 15, master: 21, counters: 27, timestamp: 35, tcp: 39, tcpFlags: 40,
-  sctp: 41, dccp: 44, helper: 47, secctxOff: 48, labels: 50, seqAdjOrig: 54, seqAdjReply: 57,
-  synproxy: 60, event: 63,
-} as const;
+const SLOTS = layout('record', 'slots');
+const LABEL_WORDS = layout('record', 'labelWords');
+
+// Slots.
+const S_FAMILY = layout('slot', 'family');
+const S_PRESENT = layout('slot', 'present');
+const S_ID = layout('slot', 'id');
+const S_STATUS = layout('slot', 'status');
+const S_TIMEOUT = layout('slot', 'timeout');
+const S_MARK = layout('slot', 'mark');
+const S_USE = layout('slot', 'use');
+const S_ZONE = layout('slot', 'zone');
+const S_SECMARK = layout('slot', 'secmark');
+const S_ORIG = layout('slot', 'orig');
+const S_REPLY = layout('slot', 'reply');
+const S_MASTER = layout('slot', 'master');
+const S_COUNTERS = layout('slot', 'counters');
+const S_TIMESTAMP = layout('slot', 'timestamp');
+const S_TCP = layout('slot', 'tcp');
+const S_TCP_FLAGS = layout('slot', 'tcpFlags');
+const S_SCTP = layout('slot', 'sctp');
+const S_SCTP_VTAG_ORIG = layout('slot', 'sctpVtagOrig');
+const S_SCTP_VTAG_REPLY = layout('slot', 'sctpVtagReply');
+const S_DCCP = layout('slot', 'dccp');
+const S_DCCP_SEQ = layout('slot', 'dccpSeq');
+const S_HELPER = layout('slot', 'helper');
+const S_SECCTX_OFF = layout('slot', 'secctxOff');
+const S_SECCTX_LEN = layout('slot', 'secctxLen');
+const S_LABELS = layout('slot', 'labels');
+const S_SEQADJ_ORIG = layout('slot', 'seqAdjOrig');
+const S_SEQADJ_REPLY = layout('slot', 'seqAdjReply');
+const S_SYNPROXY = layout('slot', 'synproxy');
+const S_EVENT = layout('slot', 'event');
+
+// Within a tuple block, and the fields packed into its words.
+const TUPLE_PROTO = layout('tuple', 'proto');
+const TUPLE_PORTS = layout('tuple', 'ports');
+const TUPLE_ICMP = layout('tuple', 'icmp');
+const TUPLE_ZONE = layout('tuple', 'zone');
+const TUPLE_SRC = layout('tuple', 'src');
+const TUPLE_DST = layout('tuple', 'dst');
+const PROTO_SHIFT = layout('tupleWord', 'proto');
+const TUPLE_HAS_SHIFT = layout('tupleWord', 'has');
+const SPORT_SHIFT = layout('tupleWord', 'sport');
+const DPORT_SHIFT = layout('tupleWord', 'dport');
+const ICMP_TYPE_SHIFT = layout('tupleWord', 'icmpType');
+const ICMP_CODE_SHIFT = layout('tupleWord', 'icmpCode');
+const ICMP_ID_SHIFT = layout('tupleWord', 'icmpId');
+
+// Sub-offsets.
+const U64_LOW = layout('u64', 'low');
+const U64_HIGH = layout('u64', 'high');
+const PACKETS_ORIG = layout('counter', 'packetsOrig');
+const BYTES_ORIG = layout('counter', 'bytesOrig');
+const PACKETS_REPLY = layout('counter', 'packetsReply');
+const BYTES_REPLY = layout('counter', 'bytesReply');
+const TS_START = layout('timestamp', 'start');
+const TS_STOP = layout('timestamp', 'stop');
+const SEQADJ_CORRECTION_POS = layout('seqAdj', 'correctionPos');
+const SEQADJ_OFFSET_BEFORE = layout('seqAdj', 'offsetBefore');
+const SEQADJ_OFFSET_AFTER = layout('seqAdj', 'offsetAfter');
+const SYNPROXY_ISN = layout('synproxy', 'isn');
+const SYNPROXY_ITS = layout('synproxy', 'its');
+const SYNPROXY_TSOFF = layout('synproxy', 'tsoff');
+
+// Packed protocol words.
+const TCP_STATE_SHIFT = layout('tcpWord', 'state');
+const TCP_WSCALE_ORIG_SHIFT = layout('tcpWord', 'wscaleOrig');
+const TCP_WSCALE_REPLY_SHIFT = layout('tcpWord', 'wscaleReply');
+const TCP_HAS_SHIFT = layout('tcpWord', 'has');
+const TCP_FLAGS_ORIG_SHIFT = layout('tcpFlagsWord', 'flagsOrig');
+const TCP_FLAGS_REPLY_SHIFT = layout('tcpFlagsWord', 'flagsReply');
+const SCTP_STATE_SHIFT = layout('sctpWord', 'state');
+const SCTP_HAS_SHIFT = layout('sctpWord', 'has');
+const DCCP_STATE_SHIFT = layout('dccpWord', 'state');
+const DCCP_ROLE_SHIFT = layout('dccpWord', 'role');
+const DCCP_HAS_SHIFT = layout('dccpWord', 'has');
+const STRING_LENGTH_SHIFT = layout('stringRef', 'lengthShift');
+const STRING_OFFSET_MASK = layout('stringRef', 'offsetMask');
 
 // Present bits.
-const HAS_STATUS = 1 << 1;
-const HAS_TIMEOUT = 1 << 2;
-const HAS_USE = 1 << 4;
-const HAS_ZONE = 1 << 5;
-const HAS_SECMARK = 1 << 6;
-const HAS_ORIG = 1 << 7;
-const HAS_REPLY = 1 << 8;
-const HAS_MASTER = 1 << 9;
-const HAS_COUNTERS_ORIG = 1 << 10;
-const HAS_COUNTERS_REPLY = 1 << 11;
-const HAS_TSTAMP_START = 1 << 12;
-const HAS_TSTAMP_STOP = 1 << 13;
-const HAS_TCP = 1 << 14;
-const HAS_SCTP = 1 << 15;
-const HAS_DCCP = 1 << 16;
-const HAS_HELPER = 1 << 17;
-const HAS_SECCTX = 1 << 18;
-const HAS_LABELS = 1 << 19;
-const HAS_SEQADJ_ORIG = 1 << 20;
-const HAS_SEQADJ_REPLY = 1 << 21;
-const HAS_SYNPROXY = 1 << 22;
+const HAS_STATUS = layout('present', 'status');
+const HAS_TIMEOUT = layout('present', 'timeout');
+const HAS_USE = layout('present', 'use');
+const HAS_ZONE = layout('present', 'zone');
+const HAS_SECMARK = layout('present', 'secmark');
+const HAS_ORIG = layout('present', 'orig');
+const HAS_REPLY = layout('present', 'reply');
+const HAS_MASTER = layout('present', 'master');
+const HAS_COUNTERS_ORIG = layout('present', 'countersOrig');
+const HAS_COUNTERS_REPLY = layout('present', 'countersReply');
+const HAS_TSTAMP_START = layout('present', 'timestampStart');
+const HAS_TSTAMP_STOP = layout('present', 'timestampStop');
+const HAS_TCP = layout('present', 'tcp');
+const HAS_SCTP = layout('present', 'sctp');
+const HAS_DCCP = layout('present', 'dccp');
+const HAS_HELPER = layout('present', 'helper');
+const HAS_SECCTX = layout('present', 'secctx');
+const HAS_LABELS = layout('present', 'labels');
+const HAS_SEQADJ_ORIG = layout('present', 'seqAdjOrig');
+const HAS_SEQADJ_REPLY = layout('present', 'seqAdjReply');
+const HAS_SYNPROXY = layout('present', 'synproxy');
 
-// Tuple bits (kTupleProto >> 8).
-const T_PORTS = 1 << 1;
-const T_ICMP = 1 << 2;
-const T_ZONE = 1 << 3;
-const T_SRC = 1 << 4;
-const T_DST = 1 << 5;
+// Tuple, TCP, SCTP and DCCP bits.
+const T_PORTS = layout('tupleHas', 'ports');
+const T_ICMP = layout('tupleHas', 'icmp');
+const T_ZONE = layout('tupleHas', 'zone');
+const T_SRC = layout('tupleHas', 'src');
+const T_DST = layout('tupleHas', 'dst');
+const TCP_HAS_WSCALE_ORIG = layout('tcpHas', 'wscaleOrig');
+const TCP_HAS_WSCALE_REPLY = layout('tcpHas', 'wscaleReply');
+const TCP_HAS_FLAGS_ORIG = layout('tcpHas', 'flagsOrig');
+const TCP_HAS_FLAGS_REPLY = layout('tcpHas', 'flagsReply');
+const SCTP_HAS_VTAG_ORIG = layout('sctpHas', 'vtagOrig');
+const SCTP_HAS_VTAG_REPLY = layout('sctpHas', 'vtagReply');
+const DCCP_HAS_ROLE = layout('dccpHas', 'role');
+const DCCP_HAS_SEQ = layout('dccpHas', 'seq');
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -103,16 +185,16 @@ export function statusFlags(status: number): readonly StatusFlag[] {
 const TWO_32 = 4294967296;
 
 function text(strings: string, ref: number): string {
-  const offset = ref & 0xffffff;
-  return strings.substring(offset, offset + (ref >>> 24));
+  const offset = ref & STRING_OFFSET_MASK;
+  return strings.substring(offset, offset + (ref >>> STRING_LENGTH_SHIFT));
 }
 
 function decodeTuple(r: Uint32Array, base: number, src: string, dst: string): Tuple {
-  const head = r[base] as number;
-  const has = head >>> 8;
-  const protocolNumber = head & 0xff;
-  const ports = r[base + 1] as number;
-  const icmp = r[base + 2] as number;
+  const head = r[base + TUPLE_PROTO] as number;
+  const has = head >>> TUPLE_HAS_SHIFT;
+  const protocolNumber = (head >>> PROTO_SHIFT) & 0xff;
+  const ports = r[base + TUPLE_PORTS] as number;
+  const icmp = r[base + TUPLE_ICMP] as number;
   const portsPresent = (has & T_PORTS) !== 0;
   const icmpPresent = (has & T_ICMP) !== 0;
   return {
@@ -120,31 +202,34 @@ function decodeTuple(r: Uint32Array, base: number, src: string, dst: string): Tu
     dst,
     protocolNumber,
     protocol: PROTOCOL_NAMES[protocolNumber] as ProtocolName,
-    sport: portsPresent ? ports & 0xffff : undefined,
-    dport: portsPresent ? ports >>> 16 : undefined,
-    icmpType: icmpPresent ? icmp & 0xff : undefined,
-    icmpCode: icmpPresent ? (icmp >>> 8) & 0xff : undefined,
-    icmpId: icmpPresent ? icmp >>> 16 : undefined,
-    zone: (has & T_ZONE) !== 0 ? (r[base + 3] as number) : undefined,
+    sport: portsPresent ? (ports >>> SPORT_SHIFT) & 0xffff : undefined,
+    dport: portsPresent ? (ports >>> DPORT_SHIFT) & 0xffff : undefined,
+    icmpType: icmpPresent ? (icmp >>> ICMP_TYPE_SHIFT) & 0xff : undefined,
+    icmpCode: icmpPresent ? (icmp >>> ICMP_CODE_SHIFT) & 0xff : undefined,
+    icmpId: icmpPresent ? (icmp >>> ICMP_ID_SHIFT) & 0xffff : undefined,
+    zone: (has & T_ZONE) !== 0 ? (r[base + TUPLE_ZONE] as number) : undefined,
   };
 }
 
 function tupleAddresses(r: Uint32Array, base: number): [number, number] {
-  const has = (r[base] as number) >>> 8;
-  return [(has & T_SRC) !== 0 ? (r[base + 4] as number) : -1, (has & T_DST) !== 0 ? (r[base + 5] as number) : -1];
+  const has = (r[base + TUPLE_PROTO] as number) >>> TUPLE_HAS_SHIFT;
+  return [
+    (has & T_SRC) !== 0 ? (r[base + TUPLE_SRC] as number) : -1,
+    (has & T_DST) !== 0 ? (r[base + TUPLE_DST] as number) : -1,
+  ];
 }
 
 function u64(r: Uint32Array, at: number): number {
-  return (r[at] as number) + (r[at + 1] as number) * TWO_32;
+  return (r[at + U64_LOW] as number) + (r[at + U64_HIGH] as number) * TWO_32;
 }
 
 function big64(r: Uint32Array, at: number): bigint {
-  return (BigInt(r[at + 1] as number) << 32n) | BigInt(r[at] as number);
+  return (BigInt(r[at + U64_HIGH] as number) << 32n) | BigInt(r[at + U64_LOW] as number);
 }
 
 function labelBits(r: Uint32Array, at: number): number[] {
   const bits: number[] = [];
-  for (let word = 0; word < 4; word++) {
+  for (let word = 0; word < LABEL_WORDS; word++) {
     const v = r[at + word] as number;
     if (v === 0) continue;
     for (let bit = 0; bit < 32; bit++) if (v & (1 << bit)) bits.push(word * 32 + bit);
@@ -154,107 +239,108 @@ function labelBits(r: Uint32Array, at: number): number[] {
 
 /** Decodes record `index` of a batch. */
 export function decodeRecord(r: Uint32Array, index: number, strings: string): ConntrackEntry {
-  const o = index * LAYOUT.slots;
-  const present = r[o] as number;
-  const family: Family = r[o + LAYOUT.family] === AF_INET6 ? 'ipv6' : 'ipv4';
+  const o = index * SLOTS;
+  const present = r[o + S_PRESENT] as number;
+  const family: Family = r[o + S_FAMILY] === AF_INET6 ? 'ipv6' : 'ipv4';
 
   // Address strings: the reply usually mirrors the original, and native code then hands
   // out the same text reference; reuse the JS string too.
-  const [origSrcRef, origDstRef] = tupleAddresses(r, o + LAYOUT.orig);
+  const [origSrcRef, origDstRef] = tupleAddresses(r, o + S_ORIG);
   const origSrc = origSrcRef >= 0 ? text(strings, origSrcRef) : '';
   const origDst = origDstRef >= 0 ? text(strings, origDstRef) : '';
   let reply: Tuple;
   if ((present & HAS_REPLY) !== 0) {
-    const [replySrcRef, replyDstRef] = tupleAddresses(r, o + LAYOUT.reply);
+    const [replySrcRef, replyDstRef] = tupleAddresses(r, o + S_REPLY);
     const replySrc = replySrcRef === origDstRef ? origDst : replySrcRef >= 0 ? text(strings, replySrcRef) : '';
     const replyDst = replyDstRef === origSrcRef ? origSrc : replyDstRef >= 0 ? text(strings, replyDstRef) : '';
-    reply = decodeTuple(r, o + LAYOUT.reply, replySrc, replyDst);
+    reply = decodeTuple(r, o + S_REPLY, replySrc, replyDst);
   } else {
     reply = emptyTuple();
   }
-  const original = (present & HAS_ORIG) !== 0 ? decodeTuple(r, o + LAYOUT.orig, origSrc, origDst) : emptyTuple();
+  const original = (present & HAS_ORIG) !== 0 ? decodeTuple(r, o + S_ORIG, origSrc, origDst) : emptyTuple();
   let master: Tuple | undefined;
   if ((present & HAS_MASTER) !== 0) {
-    const [s, d] = tupleAddresses(r, o + LAYOUT.master);
-    master = decodeTuple(r, o + LAYOUT.master, s >= 0 ? text(strings, s) : '', d >= 0 ? text(strings, d) : '');
+    const [s, d] = tupleAddresses(r, o + S_MASTER);
+    master = decodeTuple(r, o + S_MASTER, s >= 0 ? text(strings, s) : '', d >= 0 ? text(strings, d) : '');
   }
 
-  const status = (present & HAS_STATUS) !== 0 ? (r[o + LAYOUT.status] as number) : 0;
-  const c = o + LAYOUT.counters;
+  const status = (present & HAS_STATUS) !== 0 ? (r[o + S_STATUS] as number) : 0;
+  const c = o + S_COUNTERS;
   const hasCounters = (present & (HAS_COUNTERS_ORIG | HAS_COUNTERS_REPLY)) !== 0;
-  const tcpWord = r[o + LAYOUT.tcp] as number;
-  const tcpHas = tcpWord >>> 24;
-  const tcpFlags = r[o + LAYOUT.tcpFlags] as number;
-  const sctpWord = r[o + LAYOUT.sctp] as number;
-  const dccpWord = r[o + LAYOUT.dccp] as number;
+  const tcpWord = r[o + S_TCP] as number;
+  const tcpHas = tcpWord >>> TCP_HAS_SHIFT;
+  const tcpFlags = r[o + S_TCP_FLAGS] as number;
+  const sctpWord = r[o + S_SCTP] as number;
+  const sctpHas = sctpWord >>> SCTP_HAS_SHIFT;
+  const dccpWord = r[o + S_DCCP] as number;
+  const dccpHas = dccpWord >>> DCCP_HAS_SHIFT;
+  const secctxOff = r[o + S_SECCTX_OFF] as number;
 
   return {
-    id: r[o + LAYOUT.id] as number,
+    id: r[o + S_ID] as number,
     family,
     original,
     reply,
     master,
     status,
     flags: statusFlags(status),
-    timeout: (present & HAS_TIMEOUT) !== 0 ? (r[o + LAYOUT.timeout] as number) : undefined,
-    mark: r[o + LAYOUT.mark] as number,
-    secmark: (present & HAS_SECMARK) !== 0 ? (r[o + LAYOUT.secmark] as number) : undefined,
-    secctx: (present & HAS_SECCTX) !== 0
-      ? strings.substring(r[o + LAYOUT.secctxOff] as number, (r[o + LAYOUT.secctxOff] as number) + (r[o + LAYOUT.secctxOff + 1] as number))
-      : undefined,
-    zone: (present & HAS_ZONE) !== 0 ? (r[o + LAYOUT.zone] as number) : undefined,
-    use: (present & HAS_USE) !== 0 ? (r[o + LAYOUT.use] as number) : undefined,
+    timeout: (present & HAS_TIMEOUT) !== 0 ? (r[o + S_TIMEOUT] as number) : undefined,
+    mark: r[o + S_MARK] as number,
+    secmark: (present & HAS_SECMARK) !== 0 ? (r[o + S_SECMARK] as number) : undefined,
+    secctx: (present & HAS_SECCTX) !== 0 ? strings.substring(secctxOff, secctxOff + (r[o + S_SECCTX_LEN] as number)) : undefined,
+    zone: (present & HAS_ZONE) !== 0 ? (r[o + S_ZONE] as number) : undefined,
+    use: (present & HAS_USE) !== 0 ? (r[o + S_USE] as number) : undefined,
     counters: hasCounters
       ? {
-          original: { packets: u64(r, c), bytes: u64(r, c + 2) },
-          reply: { packets: u64(r, c + 4), bytes: u64(r, c + 6) },
+          original: { packets: u64(r, c + PACKETS_ORIG), bytes: u64(r, c + BYTES_ORIG) },
+          reply: { packets: u64(r, c + PACKETS_REPLY), bytes: u64(r, c + BYTES_REPLY) },
         }
       : undefined,
     timestamp: (present & HAS_TSTAMP_START) !== 0
       ? {
-          start: big64(r, o + LAYOUT.timestamp),
-          stop: (present & HAS_TSTAMP_STOP) !== 0 ? big64(r, o + LAYOUT.timestamp + 2) : undefined,
+          start: big64(r, o + S_TIMESTAMP + TS_START),
+          stop: (present & HAS_TSTAMP_STOP) !== 0 ? big64(r, o + S_TIMESTAMP + TS_STOP) : undefined,
         }
       : undefined,
     tcp: (present & HAS_TCP) !== 0
       ? {
-          state: TCP_STATES[tcpWord & 0xff] ?? 'NONE',
-          stateNumber: tcpWord & 0xff,
-          wscaleOriginal: (tcpHas & 2) !== 0 ? (tcpWord >>> 8) & 0xff : undefined,
-          wscaleReply: (tcpHas & 4) !== 0 ? (tcpWord >>> 16) & 0xff : undefined,
-          flagsOriginal: (tcpHas & 8) !== 0 ? tcpFlags & 0xff : undefined,
-          flagsReply: (tcpHas & 16) !== 0 ? (tcpFlags >>> 16) & 0xff : undefined,
+          state: TCP_STATES[(tcpWord >>> TCP_STATE_SHIFT) & 0xff] ?? 'NONE',
+          stateNumber: (tcpWord >>> TCP_STATE_SHIFT) & 0xff,
+          wscaleOriginal: (tcpHas & TCP_HAS_WSCALE_ORIG) !== 0 ? (tcpWord >>> TCP_WSCALE_ORIG_SHIFT) & 0xff : undefined,
+          wscaleReply: (tcpHas & TCP_HAS_WSCALE_REPLY) !== 0 ? (tcpWord >>> TCP_WSCALE_REPLY_SHIFT) & 0xff : undefined,
+          flagsOriginal: (tcpHas & TCP_HAS_FLAGS_ORIG) !== 0 ? (tcpFlags >>> TCP_FLAGS_ORIG_SHIFT) & 0xff : undefined,
+          flagsReply: (tcpHas & TCP_HAS_FLAGS_REPLY) !== 0 ? (tcpFlags >>> TCP_FLAGS_REPLY_SHIFT) & 0xff : undefined,
         }
       : undefined,
     sctp: (present & HAS_SCTP) !== 0
       ? {
-          state: SCTP_STATES[sctpWord & 0xff] ?? 'NONE',
-          stateNumber: sctpWord & 0xff,
-          vtagOriginal: ((sctpWord >>> 8) & 2) !== 0 ? (r[o + LAYOUT.sctp + 1] as number) : undefined,
-          vtagReply: ((sctpWord >>> 8) & 4) !== 0 ? (r[o + LAYOUT.sctp + 2] as number) : undefined,
+          state: SCTP_STATES[(sctpWord >>> SCTP_STATE_SHIFT) & 0xff] ?? 'NONE',
+          stateNumber: (sctpWord >>> SCTP_STATE_SHIFT) & 0xff,
+          vtagOriginal: (sctpHas & SCTP_HAS_VTAG_ORIG) !== 0 ? (r[o + S_SCTP_VTAG_ORIG] as number) : undefined,
+          vtagReply: (sctpHas & SCTP_HAS_VTAG_REPLY) !== 0 ? (r[o + S_SCTP_VTAG_REPLY] as number) : undefined,
         }
       : undefined,
     dccp: (present & HAS_DCCP) !== 0
       ? {
-          state: DCCP_STATES[dccpWord & 0xff] ?? 'NONE',
-          stateNumber: dccpWord & 0xff,
-          role: ((dccpWord >>> 16) & 2) !== 0 ? (dccpWord >>> 8) & 0xff : undefined,
-          handshakeSeq: ((dccpWord >>> 16) & 4) !== 0 ? big64(r, o + LAYOUT.dccp + 1) : undefined,
+          state: DCCP_STATES[(dccpWord >>> DCCP_STATE_SHIFT) & 0xff] ?? 'NONE',
+          stateNumber: (dccpWord >>> DCCP_STATE_SHIFT) & 0xff,
+          role: (dccpHas & DCCP_HAS_ROLE) !== 0 ? (dccpWord >>> DCCP_ROLE_SHIFT) & 0xff : undefined,
+          handshakeSeq: (dccpHas & DCCP_HAS_SEQ) !== 0 ? big64(r, o + S_DCCP_SEQ) : undefined,
         }
       : undefined,
-    helper: (present & HAS_HELPER) !== 0 ? text(strings, r[o + LAYOUT.helper] as number) : undefined,
-    labels: (present & HAS_LABELS) !== 0 ? Object.freeze(labelBits(r, o + LAYOUT.labels)) : undefined,
+    helper: (present & HAS_HELPER) !== 0 ? text(strings, r[o + S_HELPER] as number) : undefined,
+    labels: (present & HAS_LABELS) !== 0 ? Object.freeze(labelBits(r, o + S_LABELS)) : undefined,
     seqAdjust: (present & (HAS_SEQADJ_ORIG | HAS_SEQADJ_REPLY)) !== 0
       ? {
-          original: (present & HAS_SEQADJ_ORIG) !== 0 ? seqAdj(r, o + LAYOUT.seqAdjOrig) : undefined,
-          reply: (present & HAS_SEQADJ_REPLY) !== 0 ? seqAdj(r, o + LAYOUT.seqAdjReply) : undefined,
+          original: (present & HAS_SEQADJ_ORIG) !== 0 ? seqAdj(r, o + S_SEQADJ_ORIG) : undefined,
+          reply: (present & HAS_SEQADJ_REPLY) !== 0 ? seqAdj(r, o + S_SEQADJ_REPLY) : undefined,
         }
       : undefined,
     synproxy: (present & HAS_SYNPROXY) !== 0
       ? {
-          isn: r[o + LAYOUT.synproxy] as number,
-          its: r[o + LAYOUT.synproxy + 1] as number,
-          tsoff: r[o + LAYOUT.synproxy + 2] as number,
+          isn: r[o + S_SYNPROXY + SYNPROXY_ISN] as number,
+          its: r[o + S_SYNPROXY + SYNPROXY_ITS] as number,
+          tsoff: r[o + S_SYNPROXY + SYNPROXY_TSOFF] as number,
         }
       : undefined,
   };
@@ -264,9 +350,9 @@ function seqAdj(r: Uint32Array, at: number) {
   // The offsets are s32 in the kernel (struct nf_ct_seqadj): a NAT helper that shortens a line
   // makes them negative. The record carries the wire's u32 words; `| 0` reinterprets them.
   return {
-    correctionPos: r[at] as number,
-    offsetBefore: (r[at + 1] as number) | 0,
-    offsetAfter: (r[at + 2] as number) | 0,
+    correctionPos: r[at + SEQADJ_CORRECTION_POS] as number,
+    offsetBefore: (r[at + SEQADJ_OFFSET_BEFORE] as number) | 0,
+    offsetAfter: (r[at + SEQADJ_OFFSET_AFTER] as number) | 0,
   };
 }
 
@@ -279,23 +365,32 @@ function emptyTuple(): Tuple {
 
 /** Decodes a whole batch. */
 export function decodeBatch(batch: NativeBatch): ConntrackEntry[] {
+  checkLayout();
   const records = new Uint32Array(batch.records);
   const out = new Array<ConntrackEntry>(batch.count);
   for (let i = 0; i < batch.count; i++) out[i] = decodeRecord(records, i, batch.strings);
   return out;
 }
 
-/** Record event numbers (native/ct_codec.h EventType) to names; 0 is a dump's record. */
-export const EVENT_TYPES: readonly (ConntrackEventType | undefined)[] = [undefined, 'new', 'update', 'destroy'];
+/** Record event numbers (native/record_layout.h EventType) to names; a dump's records have none. */
+export const EVENT_TYPES: readonly (ConntrackEventType | undefined)[] = (() => {
+  const types: (ConntrackEventType | undefined)[] = [];
+  types[layout('event', 'none')] = undefined;
+  types[layout('event', 'new')] = 'new';
+  types[layout('event', 'update')] = 'update';
+  types[layout('event', 'destroy')] = 'destroy';
+  return Array.from(types);
+})();
 
 /** Decodes an event batch: an overflow notice first when events were lost before it. */
 export function decodeEventBatch(batch: NativeBatch): Array<ConntrackEvent | OverflowEvent> {
+  checkLayout();
   const out: Array<ConntrackEvent | OverflowEvent> = [];
   if (batch.overflowsBefore > 0) out.push({ type: 'overflow', count: batch.overflowsBefore });
   if (batch.count === 0) return out;
   const records = new Uint32Array(batch.records);
   for (let i = 0; i < batch.count; i++) {
-    const type = EVENT_TYPES[records[i * LAYOUT.slots + LAYOUT.event] as number] ?? 'update';
+    const type = EVENT_TYPES[records[i * SLOTS + S_EVENT] as number] ?? 'update';
     out.push({ type, entry: decodeRecord(records, i, batch.strings) });
   }
   return out;
@@ -303,8 +398,9 @@ export function decodeEventBatch(batch: NativeBatch): Array<ConntrackEvent | Ove
 
 /** Reads only the ids of a batch, for callers that count or compare without full entries. */
 export function batchIds(batch: NativeBatch): Uint32Array {
+  checkLayout();
   const records = new Uint32Array(batch.records);
   const ids = new Uint32Array(batch.count);
-  for (let i = 0; i < batch.count; i++) ids[i] = records[i * LAYOUT.slots + LAYOUT.id] as number;
+  for (let i = 0; i < batch.count; i++) ids[i] = records[i * SLOTS + S_ID] as number;
   return ids;
 }

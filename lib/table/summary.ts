@@ -4,6 +4,7 @@
  * and its count: JS sees as many records as there are groups, not entries.
  */
 import { invalidArgument } from '../base/errors.js';
+import { layoutConstant } from '../binding/layout.js';
 import type { NativeBatch } from '../binding/native.js';
 import { decodeBatch } from './records.js';
 import type { ConntrackEntry, EntriesOptions, Family, ProtocolName, TcpState } from '../base/types.js';
@@ -55,9 +56,13 @@ export interface SummarizeOptions extends EntriesOptions {
   top?: number;
 }
 
-const SEEN_REPLY = 1 << 1;
-const ASSURED = 1 << 2;
-const NAT = (1 << 4) | (1 << 5); // IPS_SRC_NAT | IPS_DST_NAT
+// The status bits a group record carries (native/record_layout.h status::*).
+const SEEN_REPLY = layoutConstant('status', 'seenReply');
+const ASSURED = layoutConstant('status', 'assured');
+const NAT = layoutConstant('status', 'nat'); // IPS_SRC_NAT | IPS_DST_NAT
+
+/** The number native code knows each key by (native/record_layout.h SummaryKey). */
+const KEY_NUMBERS = new Map(SUMMARY_KEYS.map((key) => [key, layoutConstant('summaryKey', key)]));
 
 /** Each key's value in a group record, decoded like any entry (absent addresses are undefined). */
 const KEY_OF: Record<SummaryKey, (e: ConntrackEntry) => string | number | boolean | undefined> = {
@@ -90,9 +95,9 @@ export function checkSummaryOptions(options: SummarizeOptions): void {
   }
 }
 
-/** The key numbers native code groups by (native/ct_codec.h SummaryKey: SUMMARY_KEYS order). */
+/** The key numbers native code groups by. */
 export function summaryKeyNumbers(by: readonly SummaryKey[]): number[] {
-  return by.map((key) => SUMMARY_KEYS.indexOf(key));
+  return by.map((key) => KEY_NUMBERS.get(key) as number);
 }
 
 /** Collects the group records of a summary's batches; finish() sorts them. */

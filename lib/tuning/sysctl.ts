@@ -399,17 +399,9 @@ function ownNamespaceFiles(): NetnsFiles {
 }
 
 function nativeNamespaceFiles(nsPath: string): NetnsFiles {
-  const native = () => {
-    try {
-      return binding();
-    } catch (cause) {
-      throw new ConntrackError(
-        'ERR_CONNTRACK_UNAVAILABLE',
-        `reading sysctls of another network namespace (${nsPath}) needs the native addon, which did not load; build it with "npm run build:native"`,
-        { cause },
-      );
-    }
-  };
+  // Another namespace's procfs is read from a native thread inside it; without the addon,
+  // binding() throws ERR_CONNTRACK_NATIVE, which says what to do.
+  const native = () => binding();
   return {
     nsPath,
     listDir: (path) => native().netnsListDir(nsPath, path),

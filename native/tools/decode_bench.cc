@@ -7,7 +7,7 @@
 #include <iterator>
 #include <vector>
 
-#include "../ct_codec.h"
+#include "../batch_sink.h"
 
 int main(int argc, char** argv) {
   if (argc < 2) {

@@ -5,8 +5,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../ct_codec.h"
-#include "../ct_request.h"
+#include "../batch_sink.h"
+#include "../decode.h"
+#include "../requests.h"
 
 namespace {
 
@@ -17,7 +18,7 @@ void checkBatch(const ct::Batch& batch) {
     for (uint32_t tuple : {ct::slot::kOrig, ct::slot::kReply, ct::slot::kMaster}) {
       for (uint32_t end : {ct::slot::kTupleSrc, ct::slot::kTupleDst}) {
         uint32_t ref = r[tuple + end];
-        if ((ref & 0xffffff) + (ref >> 24) > batch.text.size()) std::abort();
+        if ((ref & ct::string_ref::kOffsetMask) + (ref >> ct::string_ref::kLengthShift) > batch.text.size()) std::abort();
       }
     }
     if (r[ct::slot::kSecctxOff] + r[ct::slot::kSecctxLen] > batch.text.size()) std::abort();

@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "ct_codec.h"
 #include "netlink_socket.h"
+#include "records.h"
+#include "sys_error.h"
+#include "wire.h"
 
 namespace ct {
 

@@ -1,10 +1,13 @@
-#include "ct_request.h"
+#include "transaction.h"
 
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
 
 #include <cstring>
+
+#include "decode.h"
+#include "requests.h"
 
 namespace ct {
 

@@ -1,0 +1,270 @@
+#include "addon_handle.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "addon.h"
+#include "addon_dump.h"
+#include "addon_values.h"
+#include "netlink_socket.h"
+#include "requests.h"
+#include "transaction.h"
+
+namespace ct::addon {
+namespace {
+
+class HandleWrap;
+
+// Finishes a request whose answer was not queued yet: waits on a pool thread.
+class PendingRequest : public Napi::AsyncWorker {
+ public:
+  PendingRequest(Napi::Env env, HandleWrap* handle, std::unique_ptr<ct::Transaction> t)
+      : Napi::AsyncWorker(env, "conntrack-request"), handle_(handle), transaction_(std::move(t)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override;
+  void OnOK() override;
+  void OnError(const Napi::Error& e) override;
+
+ private:
+  HandleWrap* handle_;
+  std::unique_ptr<ct::Transaction> transaction_;
+  Napi::Promise::Deferred deferred_;
+  SysError err_;
+};
+
+class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
+ public:
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeHandle",
+                       {InstanceMethod<&HandleWrap::GlobalStats>("globalStats"),
+                        InstanceMethod<&HandleWrap::GlobalStatsFunction>("globalStatsFunction"),
+                        InstanceMethod<&HandleWrap::CpuStats>("cpuStats"),
+                        InstanceMethod<&HandleWrap::StartDump>("startDump"),
+                        InstanceMethod<&HandleWrap::StartEvents>("startEvents"),
+                        InstanceMethod<&HandleWrap::EntryRequest>("entryRequest"),
+                        InstanceMethod<&HandleWrap::Flush>("flush"),
+                        InstanceMethod<&HandleWrap::Close>("close")});
+  }
+
+  explicit HandleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HandleWrap>(info) {}
+  ~HandleWrap() override { closeFds(); }
+
+  void Adopt(int nsFd, int socketFd, uint32_t portId);
+  ct::NetlinkSocket& socket() { return socket_; }
+  std::vector<uint8_t>& buffer() { return buffer_; }
+  void requestDone() { busy_ = false; Unref(); }
+
+ private:
+  // Sends one request and answers with `syncResult(env, transaction)` when the kernel already
+  // replied (the usual case), else with a promise settled from a pool thread.
+  template <typename SyncResult>
+  Napi::Value Run(Napi::Env env, ct::Transaction::Kind kind, SyncResult&& syncResult) {
+    if (closed_) throw Napi::Error::New(env, "closed");
+    if (busy_) throw Napi::Error::New(env, "busy");
+    // One transaction per kind, reused: a poller's call allocates nothing natively.
+    std::unique_ptr<ct::Transaction>& t = transactions_[static_cast<size_t>(kind)];
+    if (!t) t = std::make_unique<ct::Transaction>(kind);
+    return RunTransaction(env, t, std::forward<SyncResult>(syncResult));
+  }
+
+  template <typename SyncResult>
+  Napi::Value RunTransaction(Napi::Env env, std::unique_ptr<ct::Transaction>& t, SyncResult&& syncResult) {
+    if (closed_) throw Napi::Error::New(env, "closed");
+    if (busy_) throw Napi::Error::New(env, "busy");
+    SysError err;
+    if (!t->begin(socket_, err)) throw toJsError(env, err);
+    int state = t->pump(socket_, buffer_, err);
+    if (state < 0) throw toJsError(env, err);
+    if (state == 1) return syncResult(env, *t);
+    // Not answered within the send: finish off the main thread, and keep this handle alive.
+    busy_ = true;
+    Ref();
+    auto* worker = new PendingRequest(env, this, std::move(t));
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  Napi::Value GlobalStats(const Napi::CallbackInfo& info) {
+    return Run(info.Env(), ct::Transaction::Kind::kGlobalStats, transactionResult);
+  }
+
+  // globalStatsFunction() -> { call, out }: `call()` is globalStats() for a poller. It writes the
+  // (attribute, value) pairs of a synchronous answer into `out` and returns their count (else a
+  // promise of the pairs, as globalStats()). On this VM every syscall flushes the TLB, so each
+  // page a call touches costs: the function carries the handle and the output memory, so a call
+  // skips unwrapping the handle and typed-array lookups.
+  struct StatsFunctionData {
+    HandleWrap* handle;
+    Napi::ObjectReference handleRef;  // strong: the handle lives as long as this function
+    Napi::Reference<Napi::ArrayBuffer> outRef;
+    uint32_t* out;
+    size_t outLen;
+  };
+
+  static Napi::Value CallGlobalStats(const Napi::CallbackInfo& info) {
+    auto* d = static_cast<StatsFunctionData*>(info.Data());
+    return d->handle->Run(info.Env(), ct::Transaction::Kind::kGlobalStats, [d](Napi::Env env, const ct::Transaction& t) {
+      size_t n = std::min(t.pairs().size(), d->outLen);
+      std::copy(t.pairs().begin(), t.pairs().begin() + static_cast<std::ptrdiff_t>(n), d->out);
+      return Napi::Number::New(env, static_cast<double>(n));
+    });
+  }
+
+  Napi::Value GlobalStatsFunction(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    constexpr size_t kLen = 32;
+    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, kLen * sizeof(uint32_t));  // stable memory
+    auto* d = new StatsFunctionData{this, Napi::Persistent(Value()), Napi::Persistent(buffer),
+                                    static_cast<uint32_t*>(buffer.Data()), kLen};
+    Napi::Function call = Napi::Function::New<CallGlobalStats>(env, "globalStats", d);
+    call.AddFinalizer([](Napi::Env, StatsFunctionData* data) { delete data; }, d);
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("call", call);
+    result.Set("out", Napi::Uint32Array::New(env, kLen, buffer, 0));
+    return result;
+  }
+
+  Napi::Value CpuStats(const Napi::CallbackInfo& info) {
+    bool expectations = info.Length() > 0 && info[0].ToBoolean().Value();
+    return Run(info.Env(), expectations ? ct::Transaction::Kind::kExpectationCpuStats : ct::Transaction::Kind::kCpuStats,
+               transactionResult);
+  }
+
+  // entryRequest(op, spec): get / create / update / delete one entry; a batch (a GET's entry, else
+  // empty) or a promise of one. flush(family): every entry of the namespace.
+  Napi::Value EntryRequest(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ct::EntrySpec spec;
+    readEntrySpec(info[1].As<Napi::Object>(), spec);
+    std::vector<uint8_t> request(1024);
+    size_t len = ct::buildEntryRequest(request.data(), request.size(),
+                                       static_cast<ct::EntryOp>(info[0].As<Napi::Number>().Uint32Value()), 0, spec);
+    return RunRequest(env, std::move(request), len);
+  }
+
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    std::vector<uint8_t> request(64);
+    size_t len = ct::buildFlushRequest(request.data(), request.size(), 0,
+                                       static_cast<uint8_t>(info[0].As<Napi::Number>().Uint32Value()));
+    return RunRequest(info.Env(), std::move(request), len);
+  }
+
+  Napi::Value RunRequest(Napi::Env env, std::vector<uint8_t> request, size_t len) {
+    if (len == 0) throw Napi::Error::New(env, "request does not fit");
+    request.resize(len);
+    auto t = std::make_unique<ct::Transaction>(std::move(request));
+    return RunTransaction(env, t, transactionResult);
+  }
+
+  Napi::Value StartDump(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
+    std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
+    return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
+  }
+
+  // startEvents(filter | null, batchSize, groups, receiveBufferBytes): a NativeDump that never ends.
+  Napi::Value StartEvents(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    ct::EventOptions events;
+    events.groups = info[2].As<Napi::Number>().Uint32Value();
+    events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
+    return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events, {});
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (!busy_) closeFds();
+    closed_ = true;
+    return info.Env().Undefined();
+  }
+
+  // Everything native a closed handle held goes now, not when JS collects the wrapper (V8 does
+  // not see native memory, so that can be much later).
+  void closeFds() {
+    socket_.close();
+    if (nsFd_ >= 0) {
+      ::close(nsFd_);
+      nsFd_ = -1;
+    }
+    std::vector<uint8_t>().swap(buffer_);
+    for (auto& t : transactions_) t.reset();
+  }
+
+  friend class PendingRequest;
+  ct::NetlinkSocket socket_;
+  std::unique_ptr<ct::Transaction> transactions_[3];  // stats, by Transaction::Kind
+  std::vector<uint8_t> buffer_ = std::vector<uint8_t>(ct::kReceiveBufferSize);  // reused by every request
+  int nsFd_ = -1;
+  bool busy_ = false;
+  bool closed_ = false;
+};
+
+void PendingRequest::Execute() {
+  ct::NetlinkSocket& socket = handle_->socket();
+  for (int waited = 0; waited < 50; ++waited) {  // at most 5 s
+    pollfd fd{socket.fd(), POLLIN, 0};
+    int ready = ::poll(&fd, 1, 100);
+    if (ready < 0 && errno != EINTR) {
+      err_ = SysError::fromErrno(errno, "poll");
+      SetError("poll");
+      return;
+    }
+    int state = transaction_->pump(socket, handle_->buffer(), err_);
+    if (state < 0) {
+      SetError("request");
+      return;
+    }
+    if (state == 1) return;
+  }
+  err_ = SysError::fromErrno(ETIMEDOUT, "ctnetlink request");
+  SetError("timeout");
+}
+
+void PendingRequest::OnOK() {
+  Napi::Env env = Env();
+  bool closeAfter = handle_->closed_;
+  handle_->requestDone();
+  if (closeAfter) handle_->closeFds();
+  deferred_.Resolve(transactionResult(env, *transaction_));
+}
+
+void PendingRequest::OnError(const Napi::Error&) {
+  Napi::Env env = Env();
+  bool closeAfter = handle_->closed_;
+  handle_->requestDone();
+  if (closeAfter) handle_->closeFds();
+  deferred_.Reject(toJsError(env, err_).Value());
+}
+
+void HandleWrap::Adopt(int nsFd, int socketFd, uint32_t portId) {
+  nsFd_ = nsFd;
+  socket_.adopt(socketFd, portId);
+}
+
+}  // namespace
+
+Napi::Function defineHandleClass(Napi::Env env) { return HandleWrap::Init(env); }
+
+Napi::Object newHandle(Napi::Env env, int nsFd, int socketFd, uint32_t portId) {
+  Napi::Object obj = env.GetInstanceData<AddonData>()->handleConstructor.New({});
+  HandleWrap::Unwrap(obj)->Adopt(nsFd, socketFd, portId);
+  return obj;
+}
+
+}  // namespace ct::addon

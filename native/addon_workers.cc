@@ -1,0 +1,170 @@
+#include "addon_workers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "addon_handle.h"
+#include "addon_values.h"
+#include "netlink_socket.h"
+#include "netns.h"
+
+namespace ct::addon {
+namespace {
+
+class OpenWorker : public Napi::AsyncWorker {
+ public:
+  OpenWorker(Napi::Env env, std::string path, bool hasPath)
+      : Napi::AsyncWorker(env, "conntrack-open"), path_(std::move(path)), hasPath_(hasPath),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    if (hasPath_) {
+      nsFd_ = ct::openNetns(path_, err_);
+      if (nsFd_ < 0) return SetError("netns");
+    }
+    auto openSocket = [this] { opened_ = socket_.open(true, err_); };
+    if (nsFd_ >= 0) {
+      if (!ct::runInNetns(nsFd_, openSocket, err_)) return SetError("setns");
+    } else {
+      openSocket();
+    }
+    if (!opened_) SetError("socket");
+  }
+
+  void OnOK() override {
+    Napi::Object obj = newHandle(Env(), nsFd_, socket_.release(), socket_.portId());
+    nsFd_ = -1;
+    deferred_.Resolve(obj);
+  }
+
+  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+
+  ~OpenWorker() override {
+    if (nsFd_ >= 0) ::close(nsFd_);
+  }
+
+ private:
+  std::string path_;
+  bool hasPath_;
+  Napi::Promise::Deferred deferred_;
+  SysError err_;
+  int nsFd_ = -1;
+  ct::NetlinkSocket socket_;
+  bool opened_ = false;
+};
+
+// File operations inside a network namespace (procfs and sysfs views follow it).
+class NetnsFileWorker : public Napi::AsyncWorker {
+ public:
+  enum class Op { kRead, kWrite, kList };
+  NetnsFileWorker(Napi::Env env, Op op, std::string ns, std::string path, std::string data)
+      : Napi::AsyncWorker(env, "conntrack-netns-file"), op_(op), ns_(std::move(ns)), path_(std::move(path)),
+        data_(std::move(data)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    int nsFd = ct::openNetns(ns_, err_);
+    if (nsFd < 0) return SetError("netns");
+    bool entered = ct::runInNetns(nsFd, [this] { perform(); }, err_);
+    ::close(nsFd);
+    if (!entered || failed_) SetError("file");
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    switch (op_) {
+      case Op::kRead:
+        deferred_.Resolve(Napi::String::New(env, result_));
+        break;
+      case Op::kWrite:
+        deferred_.Resolve(env.Undefined());
+        break;
+      case Op::kList: {
+        Napi::Array names = Napi::Array::New(env, entries_.size());
+        for (size_t i = 0; i < entries_.size(); ++i) names.Set(static_cast<uint32_t>(i), entries_[i]);
+        deferred_.Resolve(names);
+        break;
+      }
+    }
+  }
+  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+
+ private:
+  void fail(const char* op) {
+    err_ = SysError::fromErrno(errno, std::string(op) + " " + path_);
+    failed_ = true;
+  }
+
+  void perform() {
+    std::string path = ct::threadLocalProcPath(path_);
+    if (op_ == Op::kList) {
+      DIR* dir = ::opendir(path.c_str());
+      if (!dir) return fail("opendir");
+      while (dirent* d = ::readdir(dir)) {
+        if (std::strcmp(d->d_name, ".") != 0 && std::strcmp(d->d_name, "..") != 0) entries_.emplace_back(d->d_name);
+      }
+      ::closedir(dir);
+      return;
+    }
+    int fd = ::open(path.c_str(), (op_ == Op::kRead ? O_RDONLY : O_WRONLY | O_TRUNC) | O_CLOEXEC);
+    if (fd < 0) return fail("open");
+    if (op_ == Op::kRead) {
+      char buf[4096];
+      for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          fail("read");
+          break;
+        }
+        if (n == 0) break;
+        result_.append(buf, static_cast<size_t>(n));
+      }
+    } else {
+      ssize_t n = ::write(fd, data_.data(), data_.size());
+      if (n < 0) fail("write");
+    }
+    ::close(fd);
+  }
+
+  Op op_;
+  std::string ns_, path_, data_;
+  Napi::Promise::Deferred deferred_;
+  SysError err_;
+  bool failed_ = false;
+  std::string result_;
+  std::vector<std::string> entries_;
+};
+
+Napi::Value NetnsFile(const Napi::CallbackInfo& info, NetnsFileWorker::Op op) {
+  std::string ns = info[0].As<Napi::String>().Utf8Value();
+  std::string path = info[1].As<Napi::String>().Utf8Value();
+  std::string data = op == NetnsFileWorker::Op::kWrite ? info[2].As<Napi::String>().Utf8Value() : "";
+  auto* worker = new NetnsFileWorker(info.Env(), op, std::move(ns), std::move(path), std::move(data));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace
+
+Napi::Value openHandle(const Napi::CallbackInfo& info) {
+  bool hasPath = info.Length() > 0 && info[0].IsString();
+  auto* worker = new OpenWorker(info.Env(), hasPath ? info[0].As<Napi::String>().Utf8Value() : "", hasPath);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value netnsReadFile(const Napi::CallbackInfo& info) { return NetnsFile(info, NetnsFileWorker::Op::kRead); }
+Napi::Value netnsWriteFile(const Napi::CallbackInfo& info) { return NetnsFile(info, NetnsFileWorker::Op::kWrite); }
+Napi::Value netnsListDir(const Napi::CallbackInfo& info) { return NetnsFile(info, NetnsFileWorker::Op::kList); }
+
+}  // namespace ct::addon

@@ -1,0 +1,53 @@
+#include "batch_sink.h"
+
+#include <linux/netlink.h>
+
+#include <cstdint>
+
+#include "decode.h"
+
+namespace ct {
+
+bool EntrySink::onMessage(const MessageView& m, SysError& err) {
+  if (m.kind != MessageKind::kEntry) return true;
+  if (counters_) {
+    counters_->messages.fetch_add(1, std::memory_order_relaxed);
+    if (m.flags & NLM_F_DUMP_FILTERED) counters_->kernelFiltered.store(true, std::memory_order_relaxed);
+  }
+  Entry e;
+  if (!decodeEntry(m, e, err)) return false;
+  if (classifyEvents) e.event = eventTypeOf(m);
+  if (filter_ && !matches(*filter_, e)) {
+    if (counters_) counters_->filteredOut.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  // A dump that resumes inside a changed hash bucket can send an entry twice.
+  if (seen_ && !seen_->insert(dedupKey(e))) {
+    if (counters_) counters_->duplicates.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  if (grouper) {
+    grouper->add(e);
+    return true;
+  }
+  appendRecord(batch_, e);
+  // A batch holds at most batchSize entries, even in the middle of a datagram.
+  if (batchFull_ && (batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !batchFull_()) {
+    stopped = true;
+    return false;
+  }
+  return true;
+}
+
+bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
+                           Batch& batch, SysError& err, bool events, Grouper* grouper) {
+  EntrySink sink(filter, seen, batch);
+  sink.classifyEvents = events;
+  sink.grouper = grouper;
+  bool done = false;
+  if (!walkDatagram(data, len, 0, sink, done, err)) return false;
+  if (grouper) grouper->emit(batch, SIZE_MAX, [] { return true; });
+  return true;
+}
+
+}  // namespace ct

@@ -1,0 +1,143 @@
+#include "summary.h"
+
+namespace ct {
+namespace {
+
+constexpr uint8_t kNoState = 0xff;
+
+// An address key: present, family, 16 bytes.
+void putAddress(std::string& key, const Tuple& t, uint32_t bit, bool src, bool tuplePresent) {
+  bool has = tuplePresent && (t.has & bit);
+  key.push_back(static_cast<char>(has));
+  key.push_back(static_cast<char>(has ? t.family : 0));
+  const uint8_t* addr = src ? t.srcAddr : t.dstAddr;
+  for (int i = 0; i < 16; ++i) key.push_back(static_cast<char>(has ? addr[i] : 0));
+}
+
+void putPort(std::string& key, const Tuple& t, bool tuplePresent, uint16_t port) {
+  bool has = tuplePresent && (t.has & kTupleHasPorts);
+  key.push_back(static_cast<char>(has));
+  key.push_back(static_cast<char>(has ? port >> 8 : 0));
+  key.push_back(static_cast<char>(has ? port & 0xff : 0));
+}
+
+uint8_t u8At(const std::string& key, size_t& at) { return static_cast<uint8_t>(key[at++]); }
+
+void takeAddress(const std::string& key, size_t& at, Entry& e, Tuple& t, uint32_t bit, bool src, uint32_t tupleBit) {
+  bool has = u8At(key, at) != 0;
+  uint8_t family = u8At(key, at);
+  uint8_t* addr = src ? t.srcAddr : t.dstAddr;
+  for (int i = 0; i < 16; ++i) addr[i] = u8At(key, at);
+  if (!has) return;
+  t.has |= bit;
+  t.family = family;
+  if (e.family == 0) e.family = family;
+  e.present |= tupleBit;
+}
+
+}  // namespace
+
+void Grouper::add(const Entry& e) {
+  key_.clear();
+  bool orig = (e.present & kHasOrig) != 0;
+  bool reply = (e.present & kHasReply) != 0;
+  for (SummaryKey k : keys_) {
+    switch (k) {
+      case SummaryKey::kFamily: key_.push_back(static_cast<char>(e.family)); break;
+      case SummaryKey::kProtocol: key_.push_back(static_cast<char>(orig && (e.orig.has & kTupleHasProto) ? e.orig.proto : 0)); break;
+      case SummaryKey::kTcpState:
+        key_.push_back(static_cast<char>((e.present & kHasTcp) && (e.tcpHas & kTcpHasState) ? e.tcpState : kNoState));
+        break;
+      case SummaryKey::kSrc: putAddress(key_, e.orig, kTupleHasSrc, true, orig); break;
+      case SummaryKey::kDst: putAddress(key_, e.orig, kTupleHasDst, false, orig); break;
+      case SummaryKey::kSport: putPort(key_, e.orig, orig, e.orig.sport); break;
+      case SummaryKey::kDport: putPort(key_, e.orig, orig, e.orig.dport); break;
+      case SummaryKey::kReplySrc: putAddress(key_, e.reply, kTupleHasSrc, true, reply); break;
+      case SummaryKey::kReplyDst: putAddress(key_, e.reply, kTupleHasDst, false, reply); break;
+      case SummaryKey::kMark:
+        for (int shift = 24; shift >= 0; shift -= 8) key_.push_back(static_cast<char>(e.mark >> shift));
+        break;
+      case SummaryKey::kZone: {
+        bool has = (e.present & kHasZone) != 0;
+        key_.push_back(static_cast<char>(has));
+        key_.push_back(static_cast<char>(has ? e.zone >> 8 : 0));
+        key_.push_back(static_cast<char>(has ? e.zone & 0xff : 0));
+        break;
+      }
+      case SummaryKey::kAssured: key_.push_back(static_cast<char>((e.status & status::kAssured) != 0)); break;
+      case SummaryKey::kNat: key_.push_back(static_cast<char>((e.status & status::kNat) != 0)); break;
+      case SummaryKey::kSeenReply: key_.push_back(static_cast<char>((e.status & status::kSeenReply) != 0)); break;
+    }
+  }
+  ++groups_[key_];
+}
+
+bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& full) {
+  for (const auto& [key, count] : groups_) {
+    // An entry with only the grouped fields, read back by lib/table/summary.ts like any record.
+    Entry e;
+    size_t at = 0;
+    for (SummaryKey k : keys_) {
+      switch (k) {
+        case SummaryKey::kFamily: e.family = u8At(key, at); break;
+        case SummaryKey::kProtocol:
+          e.orig.proto = u8At(key, at);
+          e.orig.has |= kTupleHasProto;
+          e.present |= kHasOrig;
+          break;
+        case SummaryKey::kTcpState: {
+          uint8_t state = u8At(key, at);
+          if (state != kNoState) {
+            e.tcpState = state;
+            e.tcpHas |= kTcpHasState;
+            e.present |= kHasTcp;
+          }
+          break;
+        }
+        case SummaryKey::kSrc: takeAddress(key, at, e, e.orig, kTupleHasSrc, true, kHasOrig); break;
+        case SummaryKey::kDst: takeAddress(key, at, e, e.orig, kTupleHasDst, false, kHasOrig); break;
+        case SummaryKey::kReplySrc: takeAddress(key, at, e, e.reply, kTupleHasSrc, true, kHasReply); break;
+        case SummaryKey::kReplyDst: takeAddress(key, at, e, e.reply, kTupleHasDst, false, kHasReply); break;
+        case SummaryKey::kSport:
+        case SummaryKey::kDport: {
+          bool has = u8At(key, at) != 0;
+          uint16_t port = static_cast<uint16_t>((u8At(key, at) << 8) | u8At(key, at));
+          if (has) {
+            (k == SummaryKey::kSport ? e.orig.sport : e.orig.dport) = port;
+            e.orig.has |= kTupleHasPorts;
+            e.present |= kHasOrig;
+          }
+          break;
+        }
+        case SummaryKey::kMark:
+          for (int i = 0; i < 4; ++i) e.mark = (e.mark << 8) | u8At(key, at);
+          break;
+        case SummaryKey::kZone: {
+          bool has = u8At(key, at) != 0;
+          uint16_t zone = static_cast<uint16_t>((u8At(key, at) << 8) | u8At(key, at));
+          if (has) {
+            e.zone = zone;
+            e.present |= kHasZone;
+          }
+          break;
+        }
+        case SummaryKey::kAssured:
+        case SummaryKey::kNat:
+        case SummaryKey::kSeenReply:
+          if (u8At(key, at)) {
+            e.status |= k == SummaryKey::kAssured ? status::kAssured : k == SummaryKey::kNat ? status::kNat : status::kSeenReply;
+          }
+          e.present |= kHasStatus;
+          break;
+      }
+    }
+    if (e.orig.family == 0) e.orig.family = e.family;
+    if (e.reply.family == 0) e.reply.family = e.family;
+    appendRecord(batch, e);
+    batch.counts.push_back(count);
+    if (batch.count >= batchSize && !full()) return false;
+  }
+  return true;
+}
+
+}  // namespace ct

@@ -1,0 +1,35 @@
+// Group counts (summaries): entries counted by the values of some keys (SummaryKey, in
+// record_layout.h), handed to JS as one record per group with only the grouped fields set, so
+// the records' reader (lib/table/records.ts) serves both, and a count beside each.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "entry.h"
+#include "record_layout.h"
+#include "records.h"
+
+namespace ct {
+
+// Counts entries by the values of some keys. Each group is kept as its key bytes and a count.
+class Grouper {
+ public:
+  explicit Grouper(std::vector<SummaryKey> keys) : keys_(std::move(keys)) {}
+  void add(const Entry& entry);
+  // Appends every group to batches of at most `batchSize` records; `full(batch)` takes each
+  // full batch (false: stop). The last, partial batch stays in `batch`.
+  bool emit(Batch& batch, size_t batchSize, const std::function<bool()>& full);
+  size_t groups() const { return groups_.size(); }
+
+ private:
+  std::vector<SummaryKey> keys_;
+  std::unordered_map<std::string, uint32_t> groups_;
+  std::string key_;
+};
+
+}  // namespace ct
