@@ -109,23 +109,37 @@ function ranked(counts: Map<string, number>): Array<[string, number]> {
 }
 
 /**
- * The `top` largest groups, then `other` with the rest. Selected in one pass over the groups (a
- * table with an entry per port has tens of thousands): only the kept ones are ever sorted.
+ * Keeps the `top` largest of the groups offered, in one pass (a table with an entry per port
+ * has tens of thousands of groups): only the kept ones are ever sorted.
  */
-function topWithOther(counts: Map<string | number, number>, top: number, alwaysOther: boolean): Array<[string, number]> {
-  const kept: Array<[string | number, number]> = [];
-  let total = 0;
-  for (const group of counts) {
-    total += group[1];
-    if (kept.length === top && compareRanked(group, kept[top - 1] as [string | number, number]) >= 0) continue;
-    let i = kept.length;
-    while (i > 0 && compareRanked(group, kept[i - 1] as [string | number, number]) < 0) i--;
-    kept.splice(i, 0, group);
-    if (kept.length > top) kept.pop();
+class TopSelector {
+  readonly #top: number;
+  readonly #kept: Array<[string | number, number]> = [];
+  #total = 0;
+  #groups = 0;
+
+  constructor(top: number) {
+    this.#top = top;
   }
-  const labelled = kept.map(([group, n]): [string, number] => [String(group), n]);
-  if (counts.size <= top && !alwaysOther) return labelled;
-  return [...labelled, [OTHER_GROUP, total - kept.reduce((sum, [, n]) => sum + n, 0)]];
+
+  offer(group: string | number, n: number): void {
+    this.#total += n;
+    this.#groups++;
+    const kept = this.#kept;
+    const entry: [string | number, number] = [group, n];
+    if (kept.length === this.#top && compareRanked(entry, kept[this.#top - 1] as [string | number, number]) >= 0) return;
+    let i = kept.length;
+    while (i > 0 && compareRanked(entry, kept[i - 1] as [string | number, number]) < 0) i--;
+    kept.splice(i, 0, entry);
+    if (kept.length > this.#top) kept.pop();
+  }
+
+  /** The kept groups as labels, then `other` with the rest (always, or only when something was left out). */
+  result(alwaysOther: boolean): Array<[string, number]> {
+    const labelled = this.#kept.map(([group, n]): [string, number] => [String(group), n]);
+    if (this.#groups <= this.#top && !alwaysOther) return labelled;
+    return [...labelled, [OTHER_GROUP, this.#total - this.#kept.reduce((sum, [, n]) => sum + n, 0)]];
+  }
 }
 
 function add<K>(counts: Map<K, number>, label: K, n: number): void {
@@ -143,13 +157,32 @@ export function breakdownSummaryKeys(key: BreakdownKey | undefined): SummaryKey[
 export function breakdownOf(summary: Summary, key: BreakdownKey | undefined, top: number): Breakdown {
   const protocols = new Map<string, number>();
   const tcpStates = new Map<string, number>();
-  const zones = new Map<string, number>();
+  const zones = new Map<number, number>();
+  // Ports are counted in an array indexed by port: no map of tens of thousands of keys.
+  const ports = key?.field === 'dport' || key?.field === 'sport' ? new Float64Array(65536) : undefined;
+  let noPort = 0;
   const groups = new Map<string | number, number>();
   for (const { key: g, count } of summary.groups) {
     add(protocols, g.protocol ?? 'unknown', count);
     if (g.tcpState !== undefined) add(tcpStates, g.tcpState, count);
-    add(zones, String(g.zone ?? 0), count);
-    if (key !== undefined) add(groups, groupOf(key, g), count);
+    add(zones, g.zone ?? 0, count);
+    if (key === undefined) continue;
+    if (ports !== undefined) {
+      const port = g[key.field as 'dport' | 'sport'];
+      if (port === undefined) noPort += count;
+      else ports[port] = (ports[port] as number) + count;
+    } else {
+      add(groups, groupOf(key, g), count);
+    }
+  }
+  const zoneTop = new TopSelector(top);
+  for (const [zone, n] of zones) zoneTop.offer(zone, n);
+  const keyTop = new TopSelector(top);
+  if (ports !== undefined) {
+    for (let port = 0; port < ports.length; port++) if ((ports[port] as number) > 0) keyTop.offer(port, ports[port] as number);
+    if (noPort > 0) keyTop.offer(NONE, noPort);
+  } else {
+    for (const [group, n] of groups) keyTop.offer(group, n);
   }
   return {
     at: 0,
@@ -157,9 +190,9 @@ export function breakdownOf(summary: Summary, key: BreakdownKey | undefined, top
     total: summary.total,
     protocols: ranked(protocols),
     tcpStates: ranked(tcpStates),
-    zones: topWithOther(zones, top, false),
+    zones: zoneTop.result(false),
     key: key?.text,
-    top: key === undefined ? [] : topWithOther(groups, top, true),
+    top: key === undefined ? [] : keyTop.result(true),
   };
 }
 
