@@ -20,6 +20,10 @@ export const PACKAGE_OF: Record<string, string> = {
   nsenter: 'util-linux',
   setpriv: 'util-linux',
   gdb: 'gdb',
+  prometheus: 'prometheus',
+  promtool: 'prometheus',
+  htpasswd: 'apache2-utils',
+  openssl: 'openssl',
 };
 
 /** sbin directories are often missing from a non-root PATH although the tools live there. */
