@@ -13,7 +13,7 @@
 //
 //   floor  benchmarks/bin/rawdump: ctnetlink dump that only counts messages (the floor), and
 //          rawdump --stats: IPCTNL_MSG_CT_GET_STATS round trips
-//   cli    conntrack -L > /dev/null, conntrack -C, cat /proc/net/nf_conntrack (if present)
+//   cli    conntrack -L > /dev/null, ours (ctk -L) > /dev/null, conntrack -C, cat /proc/net/nf_conntrack (if present)
 //   lib    this library (dist/lib/index.js): entries() to full objects, entries() touching
 //          only e.id, count(), count() latency; the `conntrack count` CLI
 //   events new-entry events during a burst of EVENT_BURST entries: ct.events() against
@@ -480,6 +480,19 @@ function scenarios(opts, hasProcFile) {
       },
     });
     list.push({
+      key: 'ourL',
+      label: '`ctk -L > /dev/null` (this package, conntrack-tools syntax)',
+      async run(size) {
+        if (!existsSync(DIST_CLI)) return { unavailable: 'dist/lib/cli/main.js not built' };
+        const r = await run('nsenter', [`--net=${ns()}`, process.execPath, DIST_CLI, '-L'], { stdout: 'null', timeout: 300_000, pin: true });
+        checkInterrupted();
+        if (r.code !== 0) return { error: `ctk -L: ${r.signal ?? `exit ${r.code}`}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}` };
+        const m = /(\d+) flow entries/.exec(r.stderr);
+        if (!m || Number(m[1]) !== size) warn(`ctk -L showed ${m?.[1]} entries, expected ${size}`);
+        return { seconds: r.seconds, wall: true };
+      },
+    });
+    list.push({
       key: 'ctC',
       label: '`conntrack -C`',
       async run(size) {
@@ -598,6 +611,12 @@ async function measureSize(size, list, reps) {
     const ratios = slot.runs.filter((r) => floorOf[r.rep]).map((r) => r.seconds / (floorOf[r.rep].reduce((a, b) => a + b, 0) / floorOf[r.rep].length));
     if (ratios.length) slot.pairedRatio = median(ratios);
   }
+  // Ours against conntrack-tools' own -L, paired within each repetition.
+  if (res.ourL && res.ctL) {
+    const theirs = Object.fromEntries(res.ctL.runs.map((r) => [r.rep, r.seconds]));
+    const ratios = res.ourL.runs.filter((r) => theirs[r.rep]).map((r) => r.seconds / theirs[r.rep]);
+    if (ratios.length) res.ourL.vsConntrackL = median(ratios);
+  }
   for (const slot of Object.values(res)) {
     if (slot.runs.length) slot.median = median(slot.runs.map((r) => r.seconds));
     if (slot.runs.length) slot.min = Math.min(...slot.runs.map((r) => r.seconds));
@@ -686,6 +705,7 @@ function report(meta, opts, bySize, latency, fills, others, events) {
       if (key === 'floor' && Number.isFinite(floor)) ratio = '1.00';
       else if (key === 'libCli' && Number.isFinite(slot.median) && Number.isFinite(ctC)) ratio = `${(slot.median / ctC).toFixed(2)} × \`-C\``;
       else if (key !== 'ctC' && key !== 'libCount' && key !== 'libCli' && Number.isFinite(slot.pairedRatio)) ratio = slot.pairedRatio.toFixed(2);
+      if (key === 'ourL' && Number.isFinite(slot.vsConntrackL)) ratio += `; ${slot.vsConntrackL.toFixed(2)} × \`conntrack -L\``;
       let target = '';
       let verdict = '';
       // The target is the issue's: a dump of a million entries (smaller dumps carry JIT warm-up).

@@ -26,7 +26,10 @@ struct DumpState {
   }
   explicit DumpState(Napi::Env e) : env(e) {}
 
+  // The session's threads call `wake` until they are joined: stop them first, or a thread that
+  // published the end and was descheduled before its last call finds `wake` freed.
   void releaseWake() {
+    if (session) session->stop();
     if (wakeLive) {
       wake.Release();
       wakeLive = false;
@@ -60,7 +63,7 @@ struct DumpState {
   template <typename F>
   void settle(F&& settleWith) {
     std::unique_ptr<Napi::Promise::Deferred> deferred = std::move(pending);
-    settleWith(*deferred);
+    settleFromLoop(env, deferred.get(), [&] { settleWith(*deferred); });
     if (wakeLive) wake.Unref(env);  // nobody waits: let the process exit
   }
 
@@ -105,9 +108,12 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     std::weak_ptr<DumpState> weak = state;
     state->session = std::make_unique<ct::DumpSession>(nsFd, filter, batchSize, [wake, weak]() mutable {
       // Dump thread: ask the main thread to drain. The state may be gone by the time it runs.
-      wake.NonBlockingCall([weak](Napi::Env, Napi::Function) {
-        if (auto s = weak.lock()) s->drain();
-      });
+      try {
+        wake.NonBlockingCall([weak](Napi::Env env, Napi::Function) {
+          if (auto s = weak.lock()) settleFromLoop(env, nullptr, [&] { s->drain(); });
+        });
+      } catch (...) {  // bad_alloc: this wake-up is lost, not the process
+      }
     }, events);
     if (!summary.empty()) state->session->summarizeBy(std::move(summary));
     // The session calls `wake` from its thread until stop() joins it; stop() runs before Release().
@@ -116,7 +122,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     state->hookRegistered = true;
     SysError err;
     if (!state->session->start(err)) {
-      state->ended = true;
+      state->close();  // gives the wake-up function back now, not when JS collects this object
       throw toJsError(env, err);
     }
   }
@@ -140,8 +146,8 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     // that awaits batch after batch would otherwise run them all in one microtask queue
     // and starve timers and I/O.
     std::weak_ptr<DumpState> weak = state_;
-    state_->wake.NonBlockingCall([weak](Napi::Env, Napi::Function) {
-      if (auto s = weak.lock()) s->drain();
+    state_->wake.NonBlockingCall([weak](Napi::Env env, Napi::Function) {
+      if (auto s = weak.lock()) settleFromLoop(env, nullptr, [&] { s->drain(); });
     });
     return promise;
   }

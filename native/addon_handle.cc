@@ -32,6 +32,7 @@ class PendingRequest : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override;
 
  private:
+  void AwaitAnswer();
   HandleWrap* handle_;
   std::unique_ptr<ct::Transaction> transaction_;
   Napi::Promise::Deferred deferred_;
@@ -216,6 +217,15 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
 };
 
 void PendingRequest::Execute() {
+  try {
+    AwaitAnswer();
+  } catch (...) {  // bad_alloc: reject the request, do not end the process
+    err_ = SysError::fromCurrentException("ctnetlink request");
+    SetError("request");
+  }
+}
+
+void PendingRequest::AwaitAnswer() {
   ct::NetlinkSocket& socket = handle_->socket();
   for (int waited = 0; waited < 50; ++waited) {  // at most 5 s
     pollfd fd{socket.fd(), POLLIN, 0};
@@ -238,18 +248,22 @@ void PendingRequest::Execute() {
 
 void PendingRequest::OnOK() {
   Napi::Env env = Env();
-  bool closeAfter = handle_->closed_;
-  handle_->requestDone();
-  if (closeAfter) handle_->closeFds();
-  deferred_.Resolve(transactionResult(env, *transaction_));
+  settleFromLoop(env, &deferred_, [&] {
+    bool closeAfter = handle_->closed_;
+    if (closeAfter) handle_->closeFds();
+    handle_->requestDone();
+    deferred_.Resolve(transactionResult(env, *transaction_));
+  });
 }
 
 void PendingRequest::OnError(const Napi::Error&) {
   Napi::Env env = Env();
-  bool closeAfter = handle_->closed_;
-  handle_->requestDone();
-  if (closeAfter) handle_->closeFds();
-  deferred_.Reject(toJsError(env, err_).Value());
+  settleFromLoop(env, &deferred_, [&] {
+    bool closeAfter = handle_->closed_;
+    if (closeAfter) handle_->closeFds();
+    handle_->requestDone();
+    deferred_.Reject(toJsError(env, err_).Value());
+  });
 }
 
 void HandleWrap::Adopt(int nsFd, int socketFd, uint32_t portId) {
@@ -261,9 +275,12 @@ void HandleWrap::Adopt(int nsFd, int socketFd, uint32_t portId) {
 
 Napi::Function defineHandleClass(Napi::Env env) { return HandleWrap::Init(env); }
 
-Napi::Object newHandle(Napi::Env env, int nsFd, int socketFd, uint32_t portId) {
+Napi::Object newHandle(Napi::Env env, int& nsFd, ct::NetlinkSocket& socket) {
+  // Construct first: if that throws (a worker being torn down), the caller still owns both fds.
   Napi::Object obj = env.GetInstanceData<AddonData>()->handleConstructor.New({});
-  HandleWrap::Unwrap(obj)->Adopt(nsFd, socketFd, portId);
+  uint32_t portId = socket.portId();
+  HandleWrap::Unwrap(obj)->Adopt(nsFd, socket.release(), portId);
+  nsFd = -1;
   return obj;
 }
 

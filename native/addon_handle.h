@@ -7,12 +7,14 @@
 
 #include <cstdint>
 
+#include "netlink_socket.h"
+
 namespace ct::addon {
 
 // The NativeHandle class, once per environment (AddonData::handleConstructor).
 Napi::Function defineHandleClass(Napi::Env env);
 
-// A NativeHandle that owns `nsFd` (-1: none) and the open socket `socketFd`.
-Napi::Object newHandle(Napi::Env env, int nsFd, int socketFd, uint32_t portId);
+// A NativeHandle that takes over `nsFd` (set to -1) and `socket` only once it exists.
+Napi::Object newHandle(Napi::Env env, int& nsFd, ct::NetlinkSocket& socket);
 
 }  // namespace ct::addon

@@ -60,6 +60,9 @@ Napi::Error toJsError(Napi::Env env, const SysError& err) {
   std::string message;
   if (err.protocol) {
     message = "malformed kernel message: " + err.detail;
+  } else if (err.errnum == 0) {  // a C++ exception without an errno
+    message = err.op + " failed";
+    if (!err.detail.empty()) message += " (" + err.detail + ")";
   } else {
     message = err.op + ": " + std::strerror(err.errnum);
     if (!err.detail.empty()) message += " (" + err.detail + ")";

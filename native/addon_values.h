@@ -19,6 +19,31 @@ namespace ct::addon {
 // An Error with errno, syscall, detail and protocol properties, as lib/ expects.
 Napi::Error toJsError(Napi::Env env, const SysError& err);
 
+// Runs the body of a callback from the event loop (an AsyncWorker's OnOK or OnError, a call of a
+// thread-safe function) that settles `deferred`. Nothing may escape such a callback: node-addon-api
+// would rethrow it into JS, and while the environment is torn down (a worker being terminated) JS
+// cannot run, so that rethrow fails with a C++ exception that ends the whole process. A failure
+// rejects the promise while JS can run; when it cannot, the result is dropped quietly.
+template <typename Body>
+void settleFromLoop(Napi::Env env, Napi::Promise::Deferred* deferred, Body&& body) noexcept {
+  try {
+    body();
+    return;
+  } catch (const Napi::Error& e) {
+    if (deferred == nullptr) return;
+    try {
+      deferred->Reject(e.Value());
+    } catch (...) {
+    }
+  } catch (...) {
+    if (deferred == nullptr) return;
+    try {
+      deferred->Reject(toJsError(env, SysError::fromCurrentException("callback")).Value());
+    } catch (...) {
+    }
+  }
+}
+
 // { records: ArrayBuffer (owned by JS from now on), count, strings, overflowsBefore, counts? }.
 Napi::Object batchToJs(Napi::Env env, ct::Batch&& batch);
 

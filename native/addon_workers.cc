@@ -25,6 +25,15 @@ class OpenWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
+    try {
+      OpenSocket();
+    } catch (...) {  // bad_alloc: reject, do not end the process
+      err_ = SysError::fromCurrentException("open");
+      SetError("open");
+    }
+  }
+
+  void OpenSocket() {
     if (hasPath_) {
       nsFd_ = ct::openNetns(path_, err_);
       if (nsFd_ < 0) return SetError("netns");
@@ -38,13 +47,16 @@ class OpenWorker : public Napi::AsyncWorker {
     if (!opened_) SetError("socket");
   }
 
+  // Dropped while a worker is terminated: the socket and namespace fd close with this worker.
   void OnOK() override {
-    Napi::Object obj = newHandle(Env(), nsFd_, socket_.release(), socket_.portId());
-    nsFd_ = -1;
-    deferred_.Resolve(obj);
+    settleFromLoop(Env(), &deferred_, [&] {
+      deferred_.Resolve(newHandle(Env(), nsFd_, socket_));
+    });
   }
 
-  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+  void OnError(const Napi::Error&) override {
+    settleFromLoop(Env(), &deferred_, [&] { deferred_.Reject(toJsError(Env(), err_).Value()); });
+  }
 
   ~OpenWorker() override {
     if (nsFd_ >= 0) ::close(nsFd_);
@@ -70,6 +82,15 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
+    try {
+      InNetns();
+    } catch (...) {  // bad_alloc: reject, do not end the process
+      err_ = SysError::fromCurrentException("netns file");
+      SetError("file");
+    }
+  }
+
+  void InNetns() {
     int nsFd = ct::openNetns(ns_, err_);
     if (nsFd < 0) return SetError("netns");
     bool entered = ct::runInNetns(nsFd, [this] { perform(); }, err_);
@@ -78,6 +99,10 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   }
 
   void OnOK() override {
+    settleFromLoop(Env(), &deferred_, [&] { Settle(); });
+  }
+
+  void Settle() {
     Napi::Env env = Env();
     switch (op_) {
       case Op::kRead:
@@ -94,7 +119,9 @@ class NetnsFileWorker : public Napi::AsyncWorker {
       }
     }
   }
-  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), err_).Value()); }
+  void OnError(const Napi::Error&) override {
+    settleFromLoop(Env(), &deferred_, [&] { deferred_.Reject(toJsError(Env(), err_).Value()); });
+  }
 
  private:
   void fail(const char* op) {

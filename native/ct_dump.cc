@@ -66,7 +66,13 @@ DumpSession::DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::
       listening_(events != nullptr) {
   if (filter) filter_ = *filter;
   if (events) events_ = *events;
-  if (nsFd >= 0) nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
+  if (nsFd >= 0) {
+    inNetns_ = true;
+    nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
+    // Without its own descriptor the session cannot enter the namespace: start() says why,
+    // rather than reading this process's table instead.
+    if (nsFd_ < 0) dupErrno_ = errno;
+  }
 }
 
 DumpSession::~DumpSession() {
@@ -74,13 +80,30 @@ DumpSession::~DumpSession() {
 }
 
 bool DumpSession::start(SysError& err) {
+  if (inNetns_ && nsFd_ < 0) {
+    err = SysError::fromErrno(dupErrno_, "dup netns");
+    return false;
+  }
   wakeFd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wakeFd_ < 0) {
     err = SysError::fromErrno(errno, "eventfd");
     return false;
   }
-  decoder_ = std::thread([this] { decode(); });
-  receiver_ = std::thread([this] { receive(); });
+  try {
+    decoder_ = std::thread([this] {
+      try {
+        decode();
+      } catch (...) {  // bad_alloc: the consumer gets the error, the process goes on
+        SysError failure = SysError::fromCurrentException("dump decoder");
+        finish(&failure);
+      }
+    });
+    receiver_ = std::thread([this] { receive(); });
+  } catch (...) {  // no thread (EAGAIN: a pids limit): stop the one that may have started
+    err = SysError::fromCurrentException("create thread");
+    stop();
+    return false;
+  }
   return true;
 }
 
@@ -231,15 +254,19 @@ bool DumpSession::pushOverflow() {
 // the end (or stop()).
 void DumpSession::receive() {
   SysError err;
-  bool ok = enterNetns(nsFd_, err) && (listening_ ? listen(err) : receiveAll(err));
+  bool ok = false;
+  try {
+    ok = (!inNetns_ || enterNetns(nsFd_, err)) && (listening_ ? listen(err) : receiveAll(err));
+  } catch (...) {  // bad_alloc: ends like any receive error
+    err = SysError::fromCurrentException("dump receiver");
+  }
+  // A flag, not a queued marker: the end must not need memory.
   std::lock_guard<std::mutex> lock(rawMu_);
   if (!ok) {
     receiveFailed_ = true;
-    receiveError_ = err;
+    receiveError_ = std::move(err);
   }
-  Raw last;
-  last.last = true;
-  raw_.push_back(std::move(last));
+  receiverDone_ = true;
   rawReady_.notify_one();
 }
 
@@ -373,14 +400,9 @@ void DumpSession::decode() {
     uint32_t seq;
     {
       std::unique_lock<std::mutex> lock(rawMu_);
-      rawReady_.wait(lock, [this] { return !raw_.empty() || stopping_.load(); });
+      rawReady_.wait(lock, [this] { return !raw_.empty() || receiverDone_ || stopping_.load(); });
       if (stopping_.load()) break;
-      raw = std::move(raw_.front());
-      raw_.pop_front();
-      rawBytes_ -= raw.len;
-      rawSpace_.notify_one();
-      seq = listening_ ? 0 : expectedSeq_;
-      if (raw.last) {
+      if (raw_.empty()) {  // the receiver is done and everything it queued is decoded
         if (receiveFailed_) {
           lock.unlock();
           finish(&receiveError_);
@@ -388,6 +410,11 @@ void DumpSession::decode() {
         }
         break;
       }
+      raw = std::move(raw_.front());
+      raw_.pop_front();
+      rawBytes_ -= raw.len;
+      rawSpace_.notify_one();
+      seq = listening_ ? 0 : expectedSeq_;
     }
     if (raw.overflow) {
       // Events decoded so far came before the loss; what follows comes after it.

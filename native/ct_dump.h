@@ -71,7 +71,9 @@ class DumpSession {
   void finish(const SysError* err);
   bool pushRaw(std::vector<uint8_t>&& datagram, size_t len);  // false when stopping
 
-  int nsFd_ = -1;
+  bool inNetns_ = false;  // a namespace was given: the threads must enter it
+  int nsFd_ = -1;         // our own copy of its descriptor
+  int dupErrno_ = 0;      // why the copy failed
   Filter filter_;
   bool hasFilter_;
   size_t batchSize_;
@@ -88,7 +90,6 @@ class DumpSession {
   struct Raw {
     std::vector<uint8_t> data;
     size_t len = 0;
-    bool last = false;  // the receiver is done (end, error or stop): nothing follows
     bool overflow = false;  // events: the kernel dropped events here (ENOBUFS)
     uint32_t seq = 0;
   };
@@ -99,6 +100,7 @@ class DumpSession {
   std::vector<std::vector<uint8_t>> spare_;  // recycled datagram buffers
   SysError receiveError_;
   bool receiveFailed_ = false;
+  bool receiverDone_ = false;  // end, error or stop: nothing more comes
   uint32_t expectedSeq_ = 0;  // of the request in flight
   std::atomic<uint64_t> expectedEntries_{0};  // the namespace's count when the dump began
 

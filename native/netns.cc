@@ -35,7 +35,11 @@ int openNetns(const std::string& path, SysError& err) {
 }
 
 bool enterNetns(int nsFd, SysError& err) {
-  if (nsFd < 0) return true;
+  // setns(-1) would fail with EBADF anyway; say so before a caller takes -1 for "stay here".
+  if (nsFd < 0) {
+    err = SysError::fromErrno(EBADF, "setns");
+    return false;
+  }
   if (::setns(nsFd, CLONE_NEWNET) != 0) {
     err = SysError::fromErrno(errno, "setns");
     return false;
@@ -45,11 +49,21 @@ bool enterNetns(int nsFd, SysError& err) {
 
 bool runInNetns(int nsFd, const std::function<void()>& work, SysError& err) {
   bool entered = false;
-  std::thread worker([&] {
-    entered = enterNetns(nsFd, err);
-    if (entered) work();
-  });
-  worker.join();
+  try {
+    std::thread worker([&] {
+      try {
+        entered = enterNetns(nsFd, err);
+        if (entered) work();
+      } catch (...) {  // bad_alloc in `work`: an error like the others, not the end of the process
+        err = SysError::fromCurrentException("netns work");
+        entered = false;
+      }
+    });
+    worker.join();
+  } catch (...) {  // the thread could not start (EAGAIN: a pids limit)
+    err = SysError::fromCurrentException("create thread");
+    return false;
+  }
   return entered;
 }
 

@@ -12,11 +12,13 @@ namespace ct {
 // Opens `path` and checks it is a network namespace. Returns the fd, or -1 with `err` set.
 int openNetns(const std::string& path, SysError& err);
 
-// Runs `work` on a new thread that first enters the namespace `nsFd` (-1: stay in ours).
-// Returns false with `err` set when the switch fails; `work` reports its own errors.
+// Runs `work` on a new thread that first enters the namespace `nsFd`. Returns false with `err`
+// set when the thread cannot start, the switch fails or `work` throws; `work` reports its own
+// errors otherwise.
 bool runInNetns(int nsFd, const std::function<void()>& work, SysError& err);
 
-// Enters `nsFd` on the calling thread; only for threads this library owns.
+// Enters `nsFd` on the calling thread; only for threads this library owns. A negative `nsFd` is
+// an error (EBADF), never "stay in this namespace": that must be the caller's explicit choice.
 bool enterNetns(int nsFd, SysError& err);
 
 // procfs paths under /proc/net and /proc/self/net follow the process's namespace, not the

@@ -2,7 +2,11 @@
 // so every layer below the binding builds and tests on its own.
 #pragma once
 
+#include <errno.h>
+
+#include <new>
 #include <string>
+#include <system_error>
 
 namespace ct {
 
@@ -16,6 +20,26 @@ struct SysError {
     SysError err;
     err.errnum = e;
     err.op = std::move(operation);
+    return err;
+  }
+  // Inside a catch block: the exception in flight as an error like the others, so a thread body or
+  // a callback can end through its usual error path instead of letting the exception end the
+  // process. std::system_error keeps its errno (a thread that cannot be created: EAGAIN);
+  // bad_alloc is ENOMEM.
+  static SysError fromCurrentException(std::string operation) {
+    SysError err;
+    err.op = std::move(operation);
+    try {
+      throw;
+    } catch (const std::system_error& e) {
+      err.errnum = e.code().value();
+    } catch (const std::bad_alloc&) {
+      err.errnum = ENOMEM;
+    } catch (const std::exception& e) {
+      err.detail = e.what();
+    } catch (...) {
+      err.detail = "unknown C++ exception";
+    }
     return err;
   }
   static SysError malformed(std::string what) {

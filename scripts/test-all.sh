@@ -30,6 +30,15 @@ declare -A PACKAGE_OF=(
   [flock]=util-linux
   # Legacy iptables, for the rule scanner's iptables-legacy path (test/integration/doctor).
   [iptables-legacy-save]=iptables
+  # Holds a dump thread at a chosen point (test/integration/table/wakeup.test.ts).
+  [gdb]=gdb
+  # The exporter's end-to-end test: a real Prometheus server and promtool (the test runs its own
+  # server inside a namespace it makes, so a system service the package may start is not in its
+  # way), bcrypt hashes from htpasswd, certificates from openssl.
+  [prometheus]=prometheus
+  [promtool]=prometheus
+  [htpasswd]=apache2-utils
+  [openssl]=openssl
   # node-gyp needs a compiler, make and python to build the addon.
   [g++]=g++
   [make]=make

@@ -30,7 +30,9 @@ export type ConntrackErrorCode =
   /** The exporter could not listen on the address given (in use, not local, no permission). */
   | 'ERR_CONNTRACK_LISTEN'
   /** create(): an entry with this tuple exists already. */
-  | 'ERR_CONNTRACK_EXISTS';
+  | 'ERR_CONNTRACK_EXISTS'
+  /** The process ran out of threads, file descriptors or memory; `errno` and `syscall` say which. */
+  | 'ERR_CONNTRACK_RESOURCE';
 
 export interface ConntrackErrorDetails {
   errno?: number;
@@ -53,6 +55,31 @@ export class ConntrackError extends Error {
     this.syscall = details.syscall;
     this.capability = details.capability;
   }
+}
+
+/**
+ * The error for a process that ran out of threads, file descriptors or memory, or undefined when
+ * `err` (an error from the addon or from Node) is something else. The addon reports a thread it
+ * could not start as syscall 'create thread' (EAGAIN: a pids limit), a failed allocation as
+ * ENOMEM; node-addon-api names an allocation failure it converts itself 'std::bad_alloc'.
+ */
+export function resourceError(err: unknown, details: ConntrackErrorDetails = {}): ConntrackError | undefined {
+  const e = (err ?? {}) as { errno?: unknown; syscall?: unknown; message?: unknown };
+  const errno = typeof e.errno === 'number' ? Math.abs(e.errno) : undefined;
+  const syscall = typeof e.syscall === 'string' ? e.syscall : '';
+  const withCause = { errno, syscall: syscall || undefined, ...details, cause: err };
+  if (syscall === 'create thread') {
+    return new ConntrackError('ERR_CONNTRACK_RESOURCE', `cannot start a thread (${errno === 11 ? 'EAGAIN' : `errno ${errno}`}): this process is at its limit of threads (a cgroup's pids.max, ulimit -u or kernel.threads-max)`, withCause);
+  }
+  if (errno === 24 /* EMFILE */ || errno === 23 /* ENFILE */) {
+    const limit = errno === 24 ? 'this process has as many open files as ulimit -n allows' : 'the system has as many open files as fs.file-max allows';
+    return new ConntrackError('ERR_CONNTRACK_RESOURCE', `out of file descriptors${syscall ? ` (${syscall})` : ''}: ${limit}`, withCause);
+  }
+  // The kernel's own ENOMEM to a ctnetlink request (a full table refuses create()) is not this process's.
+  if ((errno === 12 /* ENOMEM */ && !syscall.startsWith('ctnetlink')) || (errno === undefined && e.message === 'std::bad_alloc')) {
+    return new ConntrackError('ERR_CONNTRACK_RESOURCE', `out of memory${syscall ? ` (${syscall})` : ''}: this process could not allocate what the operation needs`, withCause);
+  }
+  return undefined;
 }
 
 export function invalidArgument(message: string): ConntrackError {

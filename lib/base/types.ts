@@ -152,7 +152,7 @@ export interface EntryFilter extends TupleFilter {
   family?: Family;
   /** Protocol name or number. */
   protocol?: ProtocolName | number;
-  /** Any of these TCP states (implies protocol tcp). */
+  /** Any of these TCP states (implies protocol tcp); `'LISTEN'` (conntrack-tools' name) is taken as SYN_SENT2. */
   tcpState?: TcpState | readonly TcpState[];
   /** Shorthands `src`, `dst`, `sport`, `dport` apply to the original tuple. */
   original?: TupleFilter;
@@ -192,8 +192,11 @@ export interface TupleSpec {
   icmpId?: number;
 }
 
-/** Which entry: its original tuple (and zone), or an entry as entries() returned it (then also its id). */
-export type EntryTarget = (TupleSpec & { zone?: number }) | ConntrackEntry;
+/**
+ * Which entry: its original tuple (and zone), its reply tuple (`{ reply, zone }`: the kernel
+ * finds an entry by either direction), or an entry as entries() returned it (then also its id).
+ */
+export type EntryTarget = (TupleSpec & { zone?: number }) | { reply: TupleSpec; zone?: number } | ConntrackEntry;
 
 /** What update() can change on an existing entry. */
 export interface EntryChanges {
@@ -208,16 +211,19 @@ export interface EntryChanges {
   labels?: readonly number[] | { add?: readonly number[]; remove?: readonly number[] };
 }
 
-/** An entry for create(): what `conntrack -I` takes. */
-export interface NewEntry {
-  original: TupleSpec;
-  /** The reply direction; by default the original mirrored (an ICMP echo request's reply is an echo reply). */
-  reply?: TupleSpec;
+/**
+ * An entry for create(): what `conntrack -I` takes. Give the original tuple, the reply tuple or
+ * both; a missing one is the other mirrored (an ICMP echo request's reply is an echo reply, and
+ * the reverse), as `conntrack -I` does.
+ */
+export type NewEntry = NewEntryFields & ({ original: TupleSpec; reply?: TupleSpec } | { original?: undefined; reply: TupleSpec });
+
+export interface NewEntryFields {
   /** Seconds until it expires. */
   timeout: number;
   mark?: number;
   zone?: number;
-  /** TCP only: the state it starts in (default ESTABLISHED). */
+  /** TCP only: the state it starts in (default ESTABLISHED). `'LISTEN'` (conntrack-tools' name) is taken as SYN_SENT2. */
   tcpState?: TcpState;
   /** Status bits to set, for example ['SEEN_REPLY', 'ASSURED'] (CONFIRMED is implied). */
   flags?: readonly StatusFlag[];

@@ -4,6 +4,7 @@
  * summary; every command takes --netns and --json.
  */
 import type { Command } from './common.js';
+import { isConntrackToolsSyntax } from './ct-syntax.js';
 
 // Each command loads only its own modules: `conntrack count` every second from a script should
 // not pay for the doctor's child processes or the tuning code.
@@ -40,7 +41,11 @@ const HELP = `usage: conntrack [COMMAND] [options]
   watch      a line per interval: entries, usage, growth per second, new drops (--jsonl)
   exporter   serve Prometheus metrics for one or more namespaces (conntrack exporter --help)
 
-Every command takes --netns PATH|PID (exporter: repeatable); the one-shot commands take --json.`;
+Every command takes --netns PATH|PID (exporter: repeatable); the one-shot commands take --json.
+
+conntrack-tools' syntax works too, with the same output and exit statuses (-o json/jsonl added):
+  conntrack -L [-o extended,id,ktimestamp,labels,xml] [filters]   -G, -D, -I, -U, -E, -F, -C, -S
+The same command is installed as \`ctk\`, a name that does not collide with conntrack-tools'.`;
 
 export async function main(argv: string[], io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const [first, ...rest] = argv;
@@ -48,6 +53,8 @@ export async function main(argv: string[], io = { stdout: process.stdout, stderr
     io.stdout.write(`${HELP}\n`);
     return 0;
   }
+  // conntrack-tools' language (`conntrack -L -p tcp …`) is told apart by its leading command option.
+  if (isConntrackToolsSyntax(argv)) return (await import('./ct-commands.js')).runConntrackTools(argv, io);
   if (first === undefined || first.startsWith('-')) return (await import('./core.js')).summaryCommand(argv, io);
   const load = COMMANDS[first];
   if (load === undefined) {

@@ -1,20 +1,32 @@
 /**
  * `conntrack watch`: one line per interval from one open handle, for benchmark scripts and people
- * watching a table fill: entries, limit, usage, growth per second and new drops.
+ * watching a table fill: entries, limit, usage, growth per second, time until full and new drops;
+ * a sparkline of usage on a terminal; an exit status when usage passes a threshold.
  */
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
 import { Conntrack } from '../table/conntrack.js';
 import { sampleNamespace } from '../metrics/metrics.js';
+import { GrowthTracker } from '../metrics/growth.js';
 import type { CpuCounters } from '../base/types.js';
 import { integerOption, netnsOption, numberOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
 
-const WATCH_USAGE = `usage: conntrack watch [--interval SECONDS] [--count N] [--netns PATH|PID] [--jsonl]
-  --interval  seconds between lines (default 1; fractions such as 0.2 work)
-  --count     stop after N lines (default: run until SIGINT)
-  --jsonl     one JSON object per line: time, entries, max, usage, entriesPerSecond, changes
-The first line has no rate and no changes: there is nothing to compare it with yet.`;
+/** Exit status of --fail-above. */
+export const FAIL_ABOVE_STATUS = 3;
+/** Usages in the sparkline. */
+const SPARK_WIDTH = 20;
+const SPARKS = '▁▂▃▄▅▆▇█';
+
+const WATCH_USAGE = `usage: conntrack watch [--interval SECONDS] [--count N] [--netns PATH|PID] [--jsonl] [--fail-above PERCENT]
+  --interval    seconds between lines (default 1; fractions such as 0.2 work)
+  --count       stop after N lines (default: run until SIGINT)
+  --jsonl       one JSON object per line: time, entries, max, usage, entriesPerSecond, timeToFullSeconds, changes
+  --fail-above  stop with exit status 3 after the first line whose usage is above PERCENT (0 to 100)
+The first line has no rate and no changes: there is nothing to compare it with yet. "full in" is the
+time until the limit at the growth rate of the last minute (least squares), once 5 s have been seen;
+"-" while the table does not grow. On a terminal a sparkline shows the last ${SPARK_WIDTH} usages, scaled
+from the lowest to the highest of them.`;
 
 /** Longest interval: one day (setTimeout cannot wait much beyond 24 days anyway). */
 const MAX_INTERVAL_SECONDS = 86_400;
@@ -39,11 +51,13 @@ export interface WatchLine {
   usage: number | null;
   /** Change of entries per second since the previous line; null on the first line. */
   entriesPerSecond: number | null;
+  /** Seconds until full at the recent growth rate; null while there is too little history or no growth. */
+  timeToFullSeconds: number | null;
   /** How much each counter rose since the previous line (summed over CPUs); null on the first line. */
   changes: Record<(typeof DROP_COUNTERS)[number], number> | null;
 }
 
-export function watchLine(previous: WatchSample | undefined, current: WatchSample): WatchLine {
+export function watchLine(previous: WatchSample | undefined, current: WatchSample, timeToFullSeconds?: number): WatchLine {
   const seconds = previous === undefined ? 0 : (current.at - previous.at) / 1000;
   const change = (name: (typeof DROP_COUNTERS)[number]) => (current.counters[name] ?? 0) - (previous?.counters[name] ?? 0);
   return {
@@ -52,13 +66,29 @@ export function watchLine(previous: WatchSample | undefined, current: WatchSampl
     max: current.max,
     usage: current.max > 0 ? current.entries / current.max : null,
     entriesPerSecond: previous === undefined || seconds <= 0 ? null : Math.round(((current.entries - previous.entries) / seconds) * 10) / 10,
+    timeToFullSeconds: timeToFullSeconds === undefined || !Number.isFinite(timeToFullSeconds) ? null : Math.round(timeToFullSeconds * 10) / 10,
     changes: previous === undefined ? null : { drop: change('drop'), early_drop: change('early_drop'), insert_failed: change('insert_failed') },
   };
 }
 
 const COLUMNS: ReadonlyArray<readonly [string, number]> = [
-  ['time', 24], ['entries', 9], ['max', 10], ['usage', 7], ['entries/s', 10], ['drop', 7], ['early_drop', 11], ['insert_failed', 14],
+  ['time', 24], ['entries', 9], ['max', 10], ['usage', 7], ['entries/s', 10], ['full in', 8], ['drop', 7], ['early_drop', 11], ['insert_failed', 14],
 ];
+
+/** A duration as a person reads it: 45s, 12m, 3.5h, 2.1d. */
+export function formatDuration(seconds: number): string {
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 86_400) return `${(seconds / 3600).toFixed(1)}h`;
+  return `${(seconds / 86_400).toFixed(1)}d`;
+}
+
+/** Usages as block characters, from the lowest of them (▁) to the highest (█). */
+export function sparkline(usages: readonly number[]): string {
+  const low = Math.min(...usages);
+  const high = Math.max(...usages);
+  return usages.map((u) => SPARKS[high > low ? Math.round(((u - low) / (high - low)) * (SPARKS.length - 1)) : 0]).join('');
+}
 
 export const WATCH_HEADER = COLUMNS.map(([name, width], i) => (i === 0 ? name.padEnd(width) : name.padStart(width))).join(' ');
 
@@ -70,6 +100,7 @@ export function formatWatchLine(line: WatchLine): string {
     String(line.max),
     line.usage === null ? 'n/a' : `${(line.usage * 100).toFixed(1)}%`,
     rate,
+    line.timeToFullSeconds === null ? '-' : formatDuration(line.timeToFullSeconds),
     ...DROP_COUNTERS.map((name) => (line.changes === null ? '-' : String(line.changes[name]))),
   ];
   return cells.map((cell, i) => (i === 0 ? cell.padEnd(COLUMNS[i]?.[1] ?? 0) : cell.padStart(COLUMNS[i]?.[1] ?? 0))).join(' ');
@@ -105,6 +136,7 @@ export const watchCommand: Command = (argv, io) =>
         count: { type: 'string' },
         netns: { type: 'string' },
         jsonl: { type: 'boolean', default: false },
+        'fail-above': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -119,13 +151,19 @@ export const watchCommand: Command = (argv, io) =>
     }
     const count = integerOption('count', values.count, 1);
     const intervalMs = interval * 1000;
+    const failAbove = numberOption('fail-above', values['fail-above']);
+    if (failAbove !== undefined && failAbove > 100) throw new UsageError(`--fail-above takes a percentage from 0 to 100, got "${values['fail-above']}"`);
+    const tty = (io.stdout as { isTTY?: boolean }).isTTY === true && !values.jsonl;
+    // The last minute, or ten lines when they are further apart.
+    const growth = new GrowthTracker(Math.max(60, 10 * interval));
+    const usages: number[] = [];
 
     // Listening before the open: a Ctrl-C while it opens still ends with status 0.
     const stop = stopOnTermination();
     try {
       const ct = await Conntrack.open(netnsOption(values.netns));
       try {
-        if (!values.jsonl && !stop.signal.aborted) write(io.stdout, WATCH_HEADER);
+        if (!values.jsonl && !stop.signal.aborted) write(io.stdout, tty ? `${WATCH_HEADER}  usage trend` : WATCH_HEADER);
         const start = performance.now();
         let slot = 0;
         let previous: WatchSample | undefined;
@@ -142,9 +180,20 @@ export const watchCommand: Command = (argv, io) =>
           const at = performance.now();
           const sample = await sampleNamespace(ct);
           const current: WatchSample = { time, at, entries: sample.entries, max: sample.max, counters: sample.counters };
-          const line = watchLine(previous, current);
-          write(io.stdout, values.jsonl ? JSON.stringify(line) : formatWatchLine(line));
+          growth.add(at / 1000, current.entries);
+          const line = watchLine(previous, current, growth.timeToFull(current.max));
+          let text = values.jsonl ? JSON.stringify(line) : formatWatchLine(line);
+          if (tty && line.usage !== null) {
+            usages.push(line.usage);
+            if (usages.length > SPARK_WIDTH) usages.shift();
+            text += `  ${sparkline(usages)}`;
+          }
+          write(io.stdout, text);
           previous = current;
+          if (failAbove !== undefined && line.usage !== null && line.usage * 100 > failAbove) {
+            write(io.stderr, `conntrack watch: usage ${(line.usage * 100).toFixed(1)}% is above ${failAbove}% (${line.entries} of ${line.max} entries)`);
+            return FAIL_ABOVE_STATUS;
+          }
         }
         return 0;
       } finally {

@@ -1,16 +1,17 @@
 /**
- * A Prometheus exporter on node:http: one handle per namespace, opened once and reused by every
- * scrape (count() costs about 1.4 µs on an open handle), reopened after an error.
+ * A Prometheus exporter: the collector (collector.ts) served over node:http, or node:https with
+ * basic authentication when a web configuration file (web-config.ts) asks for them.
  */
-import { stat } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
-import { Conntrack } from '../table/conntrack.js';
-import { abortError, closedError, ConntrackError, invalidArgument } from '../base/errors.js';
-import { failedNamespace, METRICS_CONTENT_TYPE, readBucketCount, renderMetrics, sampleNamespace, type NamespaceSample } from './metrics.js';
-import { netnsPath } from '../binding/netns.js';
-import type { NetnsSpec } from '../base/types.js';
+import { abortError, ConntrackError, invalidArgument } from '../base/errors.js';
+import { METRICS_CONTENT_TYPE } from './metrics.js';
+import { checkCollectorOptions, createMetricsCollector, type CollectorOptions, type MetricsCollector } from './collector.js';
+import { createRequestGate, httpsOptions, loadWebConfig, type Refusal, type WebConfig } from './web-config.js';
+
+export { createMetricsCollector, type CollectorOptions, type MetricsCollector } from './collector.js';
 
 /**
  * 9466, the first choice, is registered in Prometheus's default-port list to an MQTT push gateway:
@@ -21,13 +22,6 @@ import type { NetnsSpec } from '../base/types.js';
 export const DEFAULT_EXPORTER_PORT = 9659;
 export const DEFAULT_EXPORTER_HOST = '127.0.0.1';
 
-export interface CollectorOptions {
-  /** Namespaces to export (paths or pids); omitted or empty: this process's own namespace. */
-  netns?: readonly NetnsSpec[];
-  /** Also emit node_exporter's metric names (see RenderOptions). */
-  nodeExporterNames?: boolean;
-}
-
 export interface ExporterOptions extends CollectorOptions {
   /** Default 127.0.0.1: metrics stay local unless asked otherwise. */
   host?: string;
@@ -37,132 +31,20 @@ export interface ExporterOptions extends CollectorOptions {
   path?: string;
   /** Aborting it closes the exporter. */
   signal?: AbortSignal;
-}
-
-/** Scrapes without a server, for an application that serves /metrics itself. */
-export interface MetricsCollector extends AsyncDisposable {
-  /** One scrape's exposition text; calls made while one runs share it. */
-  collect(): Promise<string>;
-  /** Closes the handles (after a running collection). Idempotent. */
-  close(): Promise<void>;
+  /**
+   * An exporter-toolkit web configuration file (TLS, basic authentication), as node_exporter's
+   * --web.config.file; or the configuration loadWebConfig() returned.
+   */
+  webConfig?: string | WebConfig;
 }
 
 export interface Exporter extends MetricsCollector {
   /** Where the server listens. */
   address(): AddressInfo;
+  /** 'https' when the web configuration has TLS. */
+  readonly protocol: 'http' | 'https';
   /** Stops listening, ends open connections and closes the handles. Idempotent. */
   close(): Promise<void>;
-}
-
-/** One namespace: its handle, kept open between scrapes, and what it was opened on. */
-class ScrapeTarget {
-  readonly label: string;
-  readonly #path: string | undefined;
-  #handle: Conntrack | undefined;
-  /** dev:inode of the namespace file when the handle was opened. */
-  #identity: string | undefined;
-
-  constructor(path: string | undefined) {
-    this.#path = path;
-    this.label = path ?? '';
-  }
-
-  async sample(): Promise<NamespaceSample> {
-    try {
-      return await sampleNamespace(await this.#open(), this.label);
-    } catch (err) {
-      await this.close(); // a fresh handle next time
-      return failedNamespace(this.label, err);
-    }
-  }
-
-  /**
-   * The open handle, if the path still names the namespace it was opened in. A socket keeps its
-   * namespace alive: after `ip netns del` (or the process of a pid exiting) the handle would go on
-   * reading a namespace nobody can reach, so each scrape compares the file's identity first.
-   */
-  async #open(): Promise<Conntrack> {
-    if (this.#handle !== undefined && (this.#path === undefined || (await this.#currentIdentity()) === this.#identity)) {
-      return this.#handle;
-    }
-    await this.close();
-    const before = await this.#currentIdentity();
-    const handle = await Conntrack.open(this.#path === undefined ? {} : { netns: this.#path });
-    const after = await this.#currentIdentity().catch(async (err: unknown) => {
-      await handle.close();
-      throw err;
-    });
-    if (before !== after) {
-      await handle.close();
-      throw new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${this.#path} was replaced while it was being opened`);
-    }
-    this.#handle = handle;
-    this.#identity = after;
-    return handle;
-  }
-
-  async #currentIdentity(): Promise<string | undefined> {
-    if (this.#path === undefined) return undefined;
-    try {
-      const s = await stat(this.#path);
-      return `${s.dev}:${s.ino}`;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw code === 'ENOENT'
-        ? new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${this.#path} does not exist`, { cause: err })
-        : new ConntrackError('ERR_CONNTRACK_PERMISSION', `cannot look at network namespace ${this.#path}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-
-  async close(): Promise<void> {
-    const handle = this.#handle;
-    this.#handle = undefined;
-    this.#identity = undefined;
-    await handle?.close();
-  }
-}
-
-function namespacePaths(options: CollectorOptions): Array<string | undefined> {
-  if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
-  const specs = options.netns ?? [];
-  if (!Array.isArray(specs)) throw invalidArgument('netns must be an array of namespace paths or pids');
-  const paths: Array<string | undefined> = specs.length === 0 ? [undefined] : specs.map((spec) => netnsPath(spec));
-  const duplicate = paths.find((p, i) => paths.indexOf(p) !== i);
-  if (duplicate !== undefined) throw invalidArgument(`netns ${duplicate} is given twice`);
-  return paths;
-}
-
-/**
- * Opens a handle per namespace (a namespace that cannot be opened is reported as `conntrack_up 0`
- * and tried again on the next collection) and returns the collector that reuses them.
- */
-export async function createMetricsCollector(options: CollectorOptions = {}): Promise<MetricsCollector> {
-  const targets = namespacePaths(options).map((p) => new ScrapeTarget(p));
-  const render = { nodeExporterNames: options.nodeExporterNames === true };
-  let inflight: Promise<string> | undefined;
-  let closing: Promise<void> | undefined;
-  const collect = (): Promise<string> => {
-    if (closing !== undefined) return Promise.reject(closedError());
-    inflight ??= (async () => {
-      try {
-        const [namespaces, buckets] = await Promise.all([Promise.all(targets.map((t) => t.sample())), readBucketCount()]);
-        return renderMetrics({ namespaces, buckets }, render);
-      } finally {
-        inflight = undefined;
-      }
-    })();
-    return inflight;
-  };
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      await inflight?.catch(() => undefined);
-      await Promise.all(targets.map((t) => t.close()));
-    })();
-    return closing;
-  };
-  // Open every handle now, so that the first scrape is as cheap as the others.
-  await Promise.all(targets.map((t) => t.sample()));
-  return { collect, close, [Symbol.asyncDispose]: close };
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
@@ -182,8 +64,24 @@ function listen(server: Server, host: string, port: number): Promise<void> {
   });
 }
 
-function requestHandler(path: string, collect: () => Promise<string>) {
+function requestHandler(path: string, collect: () => Promise<string>, config: WebConfig | undefined) {
+  const gate = config === undefined ? undefined : createRequestGate(config);
+  const headers = config?.headers ?? {};
+  const refuse = (res: ServerResponse, refusal: Refusal) => {
+    res.writeHead(refusal.status, { ...headers, ...refusal.headers, 'Content-Type': 'text/plain; charset=utf-8' }).end(refusal.body);
+  };
   return (req: IncomingMessage, res: ServerResponse): void => {
+    if (gate === undefined) {
+      serve(req, res);
+      return;
+    }
+    gate(req).then(
+      (refusal) => (refusal === undefined ? serve(req, res) : refuse(res, refusal)),
+      (err: unknown) => refuse(res, { status: 401, headers: {}, body: `authentication failed: ${(err as Error)?.message ?? String(err)}\n` }),
+    );
+  };
+  function serve(req: IncomingMessage, res: ServerResponse): void {
+    for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
     const pathname = (req.url ?? '').split('?', 1)[0];
     if (pathname !== path) {
       res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`not found; metrics are at ${path}\n`);
@@ -202,7 +100,7 @@ function requestHandler(path: string, collect: () => Promise<string>) {
         res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`collection failed: ${(err as Error)?.message ?? String(err)}\n`);
       },
     );
-  };
+  }
 }
 
 /**
@@ -210,7 +108,7 @@ function requestHandler(path: string, collect: () => Promise<string>) {
  * Options are checked before anything is opened.
  */
 export async function createExporter(options: ExporterOptions = {}): Promise<Exporter> {
-  namespacePaths(options);
+  checkCollectorOptions(options);
   const host = options.host ?? DEFAULT_EXPORTER_HOST;
   if (typeof host !== 'string' || host === '') throw invalidArgument('host must be a non-empty string');
   const port = options.port ?? DEFAULT_EXPORTER_PORT;
@@ -222,9 +120,12 @@ export async function createExporter(options: ExporterOptions = {}): Promise<Exp
   const { signal } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
   if (signal?.aborted) throw abortError(signal);
+  const webConfig = typeof options.webConfig === 'string' ? await loadWebConfig(options.webConfig) : options.webConfig;
+  const tls = webConfig === undefined ? undefined : await httpsOptions(webConfig);
 
   const collector = await createMetricsCollector(options);
-  const server = createServer(requestHandler(path, collector.collect));
+  const handler = requestHandler(path, collector.collect, webConfig);
+  const server: Server = tls === undefined ? createHttpServer(handler) : createHttpsServer(tls, handler);
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
@@ -254,7 +155,11 @@ export async function createExporter(options: ExporterOptions = {}): Promise<Exp
 
   return {
     address: () => server.address() as AddressInfo,
+    protocol: tls === undefined ? 'http' : 'https',
     collect: collector.collect,
+    collectFamilies: collector.collectFamilies,
+    familyCatalog: collector.familyCatalog,
+    refreshBreakdowns: collector.refreshBreakdowns,
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -11,6 +11,7 @@ import type { Conntrack } from '../table/conntrack.js';
 import { invalidArgument } from '../base/errors.js';
 import { readSysctl } from '../tuning/sysctl.js';
 import type { CpuCounterName, CpuCounters } from '../base/types.js';
+import type { Breakdown } from './breakdown.js';
 
 /** The Content-Type of renderMetrics() output. */
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -19,6 +20,8 @@ export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 export interface NamespaceReading {
   /** The `netns` label value. */
   netns: string;
+  /** More labels identifying the namespace (all-namespaces mode: netns_name, container_id). */
+  labels?: Record<string, string>;
   up: true;
   entries: number;
   /** nf_conntrack_max (global). */
@@ -27,11 +30,18 @@ export interface NamespaceReading {
   counters: CpuCounters;
   /** Counters this library has no name for, by CTA_STATS_* attribute number. */
   unknownCounters: Record<number, number>;
+  /** Seconds until full at the recent growth rate (+Inf: not growing); undefined: too little history. */
+  timeToFullSeconds?: number;
+  /** The latest breakdown, if one was computed. */
+  breakdown?: Breakdown;
+  /** The monotonic clock now (seconds), to give the breakdown's age; default performance.now(). */
+  now?: number;
 }
 
 /** A namespace that could not be read. */
 export interface NamespaceFailure {
   netns: string;
+  labels?: Record<string, string>;
   up: false;
   /** A ConntrackError code (ERR_CONNTRACK_NETNS, ERR_CONNTRACK_PERMISSION, ...). */
   errorCode: string;
@@ -45,6 +55,16 @@ export interface MetricsSnapshot {
   namespaces: NamespaceSample[];
   /** nf_conntrack_buckets (global); undefined when it could not be read. */
   buckets: number | undefined;
+  /** How long this scrape took until rendering, in seconds. */
+  scrapeSeconds?: number;
+  /** All-namespaces mode: what discovery found and how much of it is exported. */
+  discovery?: {
+    found: number;
+    exported: number;
+    limit: number;
+    /** Processes whose namespace could not be read. */
+    unreadable: number;
+  };
 }
 
 export interface RenderOptions {
@@ -125,12 +145,14 @@ const NODE_EXPORTER_STATS: readonly CpuCounterName[] = [
 type MetricType = 'gauge' | 'counter';
 type Labels = ReadonlyArray<readonly [string, string]>;
 
-interface Family {
+/** One metric name: its help, type and samples. */
+export interface MetricFamily {
   name: string;
   help: string;
   type: MetricType;
   samples: Array<{ labels: Labels; value: number }>;
 }
+type Family = MetricFamily;
 
 /** Label values: backslash, double quote and line feed escaped, as the format requires. */
 export function escapeLabelValue(value: string): string {
@@ -159,11 +181,18 @@ function renderFamily(family: Family): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** The labels of a namespace's series: netns first, then its identity labels. */
+function namespaceLabels(ns: NamespaceSample): Labels {
+  const extra = ns.labels === undefined ? [] : Object.entries(ns.labels);
+  return [['netns', ns.netns], ...extra];
+}
+
 /**
- * The snapshot as exposition text. Each metric name is one block (HELP, TYPE, then a sample per
- * namespace); families without samples are left out.
+ * The snapshot as metric families, in exposition order. Families without samples are left out,
+ * unless `keepEmpty` (the list of every family this version can write, for registries that want
+ * names up front).
  */
-export function renderMetrics(snapshot: MetricsSnapshot, options: RenderOptions = {}): string {
+export function metricFamilies(snapshot: MetricsSnapshot, options: RenderOptions = {}, keepEmpty = false): MetricFamily[] {
   const seen = new Set<string>();
   for (const ns of snapshot.namespaces) {
     // Two namespaces with one label would be duplicate series, which Prometheus rejects.
@@ -173,24 +202,27 @@ export function renderMetrics(snapshot: MetricsSnapshot, options: RenderOptions 
   const up = snapshot.namespaces.filter((ns): ns is NamespaceReading => ns.up);
   const families: Family[] = [];
   const family = (name: string, type: MetricType, help: string, samples: Family['samples']) => {
-    if (samples.length > 0) families.push({ name, type, help, samples });
+    if (samples.length > 0 || keepEmpty) families.push({ name, type, help, samples });
   };
   const perNamespace = (value: (ns: NamespaceReading) => number | undefined) =>
     up.flatMap((ns) => {
       const v = value(ns);
-      return v === undefined ? [] : [{ labels: [['netns', ns.netns]] as Labels, value: v }];
+      return v === undefined ? [] : [{ labels: namespaceLabels(ns), value: v }];
     });
+  const withLabel = (ns: NamespaceSample, name: string, value: string): Labels => [...namespaceLabels(ns), [name, value]];
 
   family('conntrack_up', 'gauge', '1 when the namespace\'s conntrack table was read in this scrape, 0 when it could not be.',
-    snapshot.namespaces.map((ns) => ({ labels: [['netns', ns.netns]], value: ns.up ? 1 : 0 })));
+    snapshot.namespaces.map((ns) => ({ labels: namespaceLabels(ns), value: ns.up ? 1 : 0 })));
   family('conntrack_scrape_error', 'gauge', 'Why a namespace could not be read: its error code, always 1.',
-    snapshot.namespaces.flatMap((ns) => (ns.up ? [] : [{ labels: [['netns', ns.netns], ['code', ns.errorCode]] as Labels, value: 1 }])));
+    snapshot.namespaces.flatMap((ns) => (ns.up ? [] : [{ labels: withLabel(ns, 'code', ns.errorCode), value: 1 }])));
   family('conntrack_entries', 'gauge', 'Entries in the namespace\'s conntrack table.', perNamespace((ns) => ns.entries));
   family('conntrack_entries_limit', 'gauge', 'nf_conntrack_max: the global limit each namespace\'s own count is checked against; new connections are dropped when it is reached.',
     perNamespace((ns) => ns.max));
   // nf_conntrack_max 0 means no limit: there is no ratio then.
   family('conntrack_usage_ratio', 'gauge', 'conntrack_entries / conntrack_entries_limit.',
     perNamespace((ns) => (ns.max > 0 ? ns.entries / ns.max : undefined)));
+  family('conntrack_time_to_full_seconds', 'gauge', 'Seconds until conntrack_entries reaches the limit at the growth rate of the last minutes (least squares); +Inf when not growing.',
+    perNamespace((ns) => (ns.max > 0 ? ns.timeToFullSeconds : undefined)));
   // Global, but repeated per namespace so that ratios against the families above need no on()/ignoring().
   const buckets = snapshot.buckets;
   family('conntrack_buckets', 'gauge', 'nf_conntrack_buckets: size of the hash table all namespaces share.',
@@ -199,7 +231,39 @@ export function renderMetrics(snapshot: MetricsSnapshot, options: RenderOptions 
     family(`conntrack_stat_${name}_total`, 'counter', `${help} Summed over CPUs (conntrack -S ${name}).`, perNamespace((ns) => ns.counters[name]));
   }
   family('conntrack_stat_unknown_total', 'counter', 'Statistics counters this version has no name for, by CTA_STATS_* attribute number, summed over CPUs.',
-    up.flatMap((ns) => Object.entries(ns.unknownCounters).map(([attribute, value]) => ({ labels: [['netns', ns.netns], ['attribute', attribute]] as Labels, value }))));
+    up.flatMap((ns) => Object.entries(ns.unknownCounters).map(([attribute, value]) => ({ labels: withLabel(ns, 'attribute', attribute), value }))));
+
+  // Breakdowns: computed on their own schedule; their age says how old the numbers are.
+  const withBreakdown = up.filter((ns) => ns.breakdown !== undefined);
+  const grouped = (pick: (b: Breakdown) => Array<[string, number]>, label: string) =>
+    withBreakdown.flatMap((ns) => pick(ns.breakdown as Breakdown).map(([value, count]) => ({ labels: withLabel(ns, label, value), value: count })));
+  family('conntrack_entries_by_protocol', 'gauge', 'Entries by layer-4 protocol, from the latest breakdown (see conntrack_breakdown_age_seconds).',
+    grouped((b) => b.protocols, 'protocol'));
+  family('conntrack_entries_by_tcp_state', 'gauge', 'TCP entries by state, from the latest breakdown.', grouped((b) => b.tcpStates, 'state'));
+  family('conntrack_entries_by_zone', 'gauge', 'Entries by conntrack zone (the largest zones, then "other"), from the latest breakdown.',
+    grouped((b) => b.zones, 'zone'));
+  family('conntrack_top_entries', 'gauge', 'Entries of the largest groups of the breakdown key (label key: dport, src/24, ...), then group="other" for the rest.',
+    withBreakdown.flatMap((ns) => {
+      const b = ns.breakdown as Breakdown;
+      return b.key === undefined ? [] : b.top.map(([group, count]) => ({ labels: [...namespaceLabels(ns), ['key', b.key], ['group', group]] as Labels, value: count }));
+    }));
+  family('conntrack_breakdown_age_seconds', 'gauge', 'Seconds since the breakdown series of this namespace were computed.',
+    withBreakdown.map((ns) => ({ labels: namespaceLabels(ns), value: Math.max(0, (ns.now ?? performance.now() / 1000) - (ns.breakdown as Breakdown).at) })));
+  family('conntrack_breakdown_duration_seconds', 'gauge', 'How long the latest breakdown of this namespace took (one dump, counted natively).',
+    withBreakdown.map((ns) => ({ labels: namespaceLabels(ns), value: (ns.breakdown as Breakdown).seconds })));
+
+  const discovery = snapshot.discovery;
+  family('conntrack_namespaces_found', 'gauge', 'Network namespaces discovery found on the host (distinct nsfs inodes).',
+    discovery === undefined ? [] : [{ labels: [], value: discovery.found }]);
+  family('conntrack_namespaces_exported', 'gauge', 'Network namespaces exported (at most the --max-namespaces limit).',
+    discovery === undefined ? [] : [{ labels: [], value: discovery.exported }]);
+  family('conntrack_namespaces_over_limit', 'gauge', 'Network namespaces found but not exported because of the --max-namespaces limit.',
+    discovery === undefined ? [] : [{ labels: [], value: discovery.found - discovery.exported }]);
+  family('conntrack_namespaces_limit', 'gauge', 'The --max-namespaces limit.', discovery === undefined ? [] : [{ labels: [], value: discovery.limit }]);
+  family('conntrack_discovery_unreadable_processes', 'gauge', 'Processes whose network namespace could not be read (permission): namespaces only they use are missing.',
+    discovery === undefined ? [] : [{ labels: [], value: discovery.unreadable }]);
+  family('conntrack_scrape_duration_seconds', 'gauge', 'How long this scrape took: discovery and every namespace\'s count and statistics.',
+    snapshot.scrapeSeconds === undefined ? [] : [{ labels: [], value: snapshot.scrapeSeconds }]);
 
   if (options.nodeExporterNames) {
     family('node_nf_conntrack_entries', 'gauge', 'Same as conntrack_entries, under the node_exporter name.', perNamespace((ns) => ns.entries));
@@ -209,5 +273,18 @@ export function renderMetrics(snapshot: MetricsSnapshot, options: RenderOptions 
         perNamespace((ns) => ns.counters[name]));
     }
   }
+  return families;
+}
+
+/**
+ * The snapshot as exposition text. Each metric name is one block (HELP, TYPE, then a sample per
+ * namespace); families without samples are left out.
+ */
+export function renderMetrics(snapshot: MetricsSnapshot, options: RenderOptions = {}): string {
+  return renderFamilies(metricFamilies(snapshot, options));
+}
+
+/** Families as exposition text. */
+export function renderFamilies(families: readonly MetricFamily[]): string {
   return families.map(renderFamily).join('');
 }

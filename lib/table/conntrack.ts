@@ -5,11 +5,12 @@
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
-import { abortError, closedError, ConntrackError, invalidArgument } from '../base/errors.js';
+import { abortError, closedError, ConntrackError, invalidArgument, resourceError } from '../base/errors.js';
 import { compileFilter } from './filter.js';
 import { netnsPath } from '../binding/netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeEntrySpec, type NativeError, type NativeHandle } from '../binding/native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
+import { renderBatchText, type TextChunk, type TextLayout } from './text.js';
 import { readSysctl } from '../tuning/sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec } from './entry-spec.js';
@@ -48,12 +49,17 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
   if (e?.protocol) {
     return new ConntrackError('ERR_CONNTRACK_PROTOCOL', `the kernel sent a message this library cannot decode: ${e.detail ?? e.message}`, details);
   }
+  const resource = resourceError(err, details);
+  if (resource !== undefined) return resource;
   if (syscall === 'open netns') {
     if (errno === 2 /* ENOENT */) return new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${netns} does not exist`, details);
     if (errno === 13 /* EACCES */ || errno === 1 /* EPERM */) {
       return new ConntrackError('ERR_CONNTRACK_PERMISSION', `cannot open network namespace ${netns}: run as root or grant CAP_SYS_ADMIN`, { ...details, capability: 'CAP_SYS_ADMIN' });
     }
     return new ConntrackError('ERR_CONNTRACK_NETNS', `${netns} is not a network namespace (${e.detail ?? e.message})`, details);
+  }
+  if (syscall === 'dup netns') {
+    return new ConntrackError('ERR_CONNTRACK_NETNS', `cannot enter ${where} for a dump or subscription: the handle's descriptor of the namespace is no longer valid (${e.message}); open a new handle`, details);
   }
   if (syscall === 'setns') {
     return new ConntrackError('ERR_CONNTRACK_PERMISSION', `entering ${where} needs CAP_SYS_ADMIN (and CAP_NET_ADMIN there): run as root or grant both capabilities`, { ...details, capability: 'CAP_SYS_ADMIN' });
@@ -300,7 +306,7 @@ export class Conntrack implements AsyncDisposable {
     return { perCpu, total: sum(perCpu.map((r) => r.counters)), totalUnknown: sum(perCpu.map((r) => r.unknown)) as Record<number, number> };
   }
 
-  /** The entry with this original tuple (IPCTNL_MSG_CT_GET), or undefined when there is none. */
+  /** The entry with this original tuple, or this reply tuple (`{ reply }`) (IPCTNL_MSG_CT_GET); undefined when there is none. */
   async get(target: EntryTarget): Promise<ConntrackEntry | undefined> {
     const batch = await this.#entryRequest(ENTRY_OP.get, targetSpec(target));
     return batch === null ? undefined : decodeBatch(batch)[0];
@@ -466,6 +472,16 @@ export class Conntrack implements AsyncDisposable {
       },
     };
     return iterator;
+  }
+
+  /**
+   * The dump in conntrack-tools' text layout (`conntrack -L`, with its `-o extended` and `-o id`),
+   * one Buffer of lines per native batch, written from the records without entry objects.
+   */
+  text(filter?: EntryFilter, layout: TextLayout = {}, options: EntriesOptions = {}): EntryIterator<TextChunk> {
+    if (layout === null || typeof layout !== 'object') throw invalidArgument('layout must be an object');
+    const chosen: TextLayout = { extended: layout.extended === true, id: layout.id === true };
+    return itemsOf(this.#startDump(filter, options, (batch) => [renderBatchText(batch, chosen, Math.floor(Date.now() / 1000))]));
   }
 
   /** entries() as an object-mode Readable with backpressure; destroying it ends the dump. */

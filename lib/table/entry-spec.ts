@@ -3,7 +3,7 @@
  * binding's entry spec. Every value is checked here: nothing unchecked reaches the kernel.
  */
 import { invalidArgument } from '../base/errors.js';
-import { parseAddress } from './filter.js';
+import { parseAddress, tcpStateNumber } from './filter.js';
 import { PROTOCOL_NUMBERS, STATUS_FLAGS, TCP_STATES } from './records.js';
 import type { NativeEntrySpec, NativeTupleSpec } from '../binding/native.js';
 import type { EntryChanges, EntryTarget, NewEntry, ProtocolName, TupleSpec } from '../base/types.js';
@@ -21,6 +21,9 @@ const ICMPV6 = 58;
 /** ICMP / ICMPv6 queries and their answers: the reply tuple of a query entry. */
 const ICMP_ANSWER: Record<number, number> = { 8: 0, 13: 14, 15: 16, 17: 18, 10: 9 };
 const ICMPV6_ANSWER: Record<number, number> = { 128: 129, 130: 131, 133: 134, 135: 136, 139: 140 };
+const invert = (map: Record<number, number>) => Object.fromEntries(Object.entries(map).map(([query, answer]) => [answer, Number(query)]));
+const ICMP_QUERY: Record<number, number> = invert(ICMP_ANSWER);
+const ICMPV6_QUERY: Record<number, number> = invert(ICMPV6_ANSWER);
 
 function isInteger(value: unknown, max: number): value is number {
   return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= max;
@@ -68,22 +71,26 @@ export function tupleSpec(tuple: TupleSpec, what: string): { family: number; nat
   return { family: src.family, native };
 }
 
-/** The reply tuple an entry would have without NAT. */
-function mirrored(t: NativeTupleSpec): NativeTupleSpec {
-  const reply: NativeTupleSpec = { src: t.dst, dst: t.src, proto: t.proto };
+/** The other direction's tuple of an entry without NAT: the reply of `from: 'original'`, or the original of a reply. */
+function mirrored(t: NativeTupleSpec, from: 'original' | 'reply'): NativeTupleSpec {
+  const other: NativeTupleSpec = { src: t.dst, dst: t.src, proto: t.proto };
   if (t.sport !== undefined) {
-    reply.sport = t.dport;
-    reply.dport = t.sport;
+    other.sport = t.dport;
+    other.dport = t.sport;
   }
   if (t.icmpType !== undefined) {
-    const answers = t.proto === ICMPV6 ? ICMPV6_ANSWER : ICMP_ANSWER;
-    const answer = answers[t.icmpType];
-    if (answer === undefined) throw invalidArgument(`original.icmpType ${t.icmpType} is not a query: give the reply tuple`);
-    reply.icmpType = answer;
-    reply.icmpCode = t.icmpCode;
-    reply.icmpId = t.icmpId;
+    const map = from === 'original' ? (t.proto === ICMPV6 ? ICMPV6_ANSWER : ICMP_ANSWER) : (t.proto === ICMPV6 ? ICMPV6_QUERY : ICMP_QUERY);
+    const type = map[t.icmpType];
+    if (type === undefined) {
+      throw invalidArgument(from === 'original'
+        ? `original.icmpType ${t.icmpType} is not a query: give the reply tuple`
+        : `reply.icmpType ${t.icmpType} is not an answer to a query: give the original tuple`);
+    }
+    other.icmpType = type;
+    other.icmpCode = t.icmpCode;
+    other.icmpId = t.icmpId;
   }
-  return reply;
+  return other;
 }
 
 function isEntry(target: EntryTarget): target is Extract<EntryTarget, { id: number; original: unknown }> {
@@ -104,10 +111,22 @@ export function targetSpec(target: EntryTarget): NativeEntrySpec {
     if (target.zone !== undefined) spec.zone = integer(target.zone, 65535, 'entry.zone');
     return spec;
   }
+  if (isReplyTarget(target)) {
+    const { family, native } = tupleSpec(target.reply, 'reply');
+    const spec: NativeEntrySpec = { family, reply: native };
+    if (target.zone !== undefined) spec.zone = integer(target.zone, 65535, 'zone');
+    return spec;
+  }
   const { family, native } = tupleSpec(target, 'tuple');
   const spec: NativeEntrySpec = { family, orig: native };
   if (target.zone !== undefined) spec.zone = integer(target.zone, 65535, 'tuple.zone');
   return spec;
+}
+
+/** `{ reply, zone? }`: an entry named by its reply tuple alone (a tuple has src at its top level). */
+function isReplyTarget(target: EntryTarget): target is { reply: TupleSpec; zone?: number } {
+  const t = target as { reply?: unknown; src?: unknown };
+  return t.src === undefined && t.reply !== null && typeof t.reply === 'object';
 }
 
 const LABEL_BITS = 128;
@@ -150,25 +169,34 @@ export function changesSpec(target: EntryTarget, changes: EntryChanges): NativeE
 
 export function newEntrySpec(entry: NewEntry): NativeEntrySpec {
   if (entry === null || typeof entry !== 'object') throw invalidArgument('the new entry must be an object');
-  const original = tupleSpec(entry.original, 'original');
-  let reply: NativeTupleSpec;
-  if (entry.reply === undefined) {
-    reply = mirrored(original.native);
+  if (entry.original === undefined && entry.reply === undefined) throw invalidArgument('the new entry needs an original or a reply tuple');
+  let spec: NativeEntrySpec;
+  if (entry.original === undefined) {
+    // The kernel wants both directions; conntrack-tools (-I -r … -q …) mirrors the reply too.
+    const reply = tupleSpec(entry.reply as TupleSpec, 'reply');
+    spec = { family: reply.family, orig: mirrored(reply.native, 'reply'), reply: reply.native };
   } else {
-    const given = tupleSpec(entry.reply, 'reply');
-    if (given.family !== original.family || given.native.proto !== original.native.proto) {
-      throw invalidArgument('reply must have the family and protocol of original');
+    const original = tupleSpec(entry.original, 'original');
+    let reply: NativeTupleSpec;
+    if (entry.reply === undefined) {
+      reply = mirrored(original.native, 'original');
+    } else {
+      const given = tupleSpec(entry.reply, 'reply');
+      if (given.family !== original.family || given.native.proto !== original.native.proto) {
+        throw invalidArgument('reply must have the family and protocol of original');
+      }
+      reply = given.native;
     }
-    reply = given.native;
+    spec = { family: original.family, orig: original.native, reply };
   }
-  const spec: NativeEntrySpec = { family: original.family, orig: original.native, reply };
+  const proto = (spec.orig as NativeTupleSpec).proto;
   spec.timeout = integer(entry.timeout, 0x7fffffff, 'timeout');
   if (spec.timeout === 0) throw invalidArgument('timeout must be at least 1 second');
   if (entry.mark !== undefined) spec.mark = integer(entry.mark, 0xffffffff, 'mark');
   if (entry.zone !== undefined) spec.zone = integer(entry.zone, 65535, 'zone');
-  if (original.native.proto === 6) {
-    const state = TCP_STATES.indexOf(entry.tcpState ?? 'ESTABLISHED');
-    if (state < 0) throw invalidArgument(`tcpState must be one of ${TCP_STATES.join(', ')}`);
+  if (proto === 6) {
+    const state = tcpStateNumber(entry.tcpState ?? 'ESTABLISHED');
+    if (state < 0) throw invalidArgument(`tcpState must be one of ${TCP_STATES.join(', ')} (or LISTEN for SYN_SENT2)`);
     spec.tcpState = state;
   } else if (entry.tcpState !== undefined) {
     throw invalidArgument('tcpState is for TCP entries only');

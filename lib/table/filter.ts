@@ -46,6 +46,14 @@ function ipv6Bytes(text: string): Uint8Array {
   return bytes;
 }
 
+/**
+ * The number of a TCP state name, or -1. conntrack-tools names the kernel's state 9 (SYN_SENT2,
+ * a simultaneous open) `LISTEN` where it parses text; both names are taken.
+ */
+export function tcpStateNumber(name: unknown): number {
+  return name === 'LISTEN' ? TCP_STATES.indexOf('SYN_SENT2') : TCP_STATES.indexOf(name as TcpState);
+}
+
 /** An IPv4 or IPv6 address (no zone index) as family and network-order bytes; undefined if it is none. */
 export function parseAddress(text: string): { family: number; bytes: Uint8Array } | undefined {
   if (isIPv4(text)) return { family: AF_INET, bytes: ipv4Bytes(text) };
@@ -133,8 +141,8 @@ export function compileFilter(filter: EntryFilter | undefined, kernel = true): N
     const states = (Array.isArray(filter.tcpState) ? filter.tcpState : [filter.tcpState]) as TcpState[];
     if (states.length === 0) throw invalidFilter('tcpState must name at least one state');
     for (const state of states) {
-      const n = TCP_STATES.indexOf(state);
-      if (n < 0) throw invalidFilter(`unknown TCP state '${String(state)}' (known: ${TCP_STATES.join(', ')})`);
+      const n = tcpStateNumber(state);
+      if (n < 0) throw invalidFilter(`unknown TCP state '${String(state)}' (known: ${TCP_STATES.join(', ')}; LISTEN for SYN_SENT2)`);
       out.tcpStates |= 1 << n;
     }
     if (out.protocol >= 0 && out.protocol !== PROTOCOL_NUMBERS.tcp) {

@@ -13,7 +13,7 @@
  */
 import { netnsPath } from '../binding/netns.js';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { ConntrackError, invalidArgument } from '../base/errors.js';
+import { ConntrackError, invalidArgument, resourceError } from '../base/errors.js';
 import { binding } from '../binding/native.js';
 import { MAX_BUCKETS } from './sizing.js';
 import type { NetnsSpec } from '../base/types.js';
@@ -466,6 +466,8 @@ function translateError(error: unknown, action: string): ConntrackError {
   if (code === 'ENOENT') {
     return new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `${action}: not present (is conntrack loaded in this kernel?)`, details);
   }
+  const resource = resourceError(error, details);
+  if (resource !== undefined) return resource;
   return new ConntrackError('ERR_CONNTRACK_KERNEL', `${action}: ${(error as Error)?.message ?? String(error)}`, details);
 }
 

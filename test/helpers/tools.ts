@@ -25,6 +25,11 @@ export const PACKAGE_OF: Record<string, string> = {
   'ip6tables-legacy': 'iptables',
   'iptables-legacy-save': 'iptables',
   'ip6tables-legacy-save': 'iptables',
+  gdb: 'gdb',
+  prometheus: 'prometheus',
+  promtool: 'prometheus',
+  htpasswd: 'apache2-utils',
+  openssl: 'openssl',
 };
 
 /** sbin directories are often missing from a non-root PATH although the tools live there. */

@@ -5,10 +5,10 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { WatchLine } from '../../../lib/cli/watch.js';
-import { runCli, startCli } from '../../helpers/cli.js';
+import { BUILT_CLI, runCli, startCli } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
-import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
+import { createNetns, destroyAllNetns, enableTracking, run, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
 import { fillUdp, openFlows, type OpenFlows } from '../../helpers/traffic.js';
 
@@ -128,7 +128,7 @@ describeIntegration('conntrack watch', () => {
     const result = await runCli(['watch', '--netns', ns.path, '--interval', '0.1', '--count', '2']);
     expect(result.status, result.stderr).toBe(0);
     const [header, ...rows] = result.stdout.trimEnd().split('\n');
-    expect(header?.split(/\s+/)).toEqual(['time', 'entries', 'max', 'usage', 'entries/s', 'drop', 'early_drop', 'insert_failed']);
+    expect(header?.split(/\s+/)).toEqual(['time', 'entries', 'max', 'usage', 'entries/s', 'full', 'in', 'drop', 'early_drop', 'insert_failed']);
     expect(rows).toHaveLength(2);
     for (const row of rows) {
       expect(row).toHaveLength(header?.length ?? -1);
@@ -137,6 +137,54 @@ describeIntegration('conntrack watch', () => {
       expect(Number(limit)).toBe(max);
       expect(usage).toBe(`${((entries / max) * 100).toFixed(1)}%`);
     }
+  });
+
+  it('--fail-above: exit 3 after the first line above the threshold, 0 when under it', async () => {
+    const usage = ((await oracleCount(ns)) / max) * 100;
+    const above = await runCli(['watch', '--netns', ns.path, '--interval', '0.1', '--count', '5', '--jsonl', '--fail-above', String(usage / 2)]);
+    expect(above.status).toBe(3);
+    expect(lines(above.stdout)).toHaveLength(1);
+    expect(above.stderr).toMatch(/conntrack watch: usage \d+\.\d% is above /);
+    const under = await runCli(['watch', '--netns', ns.path, '--interval', '0.1', '--count', '2', '--jsonl', '--fail-above', String(Math.min(100, usage * 2 + 1))]);
+    expect(under.status, under.stderr).toBe(0);
+    expect(lines(under.stdout)).toHaveLength(2);
+  });
+
+  it('time to full: none for the first 5 s, then from the growth the lines show', async () => {
+    const watch = startCli(['watch', '--netns', ns.path, '--interval', '0.5', '--count', '15', '--jsonl']);
+    try {
+      for (let step = 0; step < 3; step++) {
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        await fillUdp(ns, 100, { port: 20 + step });
+      }
+      expect((await watch.exited).status, watch.stderr()).toBe(0);
+    } finally {
+      watch.child.kill('SIGKILL');
+    }
+    const watched = lines(watch.stdout());
+    expect(watched).toHaveLength(15);
+    const start = Date.parse(watched[0]?.time ?? '');
+    for (const line of watched) {
+      const seconds = (Date.parse(line.time) - start) / 1000;
+      if (seconds < 4.9) expect(line.timeToFullSeconds, line.time).toBeNull();
+    }
+    // Least squares over the printed times and counts, worked out here.
+    const points = watched.map((line) => [(Date.parse(line.time) - start) / 1000, line.entries] as const);
+    const meanT = points.reduce((sum, [t]) => sum + t, 0) / points.length;
+    const meanE = points.reduce((sum, [, e]) => sum + e, 0) / points.length;
+    const slope = points.reduce((sum, [t, e]) => sum + (t - meanT) * (e - meanE), 0) / points.reduce((sum, [t]) => sum + (t - meanT) ** 2, 0);
+    const last = watched.at(-1) as WatchLine;
+    expect(slope).toBeGreaterThan(0);
+    expect(last.timeToFullSeconds).not.toBeNull();
+    expect(Math.abs((last.timeToFullSeconds ?? 0) / ((max - last.entries) / slope) - 1)).toBeLessThan(0.1);
+  });
+
+  it('on a terminal: a sparkline of usage after each line', async () => {
+    // script(1) gives the command a pseudo-terminal.
+    const result = await run('script', ['-qec', `${process.execPath} ${BUILT_CLI} watch --netns ${ns.path} --interval 0.1 --count 3`, '/dev/null']);
+    const rows = result.stdout.replace(/\r/g, '').trimEnd().split('\n');
+    expect(rows[0]).toMatch(/insert_failed  usage trend$/);
+    expect(rows.slice(1).map((row) => /\s([▁▂▃▄▅▆▇█]+)$/.exec(row)?.[1])).toEqual(['▁', '▁▁', '▁▁▁']);
   });
 
   it('a bad --interval or --count exits 2 with nothing on stdout', async () => {

@@ -174,6 +174,47 @@ describeIntegration('changing the table: create, get, update, delete, flush', ()
     expect(await oracleCount(ns)).toBe(0);
   });
 
+  it('create({ reply }) alone makes the entry whose reply is that tuple, as conntrack -I -r -q does; get, update and delete find it by { reply }', async () => {
+    const reply: TupleSpec = { protocol: 'tcp', src: '10.3.0.2', dst: '10.3.0.1', sport: 11, dport: 21 };
+    await ct.create({ reply, timeout: 300, tcpState: 'LISTEN' as 'SYN_SENT2', flags: ['SEEN_REPLY'] }); // text from a user: typed names stay the kernel's
+    // conntrack-tools makes the same entry from its reply tuple in another zone: both must agree.
+    await ns.exec(requireTool('conntrack'), ['-I', '-r', '10.3.0.2', '-q', '10.3.0.1', '-p', 'tcp', '--reply-port-src', '11', '--reply-port-dst', '21', '--state', 'LISTEN', '-u', 'SEEN_REPLY', '-t', '300', '--zone', '4']);
+    const oracle = await oracleEntries(ns, { labels: false });
+    expect(oracle).toHaveLength(2);
+    const [mine, theirs] = [oracle.find((e) => e.zone === undefined), oracle.find((e) => e.zone === 4)];
+    expect(mine?.original).toMatchObject({ src: '10.3.0.1', dst: '10.3.0.2', sport: 21, dport: 11 });
+    expect(mine?.reply).toMatchObject({ src: '10.3.0.2', dst: '10.3.0.1', sport: 11, dport: 21 });
+    expect(mine?.original).toEqual(theirs?.original);
+    expect(mine?.reply).toEqual(theirs?.reply);
+    // LISTEN is conntrack-tools' name for the kernel's state 9.
+    expect(mine?.tcp?.state).toBe('SYN_SENT2');
+
+    const found = await ct.get({ reply });
+    expect(found?.id).toBe(mine?.id);
+    expect((await ct.get({ reply, zone: 4 }))?.id).toBe(theirs?.id);
+    expect(await ct.update({ reply }, { mark: 12 })).toBe(true);
+    // The same tuple is in zone 0 (ours) and zone 4 (conntrack-tools'): only zone 0's changed.
+    const marks = (await oracleEntries(ns, { labels: false })).map((e) => [e.zone ?? 0, e.mark]).sort();
+    expect(marks).toEqual([[0, 12], [4, 0]]);
+    expect(await ct.delete({ reply })).toBe(true);
+    expect(await ct.delete({ reply })).toBe(false);
+    expect((await oracleEntries(ns, { labels: false })).map((e) => e.zone)).toEqual([4]);
+  });
+
+  it('create({ reply }) of an ICMP echo reply makes the echo request entry; LISTEN filters as SYN_SENT2', async () => {
+    await ct.create({ reply: { protocol: 'icmp', src: '10.3.0.9', dst: '10.3.0.8', icmpType: 0, icmpCode: 0, icmpId: 77 }, timeout: 60 });
+    await ct.create({ original: TCP, timeout: 60, tcpState: 'LISTEN' as 'SYN_SENT2' });
+    const oracle = await oracleEntries(ns, { labels: false });
+    const icmp = oracle.find((e) => e.original.protocol === 'icmp');
+    expect(icmp?.original).toMatchObject({ src: '10.3.0.8', dst: '10.3.0.9', icmpType: 8, icmpCode: 0, icmpId: 77 });
+    const listening: ConntrackEntry[] = [];
+    for await (const e of ct.entries({ tcpState: 'LISTEN' as 'SYN_SENT2' })) listening.push(e);
+    expect(listening.map((e) => e.id)).toEqual(oracle.filter((e) => e.tcp?.state === 'SYN_SENT2').map((e) => e.id));
+    expect(listening).toHaveLength(1);
+    await expectCode(ct.create({ reply: { protocol: 'icmp', src: '10.3.0.9', dst: '10.3.0.8', icmpType: 8, icmpCode: 0, icmpId: 1 }, timeout: 60 }), 'ERR_CONNTRACK_INVALID_ARGUMENT');
+    await expectCode(ct.create({ timeout: 60 } as unknown as NewEntry), 'ERR_CONNTRACK_INVALID_ARGUMENT');
+  });
+
   it('bad input is ERR_CONNTRACK_INVALID_ARGUMENT and creates nothing', async () => {
     const bad: unknown[] = [
       { original: { ...TCP, src: '10.1.0.300' }, timeout: 10 },

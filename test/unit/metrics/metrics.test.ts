@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseListen, exporterCommand } from '../../../lib/cli/exporter.js';
-import { formatWatchLine, WATCH_HEADER, watchCommand, watchLine, type WatchSample } from '../../../lib/cli/watch.js';
+import { formatDuration, formatWatchLine, sparkline, WATCH_HEADER, watchCommand, watchLine, type WatchSample } from '../../../lib/cli/watch.js';
 import type { Conntrack } from '../../../lib/table/conntrack.js';
 import { ConntrackError } from '../../../lib/base/errors.js';
 import {
@@ -191,18 +191,30 @@ describe('watch lines', () => {
 
   it('has no rate or changes on the first line, then per-second growth and counter rises', () => {
     const first = watchLine(undefined, sample(0, 100, 4));
-    expect(first).toEqual({ time: '2026-11-28T05:00:00.000Z', entries: 100, max: 1000, usage: 0.1, entriesPerSecond: null, changes: null });
+    expect(first).toEqual({ time: '2026-11-28T05:00:00.000Z', entries: 100, max: 1000, usage: 0.1, entriesPerSecond: null, timeToFullSeconds: null, changes: null });
     const second = watchLine(sample(0, 100, 4), sample(2, 160, 10));
     expect(second.entriesPerSecond).toBe(30);
     expect(second.changes).toEqual({ drop: 6, early_drop: 0, insert_failed: 0 });
     expect(watchLine(sample(2, 160, 10), sample(4, 150, 10)).entriesPerSecond).toBe(-5);
+    expect(watchLine(sample(0, 100, 4), sample(2, 160, 10), 1234.56).timeToFullSeconds).toBe(1234.6);
+    expect(watchLine(sample(0, 100, 4), sample(2, 160, 10), Infinity).timeToFullSeconds).toBeNull();
   });
 
   it('formats columns under the header', () => {
     const line = formatWatchLine(watchLine(sample(0, 100, 4), sample(2, 160, 10)));
     expect(line).toHaveLength(WATCH_HEADER.length);
-    expect(line.split(/\s+/)).toEqual(['2026-11-28T05:00:02.000Z', '160', '1000', '16.0%', '+30.0', '6', '0', '0']);
-    expect(formatWatchLine(watchLine(undefined, sample(0, 1, 0))).split(/\s+/).slice(4)).toEqual(['-', '-', '-', '-']);
+    expect(line.split(/\s+/)).toEqual(['2026-11-28T05:00:02.000Z', '160', '1000', '16.0%', '+30.0', '-', '6', '0', '0']);
+    expect(formatWatchLine(watchLine(undefined, sample(0, 1, 0))).split(/\s+/).slice(4)).toEqual(['-', '-', '-', '-', '-']);
+    const filling = formatWatchLine(watchLine(sample(0, 100, 4), sample(2, 160, 10), 5400));
+    expect(filling).toHaveLength(WATCH_HEADER.length);
+    expect(filling.split(/\s+/)[5]).toBe('1.5h');
+  });
+
+  it('durations and sparklines', () => {
+    expect([0.4, 59, 61, 3599, 3600, 5400, 86_400 * 2.25].map(formatDuration)).toEqual(['0s', '59s', '1m', '60m', '1.0h', '1.5h', '2.3d']);
+    expect(sparkline([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])).toBe('▁▂▃▄▅▆▇█');
+    expect(sparkline([0.5, 0.5, 0.5])).toBe('▁▁▁');
+    expect(sparkline([0.9, 0.1])).toBe('█▁');
   });
 });
 
@@ -214,6 +226,16 @@ describe('command lines refused before anything is opened', () => {
     ['watch --interval 100000', watchCommand, ['--interval', '100000'], /--interval/],
     ['watch --count 0', watchCommand, ['--count', '0'], /--count/],
     ['watch extra', watchCommand, ['extra'], /unexpected argument/],
+    ['watch --fail-above 101', watchCommand, ['--fail-above', '101'], /--fail-above/],
+    ['watch --fail-above x', watchCommand, ['--fail-above', 'x'], /--fail-above/],
+    ['exporter --all-namespaces --netns 1', exporterCommand, ['--all-namespaces', '--netns', '1'], /exclude each other/],
+    ['exporter --max-namespaces 5', exporterCommand, ['--max-namespaces', '5'], /--max-namespaces needs --all-namespaces/],
+    ['exporter --all-namespaces --max-namespaces 0', exporterCommand, ['--all-namespaces', '--max-namespaces', '0'], /--max-namespaces/],
+    ['exporter --all-namespaces --forget-after 0', exporterCommand, ['--all-namespaces', '--forget-after', '0'], /--forget-after/],
+    ['exporter --breakdown-interval 0', exporterCommand, ['--breakdown-interval', '0'], /--breakdown-interval/],
+    ['exporter --breakdown-by port', exporterCommand, ['--breakdown-by', 'port'], /--breakdown-by: breakdown key must be/],
+    ['exporter --breakdown-top 0', exporterCommand, ['--breakdown-top', '0'], /--breakdown-top/],
+    ['exporter --breakdown-by off --breakdown-top 3', exporterCommand, ['--breakdown-by', 'off', '--breakdown-top', '3'], /make no sense/],
     ['exporter --listen 9659', exporterCommand, ['--listen', '9659'], /--listen/],
     ['exporter --listen host:70000', exporterCommand, ['--listen', 'localhost:70000'], /--listen/],
     ['exporter --listen ::1:9659', exporterCommand, ['--listen', '::1:9659'], /--listen/],

@@ -96,7 +96,7 @@ describe('toConntrackError', () => {
   });
 
   it('other failures of the same operations stay ERR_CONNTRACK_KERNEL, with errno, syscall and cause', () => {
-    for (const [syscall, errno] of [['ctnetlink dump', 105], ['socket(NETLINK_NETFILTER)', 24], ['poll', 4], ['subscribe to conntrack events', 22]] as const) {
+    for (const [syscall, errno] of [['ctnetlink dump', 105], ['socket(NETLINK_NETFILTER)', 22], ['poll', 4], ['subscribe to conntrack events', 22]] as const) {
       const cause = sysError(syscall, errno);
       expect(toConntrackError(cause, NETNS), syscall).toMatchObject({ code: 'ERR_CONNTRACK_KERNEL', errno, syscall, cause });
     }
