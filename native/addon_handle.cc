@@ -185,6 +185,8 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     ct::EventOptions events;
     events.groups = info[2].As<Napi::Number>().Uint32Value();
     events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
+    events.reliable = info.Length() > 4 && info[4].ToBoolean().Value();
+    if (info.Length() > 5 && info[5].IsNumber()) events.maxReceiveBufferBytes = static_cast<int>(info[5].As<Napi::Number>().Uint32Value());
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events, {});
   }
 
