@@ -10,6 +10,7 @@
 
 #include "addon.h"
 #include "addon_dump.h"
+#include "addon_mirror.h"
 #include "addon_values.h"
 #include "netlink_socket.h"
 #include "requests.h"
@@ -48,6 +49,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::CpuStats>("cpuStats"),
                         InstanceMethod<&HandleWrap::StartDump>("startDump"),
                         InstanceMethod<&HandleWrap::StartEvents>("startEvents"),
+                        InstanceMethod<&HandleWrap::StartMirror>("startMirror"),
                         InstanceMethod<&HandleWrap::EntryRequest>("entryRequest"),
                         InstanceMethod<&HandleWrap::Flush>("flush"),
                         InstanceMethod<&HandleWrap::Close>("close")});
@@ -173,6 +175,19 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
     std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
+  }
+
+  // startMirror(filter | null, receiveBufferBytes, maxReceiveBufferBytes, onSync): a NativeMirror.
+  Napi::Value StartMirror(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    ct::EventOptions events;
+    events.groups = 7;  // new, update, destroy
+    events.receiveBufferBytes = static_cast<int>(info[1].As<Napi::Number>().Uint32Value());
+    events.maxReceiveBufferBytes = static_cast<int>(info[2].As<Napi::Number>().Uint32Value());
+    return newMirror(env, nsFd_, hasFilter ? &filter : nullptr, events, info[3].As<Napi::Function>());
   }
 
   // startEvents(filter | null, batchSize, groups, receiveBufferBytes): a NativeDump that never ends.

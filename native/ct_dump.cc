@@ -414,6 +414,7 @@ void DumpSession::decode() {
                  [this, &batch] { return publish(batch); });
   sink.classifyEvents = listening_;
   sink.grouper = grouper_.get();
+  sink.consumer = consumer_;
   SysError err;
   bool reserved = false;
   for (;;) {
@@ -436,6 +437,10 @@ void DumpSession::decode() {
         }
         break;
       }
+    }
+    if (raw.overflow && consumer_) {
+      if (onOverflow_) onOverflow_();
+      continue;
     }
     if (raw.overflow) {
       // Events decoded so far came before the loss; what follows comes after it.

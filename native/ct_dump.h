@@ -53,6 +53,12 @@ class DumpSession {
               const EventOptions* events = nullptr);
   // A dump that hands over group counts (Batch::counts) instead of entries, once it has seen all.
   void summarizeBy(std::vector<SummaryKey> keys) { grouper_ = std::make_unique<Grouper>(std::move(keys)); }
+  // A mirror's session: entries go to `consumer` on the decoder thread instead of batches, and an
+  // overflow calls `onOverflow` there instead of being queued for take().
+  void consumeWith(std::function<void(const Entry&)> consumer, std::function<void()> onOverflow = nullptr) {
+    consumer_ = std::move(consumer);
+    onOverflow_ = std::move(onOverflow);
+  }
   ~DumpSession();
   DumpSession(const DumpSession&) = delete;
   DumpSession& operator=(const DumpSession&) = delete;
@@ -87,6 +93,8 @@ class DumpSession {
   std::function<void()> notify_;
   bool listening_ = false;
   std::unique_ptr<Grouper> grouper_;
+  std::function<void(const Entry&)> consumer_;
+  std::function<void()> onOverflow_;
   EventOptions events_;
   std::atomic<uint64_t> overflows_{0};
   std::atomic<uint64_t> receiveBufferBytes_{0};

@@ -10,6 +10,7 @@ import { compileFilter } from './filter.js';
 import { netnsPath } from '../binding/netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeEntrySpec, type NativeError, type NativeHandle } from '../binding/native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
+import { Mirror, type MirrorOptions, type NativeMirror } from './mirror.js';
 import { renderBatchText, type TextChunk, type TextLayout } from './text.js';
 import { readSysctl } from '../tuning/sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
@@ -178,6 +179,7 @@ export class Conntrack implements AsyncDisposable {
   #native: NativeHandle | undefined;
   #inflight: Promise<unknown> | undefined;
   readonly #dumps = new Set<DumpRun<unknown>>();
+  readonly #mirrors = new Set<Mirror>();
   /** count()'s request and where its answers land: no allocation per call for a poller. */
   readonly #stats: { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
 
@@ -468,6 +470,47 @@ export class Conntrack implements AsyncDisposable {
     return builder.finish(options.top);
   }
 
+  /**
+   * A live copy of the entries that match `filter`, kept in native memory: subscribes to events,
+   * then dumps, and dumps again by itself whenever events were lost. Resolves once filled.
+   */
+  async mirror(filter?: EntryFilter, options: MirrorOptions = {}): Promise<Mirror> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const receiveBufferBytes = options.receiveBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
+    const maxReceiveBufferBytes = options.maxReceiveBufferBytes ?? Math.max(DEFAULT_MAX_EVENT_BUFFER_BYTES, receiveBufferBytes);
+    if (!Number.isInteger(receiveBufferBytes) || receiveBufferBytes < 4096 || receiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
+      throw invalidArgument(`receiveBufferBytes must be an integer from 4096 to ${MAX_EVENT_BUFFER_BYTES}`);
+    }
+    if (!Number.isInteger(maxReceiveBufferBytes) || maxReceiveBufferBytes < receiveBufferBytes || maxReceiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
+      throw invalidArgument(`maxReceiveBufferBytes must be an integer from receiveBufferBytes to ${MAX_EVENT_BUFFER_BYTES}`);
+    }
+    const compiled = compileFilter(filter, false);
+    const native = this.#handle();
+    const netns = this.netns;
+    const mirrors = this.#mirrors;
+    let settle!: (error?: Error) => void;
+    const filled = new Promise<void>((resolve, reject) => {
+      settle = (error) => (error === undefined ? resolve() : reject(toConntrackError(error, netns)));
+    });
+    let mirror: Mirror;
+    try {
+      mirror = new Mirror(
+        (onSync) => native.startMirror(compiled, receiveBufferBytes, maxReceiveBufferBytes,
+          (error) => onSync(error === null ? null : toConntrackError(error, netns))) as NativeMirror,
+        () => mirrors.delete(mirror), settle);
+    } catch (err) {
+      throw toConntrackError(err, netns);
+    }
+    mirrors.add(mirror);
+    try {
+      await filled;
+    } catch (err) {
+      mirror.close();
+      throw err;
+    }
+    return mirror;
+  }
+
   /** The same dump as entries(), one array per native batch: the fastest way to consume it. */
   batches(filter?: EntryFilter, options: EntriesOptions = {}): EntryIterator<ConntrackEntry[]> {
     const run = this.#startDump(filter, options, decodeBatch);
@@ -539,6 +582,7 @@ export class Conntrack implements AsyncDisposable {
     this.#native = undefined;
     for (const run of this.#dumps) run.close(closedError());
     this.#dumps.clear();
+    for (const mirror of this.#mirrors) mirror.close();
     native.close();
   }
 
