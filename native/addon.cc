@@ -8,6 +8,7 @@
 
 #include "addon.h"
 #include "addon_dump.h"
+#include "addon_mirror.h"
 #include "addon_handle.h"
 #include "addon_values.h"
 #include "addon_workers.h"
@@ -40,6 +41,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->dumpConstructor = Napi::Persistent(defineDumpClass(env));
   data->handleConstructor = Napi::Persistent(defineHandleClass(env));
+  data->mirrorConstructor = Napi::Persistent(defineMirrorClass(env));
   env.SetInstanceData(data);  // deleted with the environment
   exports.Set("open", Napi::Function::New(env, openHandle));
   exports.Set("netnsReadFile", Napi::Function::New(env, netnsReadFile));

@@ -10,6 +10,7 @@ namespace ct::addon {
 struct AddonData {
   Napi::FunctionReference dumpConstructor;
   Napi::FunctionReference handleConstructor;
+  Napi::FunctionReference mirrorConstructor;
 };
 
 }  // namespace ct::addon

@@ -167,6 +167,8 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
     o.Set("filteredOut", Napi::Number::New(env, static_cast<double>(c.filteredOut)));
     o.Set("kernelFiltered", Napi::Boolean::New(env, c.kernelFiltered));
     o.Set("overflows", Napi::Number::New(env, static_cast<double>(c.overflows)));
+    o.Set("receiveBufferBytes", Napi::Number::New(env, static_cast<double>(c.receiveBufferBytes)));
+    o.Set("bufferGrowths", Napi::Number::New(env, static_cast<double>(c.bufferGrowths)));
     return o;
   }
 

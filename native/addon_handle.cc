@@ -10,6 +10,7 @@
 
 #include "addon.h"
 #include "addon_dump.h"
+#include "addon_mirror.h"
 #include "addon_values.h"
 #include "netlink_socket.h"
 #include "requests.h"
@@ -49,6 +50,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::CpuStats>("cpuStats"),
                         InstanceMethod<&HandleWrap::StartDump>("startDump"),
                         InstanceMethod<&HandleWrap::StartEvents>("startEvents"),
+                        InstanceMethod<&HandleWrap::StartMirror>("startMirror"),
                         InstanceMethod<&HandleWrap::EntryRequest>("entryRequest"),
                         InstanceMethod<&HandleWrap::Flush>("flush"),
                         InstanceMethod<&HandleWrap::Close>("close")});
@@ -176,6 +178,19 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
   }
 
+  // startMirror(filter | null, receiveBufferBytes, maxReceiveBufferBytes, onSync): a NativeMirror.
+  Napi::Value StartMirror(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    ct::EventOptions events;
+    events.groups = 7;  // new, update, destroy
+    events.receiveBufferBytes = static_cast<int>(info[1].As<Napi::Number>().Uint32Value());
+    events.maxReceiveBufferBytes = static_cast<int>(info[2].As<Napi::Number>().Uint32Value());
+    return newMirror(env, nsFd_, hasFilter ? &filter : nullptr, events, info[3].As<Napi::Function>());
+  }
+
   // startEvents(filter | null, batchSize, groups, receiveBufferBytes): a NativeDump that never ends.
   Napi::Value StartEvents(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -186,6 +201,8 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     ct::EventOptions events;
     events.groups = info[2].As<Napi::Number>().Uint32Value();
     events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
+    events.reliable = info.Length() > 4 && info[4].ToBoolean().Value();
+    if (info.Length() > 5 && info[5].IsNumber()) events.maxReceiveBufferBytes = static_cast<int>(info[5].As<Napi::Number>().Uint32Value());
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events, {});
   }
 

@@ -30,6 +30,10 @@ bool EntrySink::onMessage(const MessageView& m, SysError& err) {
     grouper->add(e);
     return true;
   }
+  if (consumer) {
+    consumer(e);
+    return true;
+  }
   appendRecord(batch_, e);
   // A batch holds at most batchSize entries, even in the middle of a datagram.
   if (batchFull_ && (batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !batchFull_()) {

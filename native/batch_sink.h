@@ -43,6 +43,8 @@ class EntrySink : public MessageSink {
   bool classifyEvents = false;
   // Summaries: entries are counted here instead of written as records.
   Grouper* grouper = nullptr;
+  // A mirror: entries go here instead of into records.
+  std::function<void(const Entry&)> consumer;
 
  private:
   const Filter* filter_;

@@ -12,6 +12,7 @@
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "netlink_socket.h"
@@ -155,6 +156,8 @@ DumpCounters DumpSession::counters() const {
   c.filteredOut = decoded_.filteredOut.load();
   c.kernelFiltered = decoded_.kernelFiltered.load();
   c.overflows = overflows_.load();
+  c.receiveBufferBytes = receiveBufferBytes_.load();
+  c.bufferGrowths = bufferGrowths_.load();
   return c;
 }
 
@@ -225,7 +228,7 @@ bool DumpSession::pushRaw(std::vector<uint8_t>&& datagram, size_t len) {
   // A dump's datagrams are big and the kernel waits for us: a few suffice. Events are small and
   // the kernel does not wait: queue up to the subscription's buffer size in bytes as well.
   rawSpace_.wait(lock, [this] {
-    return (listening_ ? rawBytes_ < static_cast<size_t>(events_.receiveBufferBytes) : raw_.size() < kMaxRawQueued) ||
+    return (listening_ ? rawBytes_ < queueBytes_ : raw_.size() < kMaxRawQueued) ||
            stopping_.load();
   });
   if (stopping_.load()) return false;
@@ -347,6 +350,23 @@ bool DumpSession::listen(SysError& err) {
       return false;
     }
   }
+  {
+    std::lock_guard<std::mutex> lock(rawMu_);
+    queueBytes_ = static_cast<size_t>(events_.receiveBufferBytes > 0 ? events_.receiveBufferBytes : 1 << 20);
+  }
+  int actual = 0;
+  socklen_t actualLen = sizeof actual;
+  if (::getsockopt(socket.fd(), SOL_SOCKET, SO_RCVBUF, &actual, &actualLen) == 0) receiveBufferBytes_.store(actual);
+  if (events_.reliable) {
+    // As conntrackd's NetlinkEventsReliable: the kernel's broadcast then fails back to ctnetlink
+    // when our buffer is full (so it keeps the event), and no ENOBUFS is reported to us.
+    int on = 1;
+    if (::setsockopt(socket.fd(), SOL_NETLINK, NETLINK_BROADCAST_ERROR, &on, sizeof on) != 0 ||
+        ::setsockopt(socket.fd(), SOL_NETLINK, NETLINK_NO_ENOBUFS, &on, sizeof on) != 0) {
+      err = SysError::fromErrno(errno, "setsockopt(NETLINK_BROADCAST_ERROR)");
+      return false;
+    }
+  }
   for (uint32_t group = 1; group <= 31; ++group) {
     if (!(events_.groups & (1u << (group - 1)))) continue;
     // Subscribing needs CAP_NET_ADMIN in the namespace (nfnetlink_bind()).
@@ -355,6 +375,7 @@ bool DumpSession::listen(SysError& err) {
       return false;
     }
   }
+  if (events_.subscribed) events_.subscribed();
   std::vector<uint8_t> scratch(kReceiveBufferSize);
   for (;;) {
     Wait w = waitReadable(socket.fd(), err);
@@ -365,6 +386,8 @@ bool DumpSession::listen(SysError& err) {
       if (n < 0) {
         // The socket's buffer overflowed: events were lost; reading goes on with the next one.
         if (err.errnum == ENOBUFS && !err.protocol) {
+          // Grow first, so the overflow marker's reader sees the new size.
+          growReceiveBuffer(socket.fd());
           if (!pushOverflow()) return true;
           continue;
         }
@@ -375,6 +398,31 @@ bool DumpSession::listen(SysError& err) {
       if (!pushRaw(std::vector<uint8_t>(scratch.data(), scratch.data() + n), static_cast<size_t>(n))) return true;
     }
   }
+}
+
+// After an overflow: doubles the socket's buffer (and the queue behind it), up to the cap.
+// SO_RCVBUFFORCE because net.core.rmem_max silently caps SO_RCVBUF; reading events needs
+// CAP_NET_ADMIN, which SO_RCVBUFFORCE asks for too.
+bool DumpSession::growReceiveBuffer(int fd) {
+  size_t current;
+  {
+    std::lock_guard<std::mutex> lock(rawMu_);
+    current = queueBytes_;
+  }
+  size_t cap = static_cast<size_t>(events_.maxReceiveBufferBytes);
+  if (current >= cap) return false;
+  size_t next = std::min(current * 2, cap);
+  int size = static_cast<int>(next);
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) return false;
+  {
+    std::lock_guard<std::mutex> lock(rawMu_);
+    queueBytes_ = next;
+  }
+  int actual = 0;
+  socklen_t actualLen = sizeof actual;
+  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &actual, &actualLen) == 0) receiveBufferBytes_.store(actual);
+  bufferGrowths_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 // Decoder thread: datagrams in, batches out.
@@ -393,6 +441,7 @@ void DumpSession::decode() {
                  [this, &batch] { return publish(batch); });
   sink.classifyEvents = listening_;
   sink.grouper = grouper_.get();
+  sink.consumer = consumer_;
   SysError err;
   bool reserved = false;
   for (;;) {
@@ -415,6 +464,10 @@ void DumpSession::decode() {
       rawBytes_ -= raw.len;
       rawSpace_.notify_one();
       seq = listening_ ? 0 : expectedSeq_;
+    }
+    if (raw.overflow && consumer_) {
+      if (onOverflow_) onOverflow_();
+      continue;
     }
     if (raw.overflow) {
       // Events decoded so far came before the loss; what follows comes after it.

@@ -28,12 +28,21 @@ struct DumpCounters {
   uint64_t filteredOut = 0;
   bool kernelFiltered = false;
   uint64_t overflows = 0;  // events: ENOBUFS reports (each lost one or more events)
+  uint64_t receiveBufferBytes = 0;  // events: the socket's buffer as the kernel sizes it now
+  uint64_t bufferGrowths = 0;       // events: times the buffer grew after an overflow
 };
 
 // What an event subscription listens to.
 struct EventOptions {
   uint32_t groups = 0;          // bit (1 << (NFNLGRP_CONNTRACK_* - 1)) per group
   int receiveBufferBytes = 0;   // socket buffer for bursts; 0 keeps the system default
+  // Reliable delivery (NETLINK_BROADCAST_ERROR + NETLINK_NO_ENOBUFS): the kernel learns when an
+  // event cannot be queued here and holds it back (destroys are retried) instead of dropping it.
+  bool reliable = false;
+  // Otherwise each overflow doubles the buffer up to this (0: never grows).
+  int maxReceiveBufferBytes = 0;
+  // Runs on the receiver thread once every group is joined (a mirror dumps only after that).
+  std::function<void()> subscribed;
 };
 
 class DumpSession {
@@ -44,6 +53,12 @@ class DumpSession {
               const EventOptions* events = nullptr);
   // A dump that hands over group counts (Batch::counts) instead of entries, once it has seen all.
   void summarizeBy(std::vector<SummaryKey> keys) { grouper_ = std::make_unique<Grouper>(std::move(keys)); }
+  // A mirror's session: entries go to `consumer` on the decoder thread instead of batches, and an
+  // overflow calls `onOverflow` there instead of being queued for take().
+  void consumeWith(std::function<void(const Entry&)> consumer, std::function<void()> onOverflow = nullptr) {
+    consumer_ = std::move(consumer);
+    onOverflow_ = std::move(onOverflow);
+  }
   ~DumpSession();
   DumpSession(const DumpSession&) = delete;
   DumpSession& operator=(const DumpSession&) = delete;
@@ -80,8 +95,14 @@ class DumpSession {
   std::function<void()> notify_;
   bool listening_ = false;
   std::unique_ptr<Grouper> grouper_;
+  std::function<void(const Entry&)> consumer_;
+  std::function<void()> onOverflow_;
   EventOptions events_;
   std::atomic<uint64_t> overflows_{0};
+  std::atomic<uint64_t> receiveBufferBytes_{0};
+  std::atomic<uint64_t> bufferGrowths_{0};
+  size_t queueBytes_ = 0;  // events: bound of raw_ in bytes (grows with the socket's buffer), under rawMu_
+  bool growReceiveBuffer(int fd);
   int wakeFd_ = -1;
   std::thread receiver_;
   std::thread decoder_;

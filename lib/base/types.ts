@@ -253,6 +253,11 @@ export interface ConntrackEvent {
 export interface OverflowEvent {
   type: 'overflow';
   count: number;
+  /**
+   * The socket's receive buffer after this overflow, as the kernel sizes it (it doubles what was
+   * asked): larger than before when the buffer grew (`maxReceiveBufferBytes`).
+   */
+  receiveBufferBytes: number;
 }
 
 export interface EventsOptions {
@@ -266,6 +271,21 @@ export interface EventsOptions {
    * set past net.core.rmem_max with SO_RCVBUFFORCE). Smaller means overflow sooner.
    */
   receiveBufferBytes?: number;
+  /**
+   * Without `reliable`: on each overflow the buffer doubles up to this many bytes (default
+   * 64 MiB, set with SO_RCVBUFFORCE since net.core.rmem_max caps SO_RCVBUF), and the overflow item
+   * reports the new size. Equal to `receiveBufferBytes`: the buffer never grows.
+   */
+  maxReceiveBufferBytes?: number;
+  /**
+   * Reliable delivery, as conntrackd's NetlinkEventsReliable: sets NETLINK_BROADCAST_ERROR and
+   * NETLINK_NO_ENOBUFS, so no overflow is reported and the kernel keeps what it could not queue.
+   * The kernel's side: a destroy event that cannot be delivered keeps its entry (still counted
+   * against nf_conntrack_max) and is sent again later; new and update events that cannot be
+   * delivered are sent with the entry's next event, and the packet path may drop packets rather
+   * than lose an event. A slow reader then slows the table, not the reader.
+   */
+  reliable?: boolean;
 }
 
 export interface Count {

@@ -84,6 +84,10 @@ export interface NativeDumpCounters {
   filteredOut: number;
   kernelFiltered: boolean;
   overflows: number;
+  /** Events: the socket's receive buffer as the kernel sizes it now. */
+  receiveBufferBytes?: number;
+  /** Events: times the buffer grew after an overflow. */
+  bufferGrowths?: number;
 }
 
 export interface NativeDump {
@@ -115,7 +119,11 @@ export interface NativeHandle {
   /** A dump; with `summaryKeys`, of group records with counts (lib/table/summary.ts) instead of entries. */
   startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[]): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
-  startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
+  startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number,
+    reliable?: boolean, maxReceiveBufferBytes?: number): NativeDump;
+  /** A live mirror of the table (lib/table/mirror.ts states its shape); `onSync` after each dump. */
+  startMirror(filter: NativeFilter | null, receiveBufferBytes: number, maxReceiveBufferBytes: number,
+    onSync: (error: NativeError | null) => void): unknown;
   /** Get, create, update or delete one entry (ENTRY_OP); a GET's answer comes as a one-record batch. */
   entryRequest(op: number, spec: NativeEntrySpec): NativeBatch | Promise<NativeBatch>;
   /** Deletes every entry of the namespace (family 0: all). */

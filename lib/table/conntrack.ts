@@ -10,6 +10,7 @@ import { compileFilter } from './filter.js';
 import { netnsPath } from '../binding/netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeEntrySpec, type NativeError, type NativeHandle } from '../binding/native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
+import { Mirror, type MirrorOptions, type NativeMirror } from './mirror.js';
 import { renderBatchText, type TextChunk, type TextLayout } from './text.js';
 import { readSysctl } from '../tuning/sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
@@ -35,6 +36,8 @@ const DEFAULT_EVENT_BATCH_SIZE = 256;
 /** Socket buffer for bursts while JS is busy (the in-process queue holds as many bytes again). */
 const DEFAULT_EVENT_BUFFER_BYTES = 8 << 20;
 const MAX_EVENT_BUFFER_BYTES = 1 << 30;
+/** Where the buffer stops growing after overflows (without reliable delivery). */
+const DEFAULT_MAX_EVENT_BUFFER_BYTES = 64 << 20;
 /** In NFNLGRP_CONNTRACK_* order. */
 const EVENT_GROUP_TYPES: readonly ConntrackEventType[] = ['new', 'update', 'destroy'];
 
@@ -153,6 +156,10 @@ export interface DumpCounters {
   kernelFiltered: boolean;
   /** Events: how many times the kernel reported lost events (ENOBUFS). 0 for dumps. */
   overflows: number;
+  /** Events: the socket's receive buffer now, as the kernel sizes it. */
+  receiveBufferBytes?: number;
+  /** Events: how many times the buffer grew after an overflow. */
+  bufferGrowths?: number;
 }
 
 /**
@@ -208,6 +215,7 @@ export class Conntrack implements AsyncDisposable {
   #native: NativeHandle | undefined;
   #inflight: Promise<unknown> | undefined;
   readonly #dumps = new Set<DumpRun<unknown>>();
+  readonly #mirrors = new Set<Mirror>();
   /** count()'s request and where its answers land: no allocation per call for a poller. */
   readonly #stats: { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
 
@@ -410,6 +418,12 @@ export class Conntrack implements AsyncDisposable {
     if (!Number.isInteger(receiveBufferBytes) || receiveBufferBytes < 4096 || receiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
       throw invalidArgument(`receiveBufferBytes must be an integer from 4096 to ${MAX_EVENT_BUFFER_BYTES}`);
     }
+    const maxReceiveBufferBytes = options.maxReceiveBufferBytes ?? Math.max(DEFAULT_MAX_EVENT_BUFFER_BYTES, receiveBufferBytes);
+    if (!Number.isInteger(maxReceiveBufferBytes) || maxReceiveBufferBytes < receiveBufferBytes || maxReceiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
+      throw invalidArgument(`maxReceiveBufferBytes must be an integer from receiveBufferBytes to ${MAX_EVENT_BUFFER_BYTES}`);
+    }
+    if (options.reliable !== undefined && typeof options.reliable !== 'boolean') throw invalidArgument('reliable must be a boolean');
+    const reliable = options.reliable === true;
     const types = options.types ?? EVENT_GROUP_TYPES;
     if (!Array.isArray(types) || types.length === 0 || types.some((t) => !EVENT_GROUP_TYPES.includes(t))) {
       throw invalidArgument(`types must be a non-empty list of ${EVENT_GROUP_TYPES.join(', ')}`);
@@ -418,8 +432,19 @@ export class Conntrack implements AsyncDisposable {
     const groups = types.reduce((bits, t) => bits | (1 << EVENT_GROUP_TYPES.indexOf(t)), 0);
     // Events are filtered in native code only: the kernel has no filter for multicast groups.
     const compiled = compileFilter(filter, false);
-    const run = this.#startRun(options.signal, decodeEventBatch,
-      (native) => native.startEvents(compiled, batchSize, groups, receiveBufferBytes));
+    // An overflow item says how large the buffer is after it (it may just have grown).
+    let dump: NativeDump | undefined;
+    const decode = (batch: NativeBatch): Array<ConntrackEvent | OverflowEvent> => {
+      const items = decodeEventBatch(batch);
+      if (batch.overflowsBefore > 0 && items[0]?.type === 'overflow') {
+        items[0].receiveBufferBytes = dump?.counters().receiveBufferBytes ?? 0;
+      }
+      return items;
+    };
+    const run = this.#startRun(options.signal, decode, (native) => {
+      dump = native.startEvents(compiled, batchSize, groups, receiveBufferBytes, reliable, maxReceiveBufferBytes);
+      return dump;
+    });
     // With net.netfilter.nf_conntrack_events = 0 the kernel sends nothing at all: say so at the
     // first next() instead of waiting forever. Checked beside the subscription, which is already
     // listening, so nothing is missed meanwhile; a setting that cannot be read makes no claim.
@@ -452,6 +477,47 @@ export class Conntrack implements AsyncDisposable {
       run.close();
     }
     return builder.finish(options.top);
+  }
+
+  /**
+   * A live copy of the entries that match `filter`, kept in native memory: subscribes to events,
+   * then dumps, and dumps again by itself whenever events were lost. Resolves once filled.
+   */
+  async mirror(filter?: EntryFilter, options: MirrorOptions = {}): Promise<Mirror> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const receiveBufferBytes = options.receiveBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
+    const maxReceiveBufferBytes = options.maxReceiveBufferBytes ?? Math.max(DEFAULT_MAX_EVENT_BUFFER_BYTES, receiveBufferBytes);
+    if (!Number.isInteger(receiveBufferBytes) || receiveBufferBytes < 4096 || receiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
+      throw invalidArgument(`receiveBufferBytes must be an integer from 4096 to ${MAX_EVENT_BUFFER_BYTES}`);
+    }
+    if (!Number.isInteger(maxReceiveBufferBytes) || maxReceiveBufferBytes < receiveBufferBytes || maxReceiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
+      throw invalidArgument(`maxReceiveBufferBytes must be an integer from receiveBufferBytes to ${MAX_EVENT_BUFFER_BYTES}`);
+    }
+    const compiled = compileFilter(filter, false);
+    const native = this.#handle();
+    const netns = this.netns;
+    const mirrors = this.#mirrors;
+    let settle!: (error?: Error) => void;
+    const filled = new Promise<void>((resolve, reject) => {
+      settle = (error) => (error === undefined ? resolve() : reject(toConntrackError(error, netns)));
+    });
+    let mirror: Mirror;
+    try {
+      mirror = new Mirror(
+        (onSync) => native.startMirror(compiled, receiveBufferBytes, maxReceiveBufferBytes,
+          (error) => onSync(error === null ? null : toConntrackError(error, netns))) as NativeMirror,
+        () => mirrors.delete(mirror), settle);
+    } catch (err) {
+      throw toConntrackError(err, netns);
+    }
+    mirrors.add(mirror);
+    try {
+      await filled;
+    } catch (err) {
+      mirror.close();
+      throw err;
+    }
+    return mirror;
   }
 
   /** The same dump as entries(), one array per native batch: the fastest way to consume it. */
@@ -525,6 +591,7 @@ export class Conntrack implements AsyncDisposable {
     this.#native = undefined;
     for (const run of this.#dumps) run.close(closedError());
     this.#dumps.clear();
+    for (const mirror of this.#mirrors) mirror.close();
     native.close();
   }
 

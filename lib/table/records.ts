@@ -386,7 +386,7 @@ export const EVENT_TYPES: readonly (ConntrackEventType | undefined)[] = (() => {
 export function decodeEventBatch(batch: NativeBatch): Array<ConntrackEvent | OverflowEvent> {
   checkLayout();
   const out: Array<ConntrackEvent | OverflowEvent> = [];
-  if (batch.overflowsBefore > 0) out.push({ type: 'overflow', count: batch.overflowsBefore });
+  if (batch.overflowsBefore > 0) out.push({ type: 'overflow', count: batch.overflowsBefore, receiveBufferBytes: 0 });
   if (batch.count === 0) return out;
   const records = new Uint32Array(batch.records);
   for (let i = 0; i < batch.count; i++) {

@@ -346,7 +346,7 @@ describe('event messages (recorded entries sent as the kernel sends events)', ()
   it('puts an overflow notice before the batch\'s events', () => {
     const batch = { ...binding().decode(asEvent(CT_NEW, 0), null, true), overflowsBefore: 2 };
     expect(decodeEventBatch(batch).map((e) => e.type)).toEqual(['overflow', 'update']);
-    expect(decodeEventBatch({ ...batch, count: 0 })).toEqual([{ type: 'overflow', count: 2 }]);
+    expect(decodeEventBatch({ ...batch, count: 0 })).toEqual([{ type: 'overflow', count: 2, receiveBufferBytes: 0 }]);
   });
 });
 

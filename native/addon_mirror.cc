@@ -1,0 +1,145 @@
+#include "addon_mirror.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "addon.h"
+#include "addon_values.h"
+#include "ct_mirror.h"
+
+namespace ct::addon {
+namespace {
+
+class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeMirror",
+                       {InstanceMethod<&MirrorWrap::Size>("size"), InstanceMethod<&MirrorWrap::Get>("get"),
+                        InstanceMethod<&MirrorWrap::Entries>("entries"),
+                        InstanceMethod<&MirrorWrap::Summarize>("summarize"),
+                        InstanceMethod<&MirrorWrap::Bytes>("bytes"), InstanceMethod<&MirrorWrap::Counters>("counters"),
+                        InstanceMethod<&MirrorWrap::Close>("close")});
+  }
+  explicit MirrorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MirrorWrap>(info) {}
+  ~MirrorWrap() override { closeSession(); }
+
+  void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, const ct::EventOptions& events, Napi::Function onSync) {
+    onSync_ = Napi::ThreadSafeFunction::New(env, onSync, "conntrack-mirror", 0, 1);
+    onSync_.Unref(env);
+    live_ = true;
+    Napi::ThreadSafeFunction tsfn = onSync_;
+    session_ = std::make_unique<ct::MirrorSession>(nsFd, filter, events, [tsfn](bool ok, const SysError& err) mutable {
+      SysError copy = err;
+      tsfn.NonBlockingCall([ok, copy](Napi::Env env, Napi::Function cb) {
+        cb.Call({ok ? env.Null() : toJsError(env, copy).Value()});
+      });
+    });
+    SysError err;
+    if (!session_->start(err)) {
+      closeSession();
+      throw toJsError(env, err);
+    }
+  }
+
+ private:
+  void closeSession() {
+    if (session_) session_->stop();  // joins: no call to onSync_ after this
+    session_.reset();
+    if (live_) {
+      onSync_.Release();
+      live_ = false;
+    }
+  }
+  ct::MirrorStore& store(Napi::Env env) {
+    if (!session_) throw Napi::Error::New(env, "closed");
+    return session_->store();
+  }
+
+  Napi::Value Size(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(store(info.Env()).size()));
+  }
+
+  // get({ family, protocol, src: bytes, dst: bytes, sport, dport, icmpType, icmpCode, icmpId, zone }): a one-record batch or null.
+  Napi::Value Get(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = info[0].As<Napi::Object>();
+    ct::Tuple t;
+    t.family = static_cast<uint8_t>(o.Get("family").As<Napi::Number>().Uint32Value());
+    t.proto = static_cast<uint8_t>(o.Get("protocol").As<Napi::Number>().Uint32Value());
+    Napi::Uint8Array src = o.Get("src").As<Napi::Uint8Array>();
+    Napi::Uint8Array dst = o.Get("dst").As<Napi::Uint8Array>();
+    std::memcpy(t.srcAddr, src.Data(), std::min<size_t>(src.ByteLength(), sizeof t.srcAddr));
+    std::memcpy(t.dstAddr, dst.Data(), std::min<size_t>(dst.ByteLength(), sizeof t.dstAddr));
+    auto num = [&](const char* name) {
+      Napi::Value v = o.Get(name);
+      return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0u;
+    };
+    t.sport = static_cast<uint16_t>(num("sport"));
+    t.dport = static_cast<uint16_t>(num("dport"));
+    t.icmpType = static_cast<uint8_t>(num("icmpType"));
+    t.icmpCode = static_cast<uint8_t>(num("icmpCode"));
+    t.icmpId = static_cast<uint16_t>(num("icmpId"));
+    ct::Batch batch;
+    if (!store(env).get(ct::mirrorKey(t, num("zone")), batch)) return env.Null();
+    return batchToJs(env, std::move(batch));
+  }
+
+  Napi::Value Entries(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    ct::Batch batch;
+    store(env).entries(hasFilter && !filter.empty() ? &filter : nullptr, batch);
+    return batchToJs(env, std::move(batch));
+  }
+
+  // summarize(filter | null, keyNumbers): one batch of group records with counts.
+  Napi::Value Summarize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ct::Filter filter;
+    bool hasFilter = readFilter(info[0], filter);
+    ct::Grouper grouper(readSummaryKeys(env, info[1]));
+    store(env).summarize(hasFilter && !filter.empty() ? &filter : nullptr, grouper);
+    ct::Batch batch;
+    grouper.emit(batch, SIZE_MAX, [] { return true; });
+    return batchToJs(env, std::move(batch));
+  }
+
+  Napi::Value Bytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(store(info.Env()).bytes()));
+  }
+
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    ct::DumpCounters c = session_ ? session_->eventCounters() : ct::DumpCounters{};
+    o.Set("overflows", Napi::Number::New(env, static_cast<double>(session_ ? session_->overflows() : 0)));
+    o.Set("events", Napi::Number::New(env, static_cast<double>(c.messages)));
+    o.Set("receiveBufferBytes", Napi::Number::New(env, static_cast<double>(c.receiveBufferBytes)));
+    o.Set("bufferGrowths", Napi::Number::New(env, static_cast<double>(c.bufferGrowths)));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    closeSession();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<ct::MirrorSession> session_;
+  Napi::ThreadSafeFunction onSync_;
+  bool live_ = false;
+};
+
+}  // namespace
+
+Napi::Function defineMirrorClass(Napi::Env env) { return MirrorWrap::Init(env); }
+
+Napi::Object newMirror(Napi::Env env, int nsFd, const ct::Filter* filter, const ct::EventOptions& events,
+                       Napi::Function onSync) {
+  Napi::Object obj = env.GetInstanceData<AddonData>()->mirrorConstructor.New({});
+  MirrorWrap::Unwrap(obj)->Begin(env, nsFd, filter, events, onSync);
+  return obj;
+}
+
+}  // namespace ct::addon
