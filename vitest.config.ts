@@ -13,6 +13,8 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
+          // The CLI and child-process tests run dist/: built from this checkout once per run.
+          globalSetup: ['test/setup/build-dist.ts'],
           // Tests share the kernel's global conntrack limits: one file at a time, in one process.
           pool: 'forks',
           poolOptions: { forks: { singleFork: true } },

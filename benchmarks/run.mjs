@@ -23,10 +23,11 @@
 // latest.json). Dump times are measured inside the measuring process (rawdump, lib-child);
 // CLI times are wall-clock of the whole command (exec + setns + work).
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { acquireGlobalLimits } from '../scripts/global-limits-lock.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -34,8 +35,6 @@ const BIN = join(HERE, 'bin');
 const RESULTS = join(HERE, 'results');
 const STATE_FILE = join(BIN, '.ctbench-state.json');
 const MAX_PATH = '/proc/sys/net/netfilter/nf_conntrack_max';
-// Shared with test/helpers/global-lock.ts: whoever changes the global nf_conntrack_max holds it.
-const GLOBAL_LIMITS_LOCK = '/run/lock/conntrack-global-limits';
 const DIST_INDEX = join(ROOT, 'dist', 'lib', 'index.js');
 const DIST_CLI = join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
@@ -199,59 +198,23 @@ function pidAlive(pid) {
   }
 }
 
-// ---- The machine-wide lock on the global conntrack limits (same protocol as
-// test/helpers/global-lock.ts: an atomic mkdir holding the owner's pid; a dead owner's lock is taken over).
+// ---- The machine-wide lock on the global conntrack limits (scripts/global-limits-lock.mjs, the
+// tests' lock too): held exclusive for the whole run; it records the original nf_conntrack_max
+// before the run raises it, so a run killed meanwhile is undone by the next taker, test or benchmark.
 
-let lockHeld = false;
+let globalLimits = null;
 
-function lockOwner() {
-  try {
-    const pid = Number(readFileSync(`${GLOBAL_LIMITS_LOCK}/pid`, 'utf8'));
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function tryTakeLock() {
-  try {
-    mkdirSync(GLOBAL_LIMITS_LOCK);
-  } catch (e) {
-    if (e.code !== 'EEXIST') throw e;
-    const owner = lockOwner();
-    let age = 0;
-    try {
-      age = Date.now() - statSync(GLOBAL_LIMITS_LOCK).mtimeMs;
-    } catch {
-      return tryTakeLock(); // released meanwhile
-    }
-    // No pid yet: its owner is between mkdir and writing it, unless that was long ago.
-    if (owner === undefined ? age < 10_000 : pidAlive(owner)) return false;
-    rmSync(GLOBAL_LIMITS_LOCK, { recursive: true, force: true });
-    return tryTakeLock();
-  }
-  writeFileSync(`${GLOBAL_LIMITS_LOCK}/pid`, String(process.pid));
-  lockHeld = true;
-  return true;
-}
-
-/** Waits while another live process holds the lock (a test lowering nf_conntrack_max, another run). */
+/** Waits while another process holds the lock (a test reading or changing nf_conntrack_max, another run). */
 async function takeGlobalLimitsLock() {
-  mkdirSync(dirname(GLOBAL_LIMITS_LOCK), { recursive: true });
-  let said = false;
-  while (!tryTakeLock()) {
-    if (!said) {
-      console.error(`bench: waiting for ${GLOBAL_LIMITS_LOCK} (held by pid ${lockOwner() ?? '?'}: it changes nf_conntrack_max)`);
-      said = true;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-    checkInterrupted();
-  }
+  globalLimits = await acquireGlobalLimits('exclusive', {
+    timeoutMs: 3_600_000,
+    log: (line) => warn(line),
+  });
 }
 
 function releaseGlobalLimitsLock() {
-  if (lockHeld && lockOwner() === process.pid) rmSync(GLOBAL_LIMITS_LOCK, { recursive: true, force: true });
-  lockHeld = false;
+  globalLimits?.release();
+  globalLimits = null;
 }
 
 /** A previous run killed with SIGKILL leaves its netns and the raised limit: undo both. */
@@ -896,7 +859,7 @@ async function main() {
     state.origMax = readMax();
     const want = biggest + othersTotal + 100000;
     if (state.origMax < want) {
-      writeFileSync(MAX_PATH, String(want));
+      globalLimits.setMax(want); // recorded in the lock first
       state.setMax = want;
       saveState();
     } else {

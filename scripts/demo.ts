@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { formatDiagnosis } from '../lib/cli/doctor.js';
 import { Conntrack } from '../lib/table/conntrack.js';
 import { diagnose } from '../lib/doctor/diagnose.js';
-import { withGlobalLimitsLock } from '../test/helpers/global-lock.js';
+import { withGlobalLimits } from '../test/helpers/global-lock.js';
 import { MqttIncident } from '../test/helpers/incident.js';
 
 const { values } = parseArgs({
@@ -30,10 +30,10 @@ function step(text: string): void {
   console.log(`\n\x1b[1m== ${text}\x1b[0m`);
 }
 
-await withGlobalLimitsLock(async () => {
+await withGlobalLimits('exclusive', async (lock) => {
   step('Start an MQTT broker (mosquitto) in a sandbox network namespace that tracks its connections');
-  const incident = await MqttIncident.start((line) => console.log(`   ${line}`));
-  // Ctrl-C: restore the limit and remove the namespace before leaving.
+  const incident = await MqttIncident.start(lock, (line) => console.log(`   ${line}`));
+  // Ctrl-C: remove the namespace before leaving; the lock restores the limit at exit.
   const interrupted = (): void => {
     void incident.close().finally(() => process.exit(130));
   };
@@ -43,8 +43,9 @@ await withGlobalLimitsLock(async () => {
     const ct = await Conntrack.open({ netns: incident.ns.path });
     try {
       step(`Lower the global nf_conntrack_max to ${limit}, then connect ${clients} MQTT clients`);
-      await incident.lowerLimit(limit);
-      await incident.connect(clients);
+      // Higher when another namespace holds many entries: theirs must keep room.
+      const lowered = await incident.lowerLimit(limit);
+      await incident.connect(clients + (lowered - limit));
       const count = await ct.count();
       const stats = await ct.stats();
       console.log(`   conntrack count: ${count.entries} of ${count.max}; drop=${stats.total.drop ?? 0} early_drop=${stats.total.early_drop ?? 0}`);
@@ -57,7 +58,7 @@ await withGlobalLimitsLock(async () => {
       if (max === undefined) throw new Error('the doctor gave no sizing recommendation for a full table');
       step(`Apply the recommendation (nf_conntrack_max=${max}) and connect the clients that failed`);
       incident.raiseLimit(max);
-      const rest = await incident.connect(clients - count.entries);
+      const rest = await incident.connect(clients + (lowered - limit) - count.entries);
       const published = await incident.publish();
       console.log(`   ${published.published} of ${rest.open} clients published and got their PUBACK`);
       const after = await ct.count();

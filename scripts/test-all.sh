@@ -27,6 +27,9 @@ declare -A PACKAGE_OF=(
   [unshare]=util-linux
   [nsenter]=util-linux
   [setpriv]=util-linux
+  [flock]=util-linux
+  # Legacy iptables, for the rule scanner's iptables-legacy path (test/integration/doctor).
+  [iptables-legacy-save]=iptables
   # Holds a dump thread at a chosen point (test/integration/table/wakeup.test.ts).
   [gdb]=gdb
   # The exporter's end-to-end test: a real Prometheus server and promtool (the test runs its own
@@ -55,8 +58,12 @@ install_system_packages() {
   for tool in "${!PACKAGE_OF[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
   done
-  # libFuzzer and the sanitizer runtimes come as a library package, not a command.
-  dpkg-query -W -f='${Status}' libclang-rt-14-dev 2>/dev/null | grep -q 'ok installed' || missing+=(libclang-rt-14-dev)
+  # Library packages, not commands: libFuzzer and the sanitizer runtimes; the kernel's uapi headers
+  # (the addon builds against them, and the tests read the kernel's own numbering from them).
+  local package
+  for package in libclang-rt-14-dev linux-libc-dev; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+  done
   if ((${#missing[@]} == 0)); then
     log "system tools: all present"
     return

@@ -91,6 +91,37 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
   return new ConntrackError('ERR_CONNTRACK_KERNEL', `conntrack request failed in ${where}: ${text}`, details);
 }
 
+/**
+ * count()'s answer from the (attribute, value) pairs of a GET_STATS reply (the first `length`
+ * values of `pairs`). CTA_STATS_GLOBAL_MAX_ENTRIES arrived in Linux 4.18: what a reply lacks is
+ * read from procfs, inside `netns` (procfs shows the namespace of whoever reads it).
+ */
+export function countFromGlobalStats(pairs: ArrayLike<number>, length: number, netns: string | undefined): Promise<Count> {
+  let entries: number | undefined;
+  let max: number | undefined;
+  for (let i = 0; i + 1 < length; i += 2) {
+    if (pairs[i] === CTA_STATS_GLOBAL_ENTRIES) entries = pairs[i + 1];
+    else if (pairs[i] === CTA_STATS_GLOBAL_MAX_ENTRIES) max = pairs[i + 1];
+  }
+  if (entries !== undefined && max !== undefined) return Promise.resolve({ entries, max });
+  return countFromProcfs(entries, max, netns);
+}
+
+async function countFromProcfs(entries: number | undefined, max: number | undefined, netns: string | undefined): Promise<Count> {
+  if (entries === undefined) entries = await readProcNumber('/proc/sys/net/netfilter/nf_conntrack_count', netns);
+  if (max === undefined) max = await readProcNumber('/proc/sys/net/netfilter/nf_conntrack_max', netns);
+  return { entries, max };
+}
+
+async function readProcNumber(path: string, netns: string | undefined): Promise<number> {
+  try {
+    const text = netns ? await binding().netnsReadFile(netns, path) : await readFile(path, 'utf8');
+    return Number.parseInt(text, 10);
+  } catch (err) {
+    throw toConntrackError(err, netns);
+  }
+}
+
 function counterMaps<N extends string>(pairs: NativeAttrPairs, names: Record<number, N>) {
   const counters: Partial<Record<N, number>> = {};
   const unknown: Record<number, number> = {};
@@ -256,40 +287,13 @@ export class Conntrack implements AsyncDisposable {
     } catch (err) {
       return Promise.reject(toConntrackError(err, this.netns));
     }
-    if (typeof answer !== 'number') return this.#track(answer).then((pairs) => this.#countFrom(pairs, pairs.length));
-    return this.#countFrom(this.#stats.out, answer);
+    if (typeof answer !== 'number') return this.#track(answer).then((pairs) => countFromGlobalStats(pairs, pairs.length, this.netns));
+    return countFromGlobalStats(this.#stats.out, answer, this.netns);
   }
 
   async #countQueued(): Promise<Count> {
     const answer = await this.#request<number | NativeAttrPairs>(() => this.#stats.call());
-    return typeof answer === 'number' ? this.#countFrom(this.#stats.out, answer) : this.#countFrom(answer, answer.length);
-  }
-
-  #countFrom(pairs: ArrayLike<number>, length: number): Promise<Count> {
-    let entries: number | undefined;
-    let max: number | undefined;
-    for (let i = 0; i + 1 < length; i += 2) {
-      if (pairs[i] === CTA_STATS_GLOBAL_ENTRIES) entries = pairs[i + 1];
-      else if (pairs[i] === CTA_STATS_GLOBAL_MAX_ENTRIES) max = pairs[i + 1];
-    }
-    if (entries !== undefined && max !== undefined) return Promise.resolve({ entries, max });
-    return this.#countFromProcfs(entries, max);
-  }
-
-  // CTA_STATS_GLOBAL_MAX_ENTRIES arrived in Linux 4.18: older kernels need procfs.
-  async #countFromProcfs(entries: number | undefined, max: number | undefined): Promise<Count> {
-    if (entries === undefined) entries = await this.#readProcNumber('/proc/sys/net/netfilter/nf_conntrack_count');
-    if (max === undefined) max = await this.#readProcNumber('/proc/sys/net/netfilter/nf_conntrack_max');
-    return { entries, max };
-  }
-
-  async #readProcNumber(path: string): Promise<number> {
-    try {
-      const text = this.netns ? await binding().netnsReadFile(this.netns, path) : await readFile(path, 'utf8');
-      return Number.parseInt(text, 10);
-    } catch (err) {
-      throw toConntrackError(err, this.netns);
-    }
+    return typeof answer === 'number' ? countFromGlobalStats(this.#stats.out, answer, this.netns) : countFromGlobalStats(answer, answer.length, this.netns);
   }
 
   /** Per-CPU conntrack statistics (conntrack -S), and their sum. */

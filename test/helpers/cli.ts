@@ -3,12 +3,11 @@
  * the built command as a child process, here or inside a test namespace.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { Command } from '../../lib/cli/common.js';
-import { run, type Netns } from './netns.js';
+import type { Netns } from './netns.js';
 
 export interface CommandResult {
   /** The exit code the command returned. */
@@ -28,16 +27,13 @@ export async function runCommand(command: Command, argv: string[]): Promise<Comm
   return { code, out, err };
 }
 
-/** The built command (`npm run build:ts` writes it); integration tests run it as users do. */
+/**
+ * The built library and command; integration tests run them as users do. The integration
+ * project's global setup (test/setup/build-dist.ts) compiles them from this checkout first.
+ */
 export const BUILT_LIB = fileURLToPath(new URL('../../dist/lib', import.meta.url));
 export const BUILT_CLI = join(BUILT_LIB, 'cli', 'main.js');
-
-/** Builds dist/ when `module` (a path under dist/lib) is missing, e.g. in a fresh checkout. */
-export async function ensureBuilt(module = 'cli/main.js'): Promise<void> {
-  if (existsSync(join(BUILT_LIB, module))) return;
-  const repo = fileURLToPath(new URL('../..', import.meta.url));
-  await run(process.execPath, [join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(repo, 'tsconfig.build.json')], { timeoutMs: 120_000 });
-}
+export const BUILT_INDEX = join(BUILT_LIB, 'index.js');
 
 export interface CliProcess {
   readonly child: ChildProcess;

@@ -72,6 +72,18 @@ export function integrationGate(extraTools: readonly string[] = []): GateResult 
   return { ok: true };
 }
 
+/**
+ * Whether this run is CI. CI services set CI to "true", "1", "yes" or their own name; any value
+ * but empty, "false" or "0" counts, so a runner that spells it differently still fails instead of
+ * skipping.
+ */
+export function isCI(env: Readonly<Record<string, string | undefined>> = process.env): boolean {
+  const value = env.CI;
+  if (value === undefined) return false;
+  const normalized = value.trim().toLowerCase();
+  return normalized !== '' && normalized !== 'false' && normalized !== '0';
+}
+
 const warned = new Set<string>();
 
 export interface DescribeIntegrationOptions {
@@ -80,7 +92,7 @@ export interface DescribeIntegrationOptions {
 }
 
 /**
- * `describe` for tests that need the real kernel. When the gate fails: in CI (CI=true) a test that
+ * `describe` for tests that need the real kernel. When the gate fails: in CI (see isCI) a test that
  * fails with the reason is registered, so a misconfigured runner cannot pass by skipping; elsewhere
  * the suite is skipped and the reason printed once, so a non-root developer sees why.
  */
@@ -94,9 +106,9 @@ export function describeIntegration(
     describe(name, fn);
     return;
   }
-  if (process.env.CI === 'true') {
+  if (isCI()) {
     describe(name, () => {
-      it('has what integration tests need (CI=true, so this is a failure, not a skip)', () => {
+      it(`has what integration tests need (CI=${process.env.CI}, so this is a failure, not a skip)`, () => {
         throw new Error(`integration prerequisites missing: ${gate.reason}`);
       });
     });

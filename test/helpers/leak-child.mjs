@@ -1,6 +1,7 @@
 // Runs every library operation many times in one process and reports what the process holds
-// before and after: file descriptors, threads, and RSS after a full GC. Started by
-// test/integration/leaks.test.ts with --expose-gc; prints one JSON line.
+// before, after a warm-up and after each of three blocks of rounds: file descriptors, threads, and
+// RSS after a full GC. Started by test/integration/table/leaks.test.ts with --expose-gc; prints one
+// JSON line.
 //
 //   node --expose-gc leak-child.mjs DIST_INDEX NETNS_PATH ROUNDS
 import { readdirSync, readFileSync } from 'node:fs';
@@ -53,11 +54,21 @@ async function round(i) {
   }
 }
 
+// A quarter of the rounds warms up (allocator arenas, V8's code and heap); the rest run in three
+// equal blocks with a snapshot after each, so a leak shows as growth in every block while
+// allocator noise does not repeat.
 const before = { fds: fds(), threads: threads() };
-for (let i = 0; i < Math.ceil(rounds / 4); i++) await round(i);
+const warmRounds = Math.ceil(rounds / 4);
+const blockRounds = Math.ceil((rounds - warmRounds) / 3);
+let done = 0;
+for (; done < warmRounds; done++) await round(done);
 await settle();
 const warm = { fds: fds(), threads: threads(), ...memory() };
-for (let i = Math.ceil(rounds / 4); i < rounds; i++) await round(i);
-await settle();
-const end = { fds: fds(), threads: threads(), ...memory() };
-process.stdout.write(`${JSON.stringify({ before, warm, end, rounds })}\n`);
+const blocks = [];
+while (done < rounds) {
+  const end = Math.min(rounds, done + blockRounds);
+  for (; done < end; done++) await round(done);
+  await settle();
+  blocks.push({ rounds: done, fds: fds(), threads: threads(), ...memory() });
+}
+process.stdout.write(`${JSON.stringify({ before, warm, blocks, end: blocks.at(-1), rounds })}\n`);

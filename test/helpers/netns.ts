@@ -258,6 +258,12 @@ export function liveNetnsNames(): string[] {
 }
 
 export interface TrackingOptions {
+  /**
+   * Raise the timeouts of LONG_TIMEOUTS first (default true). An entry gets its timeout when its
+   * packets pass, and raising the sysctl later does not extend it: without this, UDP and ICMP
+   * entries vanish 30 s after the flow, in the middle of a test comparing snapshots.
+   */
+  longTimeouts?: boolean;
   /** Set `net.netfilter.nf_conntrack_acct` to 1 first, so entries carry packet and byte counters. */
   accounting?: boolean;
   /** Set `net.netfilter.nf_conntrack_timestamp` to 1 first, so entries carry a start time. */
@@ -277,6 +283,18 @@ export interface TrackingOptions {
   /** Label bit number, 0-127. Default 3. */
   label?: number;
 }
+
+/**
+ * Per-namespace timeouts enableTracking raises before any flow, in seconds: long enough for any
+ * test file, on any machine (the defaults are 30 s for UDP and ICMP, 120 s for TIME_WAIT).
+ */
+export const LONG_TIMEOUTS: Readonly<Record<string, number>> = {
+  'net.netfilter.nf_conntrack_udp_timeout': 600,
+  'net.netfilter.nf_conntrack_udp_timeout_stream': 600,
+  'net.netfilter.nf_conntrack_icmp_timeout': 600,
+  'net.netfilter.nf_conntrack_icmpv6_timeout': 600,
+  'net.netfilter.nf_conntrack_tcp_timeout_time_wait': 600,
+};
 
 /** The nft table enableTracking owns; reloading it replaces the previous rules. */
 export const TRACKING_TABLE = 'conntrack_test';
@@ -319,9 +337,15 @@ export function trackingRuleset(options: TrackingOptions = {}): string {
     `table inet ${TRACKING_TABLE} {\n${chains.join('')}}\n`;
 }
 
-/** Turns on connection tracking in `ns` (see TrackingOptions); sysctls first, then the rules. */
+/**
+ * Turns on connection tracking in `ns` (see TrackingOptions); sysctls first, then the rules. Call
+ * it before the namespace carries any flow: timeouts, accounting and timestamps are fixed when an
+ * entry is created.
+ */
 export async function enableTracking(ns: Netns, options: TrackingOptions = {}): Promise<void> {
-  // Accounting and timestamps are attached when an entry is created: set them before any flow.
+  if (options.longTimeouts ?? true) {
+    for (const [name, seconds] of Object.entries(LONG_TIMEOUTS)) await ns.sysctl(name, seconds);
+  }
   if (options.accounting) await ns.sysctl('net.netfilter.nf_conntrack_acct', 1);
   if (options.timestamps) await ns.sysctl('net.netfilter.nf_conntrack_timestamp', 1);
   await ns.exec(requireTool('ip'), ['link', 'set', 'lo', 'up']);

@@ -18,6 +18,9 @@
  * - `master` (only shown for expectations), `seqAdjust`, `synproxy`.
  * - TCP window scales and flags, SCTP vtags: only the state name. DCCP: nothing at all, not even
  *   the state (neither printer shows it in 1.4.7).
+ * - Numbers for names: protocol and state come as names (`protoname=`, `<state>`); the state's
+ *   number is the kernel's for that name, read from its uapi header (kernel-uapi.ts), never from
+ *   the library's tables.
  * - `timestamp.stop`: only dying entries have one, and a dump shows live entries.
  * - `labels` only with a label-name map: the tool names bits through /etc/xtables/connlabel.conf,
  *   which this oracle supplies inside a private mount namespace (bit N is named `bitN`).
@@ -30,8 +33,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type {
-  ConntrackEntry, CpuCounterName, DccpState, Family, ProtocolName, SctpState, StatusFlag, TcpState, Tuple,
+  ConntrackEntry, CpuCounterName, Family, ProtocolName, SctpState, StatusFlag, TcpState, Tuple,
 } from '../../lib/base/types.js';
+import { sctpStateNumber, tcpStateNumber } from './kernel-uapi.js';
 import { requireTool } from './tools.js';
 import type { Netns } from './netns.js';
 
@@ -53,20 +57,14 @@ export const ORACLE_UNAVAILABLE: readonly string[] = [
   'sctp.vtagOriginal', 'sctp.vtagReply', 'dccp',
 ];
 
-const PROTOCOL_BY_NUMBER: Record<number, ProtocolName> = {
-  1: 'icmp', 6: 'tcp', 17: 'udp', 33: 'dccp', 47: 'gre', 58: 'icmpv6', 132: 'sctp', 136: 'udplite',
-};
+/** The protocol names conntrack-tools prints (`protoname=` in XML, the first word in text). */
+const TOOL_PROTOCOL_NAMES: readonly ProtocolName[] = ['tcp', 'udp', 'udplite', 'icmp', 'icmpv6', 'sctp', 'dccp', 'gre', 'unknown'];
 
-const TCP_STATES: readonly TcpState[] = [
-  'NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2',
-];
-const SCTP_STATES: readonly SctpState[] = [
-  'NONE', 'CLOSED', 'COOKIE_WAIT', 'COOKIE_ECHOED', 'ESTABLISHED', 'SHUTDOWN_SENT', 'SHUTDOWN_RECD',
-  'SHUTDOWN_ACK_SENT', 'HEARTBEAT_SENT', 'HEARTBEAT_ACKED',
-];
-const DCCP_STATES: readonly DccpState[] = [
-  'NONE', 'REQUEST', 'RESPOND', 'PARTOPEN', 'OPEN', 'CLOSEREQ', 'CLOSING', 'TIMEWAIT', 'IGNORE', 'INVALID',
-];
+/** The tool's name of a layer-4 protocol, as the library spells it (the same words). */
+function protocolFromTool(name: string | undefined): ProtocolName {
+  if (!TOOL_PROTOCOL_NAMES.includes(name as ProtocolName)) throw new Error(`oracle: conntrack printed protocol ${JSON.stringify(name)}`);
+  return name as ProtocolName;
+}
 
 /** Status flags in bit order, so oracle and library lists compare equal when sorted the same way. */
 const FLAG_ORDER: readonly StatusFlag[] = [
@@ -78,12 +76,12 @@ function sortFlags(flags: Iterable<StatusFlag>): StatusFlag[] {
   return [...new Set(flags)].sort((a, b) => FLAG_ORDER.indexOf(a) - FLAG_ORDER.indexOf(b));
 }
 
-function hasPorts(protocolNumber: number): boolean {
-  return [6, 17, 33, 132, 136].includes(protocolNumber);
+function hasPorts(protocol: ProtocolName): boolean {
+  return ['tcp', 'udp', 'udplite', 'sctp', 'dccp'].includes(protocol);
 }
 
-function isIcmp(protocolNumber: number): boolean {
-  return protocolNumber === 1 || protocolNumber === 58;
+function isIcmp(protocol: ProtocolName): boolean {
+  return protocol === 'icmp' || protocol === 'icmpv6';
 }
 
 function toInt(text: string | undefined, what: string): number {
@@ -104,25 +102,20 @@ function labelBits(names: readonly string[]): number[] {
   }).sort((a, b) => a - b);
 }
 
+/**
+ * Per-protocol state as the tool names it; the number is the kernel's for that name (its uapi
+ * header), never the library's table. The tool shows no DCCP state at all.
+ */
 function protoState(protocol: ProtocolName, name: string | undefined): Pick<OracleEntry, 'tcp' | 'sctp' | 'dccp'> {
   const none = { tcp: undefined, sctp: undefined, dccp: undefined };
   if (name === undefined) return none;
   if (protocol === 'tcp') {
     // Older libnetfilter_conntrack names state 9 LISTEN; the kernel (and the library) SYN_SENT2.
     const state = (name === 'LISTEN' ? 'SYN_SENT2' : name) as TcpState;
-    const stateNumber = TCP_STATES.indexOf(state);
-    if (stateNumber < 0) throw new Error(`oracle: unknown TCP state ${name}`);
-    return { ...none, tcp: { state, stateNumber, wscaleOriginal: undefined, wscaleReply: undefined, flagsOriginal: undefined, flagsReply: undefined } };
+    return { ...none, tcp: { state, stateNumber: tcpStateNumber(state), wscaleOriginal: undefined, wscaleReply: undefined, flagsOriginal: undefined, flagsReply: undefined } };
   }
   if (protocol === 'sctp') {
-    const stateNumber = SCTP_STATES.indexOf(name as SctpState);
-    if (stateNumber < 0) throw new Error(`oracle: unknown SCTP state ${name}`);
-    return { ...none, sctp: { state: name as SctpState, stateNumber, vtagOriginal: undefined, vtagReply: undefined } };
-  }
-  if (protocol === 'dccp') {
-    const stateNumber = DCCP_STATES.indexOf(name as DccpState);
-    if (stateNumber < 0) throw new Error(`oracle: unknown DCCP state ${name}`);
-    return { ...none, dccp: { state: name as DccpState, stateNumber, role: undefined, handshakeSeq: undefined } };
+    return { ...none, sctp: { state: name as SctpState, stateNumber: sctpStateNumber(name), vtagOriginal: undefined, vtagReply: undefined } };
   }
   return none;
 }
@@ -146,7 +139,8 @@ function parseXmlTuple(text: string, what: string): { tuple: Tuple; packets?: nu
   const layer4 = /<layer4 protonum="(\d+)" protoname="([^"]*)">/.exec(text);
   if (!layer3 || !layer4) throw new Error(`oracle: ${what} tuple without layer3/layer4: ${text}`);
   const protocolNumber = toInt(layer4[1], 'layer4 protonum');
-  const ports = hasPorts(protocolNumber);
+  const protocol = protocolFromTool(layer4[2]);
+  const ports = hasPorts(protocol);
   const counters = text.includes('<counters>');
   return {
     l3: layer3[2] ?? '',
@@ -155,7 +149,7 @@ function parseXmlTuple(text: string, what: string): { tuple: Tuple; packets?: nu
       src: tag(text, 'src') ?? '',
       dst: tag(text, 'dst') ?? '',
       protocolNumber,
-      protocol: PROTOCOL_BY_NUMBER[protocolNumber] ?? 'unknown',
+      protocol,
       sport: ports ? optionalInt(tag(text, 'sport'), 'sport') : undefined,
       dport: ports ? optionalInt(tag(text, 'dport'), 'dport') : undefined,
       zone: optionalInt(tag(text, 'zone'), 'tuple zone'),
@@ -270,7 +264,7 @@ export function parseConntrackLine(line: string): OracleEntry {
     l3name = tokens[0];
     i = 2;
   }
-  i++; // l4 name: the number is authoritative
+  const protocol = protocolFromTool(tokens[i++]);
   const protocolNumber = toInt(tokens[i++], 'protocol number');
   let timeout: number | undefined;
   let stateName: string | undefined;
@@ -335,12 +329,11 @@ export function parseConntrackLine(line: string): OracleEntry {
     fields.set(key, value);
   }
 
-  const protocol = PROTOCOL_BY_NUMBER[protocolNumber] ?? 'unknown';
   for (const tuple of tuples) {
     tuple.protocolNumber = protocolNumber;
     tuple.protocol = protocol;
-    if (!hasPorts(protocolNumber)) { tuple.sport = undefined; tuple.dport = undefined; }
-    if (!isIcmp(protocolNumber)) { tuple.icmpType = undefined; tuple.icmpCode = undefined; tuple.icmpId = undefined; }
+    if (!hasPorts(protocol)) { tuple.sport = undefined; tuple.dport = undefined; }
+    if (!isIcmp(protocol)) { tuple.icmpType = undefined; tuple.icmpCode = undefined; tuple.icmpId = undefined; }
   }
   tuples[0].zone = optionalInt(fields.get('zone-orig'), 'zone-orig');
   tuples[1].zone = optionalInt(fields.get('zone-reply'), 'zone-reply');
@@ -389,7 +382,7 @@ export function mergeOracleViews(xml: readonly OracleEntry[], text: readonly Ora
     const other = byId.get(entry.id);
     if (other === undefined) return entry;
     const withIcmp = (mine: Tuple, theirs: Tuple): Tuple =>
-      isIcmp(mine.protocolNumber)
+      isIcmp(mine.protocol)
         ? { ...mine, icmpType: theirs.icmpType, icmpCode: theirs.icmpCode, icmpId: theirs.icmpId }
         : mine;
     const offload = other.flags.filter((flag) => flag === 'OFFLOAD' || flag === 'HW_OFFLOAD');
@@ -399,7 +392,6 @@ export function mergeOracleViews(xml: readonly OracleEntry[], text: readonly Ora
       reply: withIcmp(entry.reply, other.reply),
       flags: sortFlags([...entry.flags, ...offload]),
       sctp: entry.sctp ?? other.sctp,
-      dccp: entry.dccp ?? other.dccp,
     };
   });
 }
@@ -553,4 +545,31 @@ export async function oracleIds(ns: Netns, options: { filter?: readonly string[]
   const shown = parseShownCount(stderr);
   if (shown !== undefined && shown !== ids.length) throw new Error(`oracle: conntrack printed ${shown} entries, read ${ids.length} ids`);
   return ids;
+}
+
+/**
+ * Status flags the tool can select entries by, with the arguments that do: `-u FLAG` for the
+ * flags it names, `-n` / `-g` for source / destination NAT (libnetfilter_conntrack: the NAT was
+ * done and changed the address), `-j` for either. The rest of the status bits it cannot show.
+ */
+export const ORACLE_STATUS_SELECTIONS = {
+  SEEN_REPLY: ['-u', 'SEEN_REPLY'],
+  ASSURED: ['-u', 'ASSURED'],
+  EXPECTED: ['-u', 'EXPECTED'],
+  FIXED_TIMEOUT: ['-u', 'FIXED_TIMEOUT'],
+  OFFLOAD: ['-u', 'OFFLOAD'],
+  SRC_NAT: ['-n'],
+  DST_NAT: ['-g'],
+  ANY_NAT: ['-j'],
+} as const satisfies Record<string, readonly string[]>;
+
+export type OracleStatusSelection = keyof typeof ORACLE_STATUS_SELECTIONS;
+
+/** For each selection of ORACLE_STATUS_SELECTIONS, the ids of the entries conntrack -L selects with it. */
+export async function oracleStatusIds(ns: Netns): Promise<Record<OracleStatusSelection, Set<number>>> {
+  const result = {} as Record<OracleStatusSelection, Set<number>>;
+  for (const [name, args] of Object.entries(ORACLE_STATUS_SELECTIONS) as Array<[OracleStatusSelection, readonly string[]]>) {
+    result[name] = new Set(await oracleIds(ns, { filter: args }));
+  }
+  return result;
 }

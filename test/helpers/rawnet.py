@@ -132,6 +132,8 @@ def tcp_options(opts: bytes) -> dict:
             out['mss'] = struct.unpack('!H', opts[i + 2:i + 4])[0]
         elif kind == 3 and length == 3:
             out['wscale'] = opts[i + 2]
+        elif kind == 4 and length == 2:
+            out['sackPerm'] = True
         i += length
     return out
 

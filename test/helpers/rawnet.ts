@@ -63,7 +63,10 @@ export interface Segment {
   len: number;
   payload: string;
   mss?: number;
+  /** The window scale option's shift count; absent when the segment has no such option. */
   wscale?: number;
+  /** The SACK-permitted option is present (SYNs only). */
+  sackPerm?: boolean;
   tsval?: number;
   tsecr?: number;
 }

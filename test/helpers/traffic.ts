@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { expect } from 'vitest';
 import type { Tuple } from '../../lib/base/types.js';
 import { requireTool } from './tools.js';
-import type { Netns } from './netns.js';
+import { LONG_TIMEOUTS, type Netns } from './netns.js';
 
 const CHILD_SCRIPT = fileURLToPath(new URL('./flows-child.mjs', import.meta.url));
 
@@ -235,8 +235,9 @@ export interface FillUdpOptions {
   /** Destination port, where nothing listens. Default 9. */
   port?: number;
   /**
-   * Set the namespace's `nf_conntrack_udp_timeout` first (seconds), so the entries outlive the
-   * test instead of expiring after the default 30 s. Default 600; `false` leaves it as it is.
+   * `nf_conntrack_udp_timeout` (seconds) set just before sending, for these entries and later
+   * ones: a test that wants entries to expire gives a short one. Default: enableTracking's long
+   * timeout, so a short one set earlier does not carry over; `false` leaves it as it is.
    */
   udpTimeout?: number | false;
   timeoutMs?: number;
@@ -249,8 +250,8 @@ export interface FillUdpOptions {
  */
 export async function fillUdp(ns: Netns, count: number, options: FillUdpOptions = {}): Promise<{ sent: number }> {
   if (!Number.isInteger(count) || count < 0) throw new Error(`fillUdp: bad count ${count}`);
-  const udpTimeout = options.udpTimeout ?? 600;
-  if (udpTimeout !== false) await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout', udpTimeout);
+  const udpTimeout = options.udpTimeout ?? LONG_TIMEOUTS['net.netfilter.nf_conntrack_udp_timeout'];
+  if (udpTimeout !== false && udpTimeout !== undefined) await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout', udpTimeout);
   const child = ns.spawn(
     process.execPath,
     [CHILD_SCRIPT, 'fill-udp', JSON.stringify({ count, port: options.port ?? 9 })],

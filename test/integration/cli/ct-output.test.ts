@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration } from '../../helpers/gate.js';
-import { BUILT_CLI, ensureBuilt, startCli, type CliProcess } from '../../helpers/cli.js';
+import { BUILT_CLI, startCli, type CliProcess } from '../../helpers/cli.js';
 import { FTP_NAT_LONGER, ftpNatRules, startFtp, type FtpSession } from '../../helpers/ftp.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { requireTool } from '../../helpers/tools.js';
@@ -70,14 +70,9 @@ describeIntegration("conntrack-tools' output, line for line", () => {
   }
 
   beforeAll(async () => {
-    await ensureBuilt();
     conntrack = requireTool('conntrack');
     ns = await createNetns('ct-output');
     await enableTracking(ns, { accounting: true, timestamps: true, zone: { id: 7, port: 7200 }, markPort: 7100, labelPort: 7300 });
-    // Long timeouts: nothing may expire between conntrack-tools' run and ours.
-    await ns.sysctl('net.netfilter.nf_conntrack_icmp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_icmpv6_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout', 600);
     flows = await openFlows(ns, [
       { kind: 'tcp-established', family: 4, port: 7100 },
       { kind: 'tcp-time-wait', family: 4 },
@@ -266,7 +261,6 @@ describeIntegration('-D, -U and -I: the same lines and messages as conntrack-too
   ];
 
   beforeAll(async () => {
-    await ensureBuilt();
     conntrack = requireTool('conntrack');
     theirsNs = await createNetns('ct-twin-theirs');
     oursNs = await createNetns('ct-twin-ours');

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration } from '../../helpers/gate.js';
-import { BUILT_CLI, ensureBuilt } from '../../helpers/cli.js';
+import { BUILT_CLI } from '../../helpers/cli.js';
 import { createNetns, destroyAllNetns, type Netns } from '../../helpers/netns.js';
 import { requireTool } from '../../helpers/tools.js';
 
@@ -67,7 +67,6 @@ describeIntegration("conntrack-tools' testsuite cases against our command", () =
   const results: Record<string, Array<{ step: Step; theirs: number | null; ours: number | null }>> = {};
 
   beforeAll(async () => {
-    await ensureBuilt();
     const conntrack = requireTool('conntrack');
     for (const [name, steps] of Object.entries(SEQUENCES)) {
       const theirsNs = await createNetns(`suite-${name}-theirs`);

@@ -4,8 +4,9 @@
  * beyond the limit fail; stats(), diagnose() and `conntrack doctor` must say why, with the
  * kernel log's evidence; raising the limit as recommended lets the rest connect.
  *
- * Changes a global setting: holds the machine-wide lock, restores the limit in finally.
+ * Changes a global setting: holds the machine-wide lock exclusive, which restores the limit.
  */
+import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 
 import { doctorCommand, DOCTOR_EXIT } from '../../../lib/cli/doctor.js';
@@ -13,12 +14,20 @@ import { Conntrack } from '../../../lib/table/conntrack.js';
 import { diagnose, type Diagnosis } from '../../../lib/doctor/diagnose.js';
 import { runCommand } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
-import { withGlobalLimitsLock } from '../../helpers/global-lock.js';
-import { MqttIncident, readGlobalMax } from '../../helpers/incident.js';
+import { withGlobalLimits } from '../../helpers/global-lock.js';
+import { MqttIncident } from '../../helpers/incident.js';
 import { oracleCount, oracleStats } from '../../helpers/oracle.js';
 
-const LIMIT = 200;
-const CLIENTS = 300;
+/** The lowest limit asked for; higher when another namespace holds more than half of it. */
+const MINIMUM_LIMIT = 200;
+/** Clients beyond the limit. */
+const BEYOND = 100;
+/**
+ * How long a client waits for its CONNACK. Clients within the limit need a fraction of a second;
+ * those beyond it never get one (every SYN is dropped while the table is full), whatever the wait,
+ * so a generous one cannot turn a slow machine's late client into a "failed" one.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 function finding(diagnosis: Diagnosis, id: string) {
   const found = diagnosis.findings.find((f) => f.id === id);
@@ -28,18 +37,20 @@ function finding(diagnosis: Diagnosis, id: string) {
 
 describeIntegration('the incident: an MQTT broker behind a full conntrack table', () => {
   it('clients beyond nf_conntrack_max fail, the library says why, and the recommended limit fixes it', async () => {
-    await withGlobalLimitsLock(async () => {
-      const originalMax = readGlobalMax();
-      const incident = await MqttIncident.start();
+    let originalMax = 0;
+    await withGlobalLimits('exclusive', async (lock) => {
+      originalMax = lock.readMax();
+      const incident = await MqttIncident.start(lock);
       try {
         const ct = await Conntrack.open({ netns: incident.ns.path });
         try {
           const startedAt = Date.now();
           const before = await ct.stats();
-          await incident.lowerLimit(LIMIT);
+          const LIMIT = await incident.lowerLimit(MINIMUM_LIMIT);
+          const CLIENTS = LIMIT + BEYOND;
 
           // 1. The symptom: connections beyond the limit time out; the ones in keep working.
-          const first = await incident.connect(CLIENTS);
+          const first = await incident.connect(CLIENTS, CONNECT_TIMEOUT_MS);
           expect(first.connected).toBe(LIMIT);
           expect(first.failed).toBe(CLIENTS - LIMIT);
           expect(await incident.publish()).toEqual({ published: LIMIT, failed: 0 });
@@ -52,7 +63,7 @@ describeIntegration('the incident: an MQTT broker behind a full conntrack table'
           const oracle = await oracleStats(incident.ns);
           const oracleDrops = oracle.perCpu.reduce((sum, row) => sum + (row.counters.drop ?? 0), 0);
           expect(stats.total.drop).toBe(oracleDrops);
-          // Each failed client lost at least its first SYN and the retransmission within 2 s.
+          // Each failed client lost at least its first SYN.
           expect((stats.total.drop ?? 0) - (before.total.drop ?? 0)).toBeGreaterThanOrEqual(CLIENTS - LIMIT);
           // Established, assured entries are never evicted for new ones.
           expect(stats.total.early_drop ?? 0).toBe(before.total.early_drop ?? 0);
@@ -63,7 +74,8 @@ describeIntegration('the incident: an MQTT broker behind a full conntrack table'
           const usage = finding(diagnosis, 'table-usage');
           expect(usage.severity).toBe('critical');
           expect(usage.title).toContain(`${LIMIT} of ${LIMIT} entries`);
-          expect(['warning', 'critical']).toContain(finding(diagnosis, 'drops').severity);
+          // The failed clients gave up before the diagnosis: drops happened, none during its interval.
+          expect(finding(diagnosis, 'drops').severity).toBe('warning');
           const log = finding(diagnosis, 'kernel-log');
           expect(log.severity).toBe('critical');
           expect(diagnosis.facts.kernelLog.readable).toBe(true);
@@ -88,7 +100,7 @@ describeIntegration('the incident: an MQTT broker behind a full conntrack table'
 
           // 5. The fix: the recommended limit lets the remaining clients in.
           incident.raiseLimit(recommendation.max);
-          const second = await incident.connect(CLIENTS - LIMIT);
+          const second = await incident.connect(CLIENTS - LIMIT, CONNECT_TIMEOUT_MS);
           expect(second).toMatchObject({ connected: CLIENTS - LIMIT, failed: 0, open: CLIENTS });
           expect(await incident.publish()).toEqual({ published: CLIENTS, failed: 0 });
           expect(await ct.count()).toEqual({ entries: CLIENTS, max: recommendation.max });
@@ -100,7 +112,8 @@ describeIntegration('the incident: an MQTT broker behind a full conntrack table'
       } finally {
         await incident.close();
       }
-      expect(readGlobalMax()).toBe(originalMax);
     });
+    // Released: the lock put the limit back.
+    expect(Number(readFileSync('/proc/sys/net/netfilter/nf_conntrack_max', 'utf8'))).toBe(originalMax);
   }, 180_000);
 }, { tools: ['mosquitto', 'nsenter'] });

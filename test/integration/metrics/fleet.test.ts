@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { ensureBuilt, startCli, type CliProcess } from '../../helpers/cli.js';
+import { startCli, type CliProcess } from '../../helpers/cli.js';
 import { parseExposition } from '../../helpers/exposition.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, run, type Netns } from '../../helpers/netns.js';
@@ -116,7 +116,6 @@ describeIntegration('fleet: conntrack exporter --all-namespaces scraped by Prome
   };
 
   beforeAll(async () => {
-    await ensureBuilt('cli/exporter.js');
     dir = await mkdtemp(join(tmpdir(), 'ctt-fleet-'));
     // A CA and a server certificate for 127.0.0.1, valid for a day.
     const openssl = requireTool('openssl');

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type Stats } from '../../../lib/index.js';
 import { describeIntegration } from '../../helpers/gate.js';
+import { holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount, oracleExpectStats, oracleStats, type OracleStats } from '../../helpers/oracle.js';
 import { fillUdp, openFlows, type OpenFlows } from '../../helpers/traffic.js';
@@ -34,15 +35,15 @@ function oracleRows(stats: OracleStats, prefix = ''): Array<{ cpu: number; count
 }
 
 describeIntegration('count() and stats() against conntrack-tools', () => {
+  let limits: GlobalLimitsLock | undefined;
   let ns: Netns;
   let flows: OpenFlows;
 
   beforeAll(async () => {
+    // Compared with nf_conntrack_max below: nobody may change it meanwhile.
+    limits = await holdGlobalLimits('shared');
     ns = await createNetns('counts');
     await enableTracking(ns);
-    await ns.sysctl('net.netfilter.nf_conntrack_icmp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout', 600);
-    await ns.sysctl('net.netfilter.nf_conntrack_udp_timeout_stream', 600);
     flows = await openFlows(ns, [
       { kind: 'tcp-established', family: 4 },
       { kind: 'tcp-established', family: 6 },
@@ -58,6 +59,7 @@ describeIntegration('count() and stats() against conntrack-tools', () => {
   afterAll(async () => {
     await flows?.close();
     await destroyAllNetns();
+    limits?.release();
   });
 
   it('count() equals conntrack -C, and max equals nf_conntrack_max', async () => {

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { BUILT_LIB, ensureBuilt } from '../../helpers/cli.js';
+import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { fillUdp } from '../../helpers/traffic.js';
@@ -45,7 +45,6 @@ describeIntegration('open/close and abandoned dump cycles', () => {
   let ns: Netns;
 
   beforeAll(async () => {
-    await ensureBuilt('index.js');
     ns = await createNetns('cycles');
     await enableTracking(ns);
     expect(await fillUdp(ns, ENTRIES)).toEqual({ sent: ENTRIES });

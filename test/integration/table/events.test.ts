@@ -9,9 +9,9 @@ import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEvent, type OverflowEvent } from '../../../lib/index.js';
+import { BUILT_CLI } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleEntries, parseConntrackLine, type OracleEntry } from '../../helpers/oracle.js';
@@ -192,9 +192,9 @@ describeIntegration('events() against conntrack -E', () => {
   });
 
   it('an abort ends the iterations with an AbortError and gives back their sockets and threads', async () => {
-    // While they ran: the handle's socket and one per subscription, each with two threads.
+    // While they ran: the handle's socket and one per subscription, and threads of their own.
     expect(live.sockets).toBe(baseline.sockets + 3);
-    expect(live.threads).toBeGreaterThanOrEqual(baseline.threads + 4);
+    expect(live.threads).toBeGreaterThan(baseline.threads);
     expect(await ended).toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
     expect(await endedTcp).toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
     expect(await netlinkSockets(ns)).toBe(baseline.sockets + 1);
@@ -250,7 +250,6 @@ describeIntegration('events() when the consumer falls behind', () => {
     const filled = items.filter((e) => e.type === 'new' && e.entry.original.dport === 9);
     expect(overflows.length).toBeGreaterThan(0);
     expect(filled.length).toBeLessThan(FILL);
-    expect(filled.length + overflows.length).toBeGreaterThan(0);
     // The count in the items is the native counter: nothing was reported twice or dropped.
     expect(overflows.reduce((n, o) => n + o.count, 0)).toBe(iterator.counters().overflows);
     // The marker came after the last overflow notice.
@@ -301,7 +300,6 @@ describeIntegration('events() when the consumer falls behind', () => {
 
 describeIntegration('conntrack events (CLI)', () => {
   let ns: Netns;
-  const CLI = fileURLToPath(new URL('../../../dist/lib/cli/main.js', import.meta.url));
 
   beforeAll(async () => {
     ns = await createNetns('events cli');
@@ -312,7 +310,7 @@ describeIntegration('conntrack events (CLI)', () => {
 
   /** Starts `conntrack events ARGS` and probes with UDP datagrams to PROBE_PORT until it prints. */
   async function startCli(args: readonly string[]) {
-    const child = spawn(process.execPath, [CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BUILT_CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
@@ -357,7 +355,7 @@ describeIntegration('conntrack events (CLI)', () => {
 
   it('bad options exit 2 with the usage, before subscribing', async () => {
     for (const args of [['--types', 'created'], ['--count', '0'], ['--json']]) {
-      const child = spawn(process.execPath, [CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [BUILT_CLI, 'events', '--netns', ns.path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
       const [code] = await once(child, 'exit');

@@ -8,8 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { BUILT_LIB, ensureBuilt } from '../../helpers/cli.js';
-import { describeIntegration } from '../../helpers/gate.js';
+import { BUILT_LIB } from '../../helpers/cli.js';
+import { describeIntegration, isCI } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
 import { createPidsCgroup, pidsCgroupParent } from '../../helpers/pids-cgroup.js';
@@ -38,7 +38,6 @@ describeIntegration('resource limits', () => {
   let ns: Netns;
 
   beforeAll(async () => {
-    await ensureBuilt('index.js');
     ns = await createNetns('limits');
     await enableTracking(ns);
     expect(await fillUdp(ns, ENTRIES)).toEqual({ sent: ENTRIES });
@@ -69,8 +68,8 @@ describeIntegration('resource limits', () => {
   const parent = pidsCgroupParent();
   const pidsReason = 'reason' in parent ? parent.reason : undefined;
   // Like describeIntegration: never a silent skip in CI.
-  const itWithPids = pidsReason === undefined || process.env.CI === 'true' ? it : it.skip;
-  if (pidsReason !== undefined && process.env.CI !== 'true') console.warn(`[integration] skipping the pids limit test: ${pidsReason}`);
+  const itWithPids = pidsReason === undefined || isCI() ? it : it.skip;
+  if (pidsReason !== undefined && !isCI()) console.warn(`[integration] skipping the pids limit test: ${pidsReason}`);
 
   itWithPids('a thread that cannot start (pids.max reached) fails dumps, subscriptions, open() and netns reads with ERR_CONNTRACK_RESOURCE; lifting the limit brings them back', async () => {
     if ('reason' in parent) throw new Error(`cannot limit threads on this machine: ${parent.reason}`);

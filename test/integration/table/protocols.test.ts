@@ -5,8 +5,9 @@
  *
  * - SCTP (state names and numbers, ports, verification tags): hand-built SCTP packets through raw
  *   sockets (this kernel tracks SCTP but has no SCTP sockets: CONFIG_IP_SCTP is off).
- * - DCCP: no longer tracked on this kernel (no CONFIG_NF_CT_PROTO_DCCP; the tracker was removed in
- *   6.16): a DCCP packet makes a generic entry, without ports or protocol info.
+ * - DCCP: tracked (ports, state) where the kernel has the tracker, which most distribution kernels
+ *   still do; Linux 6.16 removed it, and there a DCCP packet makes a generic entry, without ports
+ *   or protocol info. The test asks the kernel which it is.
  * - The FTP helper (nft `ct helper`): `helper` on the control connection; the data connections the
  *   helper expected carry the control connection's original tuple as `master`. conntrack -L never
  *   prints a master; `conntrack -L expect` does, and is read before each data connection opens.
@@ -23,7 +24,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEntry, type Tuple } from '../../../lib/index.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, run, type Netns } from '../../helpers/netns.js';
-import { comparable, oracleEntries, type OracleEntry } from '../../helpers/oracle.js';
+import { comparable, oracleEntries, oracleExpectStats, oracleStatusIds, type OracleEntry } from '../../helpers/oracle.js';
 import { oracleExpectations, type OracleExpectation, type OracleTuplePart } from '../../helpers/expect-oracle.js';
 import {
   FTP_HELPER_RULES, FTP_NAT_LONGER, FTP_NAT_SHORTER, expectedSeqAdjust, runFtpThroughNat, startFtp, splitEndpoint,
@@ -235,16 +236,25 @@ describeIntegration('SCTP entries against conntrack-tools', () => {
 
 // -------------------------------------------------------------------------------------------------
 
-describeIntegration('DCCP on this kernel: no tracker, a generic entry', () => {
+describeIntegration('DCCP: tracked where the kernel has the tracker, a generic entry where not', () => {
   let ns: Netns;
+  /** Whether this kernel tracks DCCP (most distribution kernels do; Linux 6.16 removed it). */
+  let tracker: boolean;
+  /** The entry's line in /proc/net/nf_conntrack, the kernel's own text (when it has that file). */
+  let procLine: string | undefined;
   const SPORT = 5100;
   const DPORT = 6100;
 
   beforeAll(async () => {
     ns = await createNetns('proto dccp');
     await enableTracking(ns);
+    // The tracker registers its timeouts as sysctls in every namespace: their presence is the
+    // feature test (the kernel version says nothing about a distribution's backports).
+    const sysctls = (await ns.exec('ls', ['/proc/sys/net/netfilter'])).stdout.split('\n');
+    expect(sysctls.filter((name) => name.includes('sctp')).length, 'SCTP is tracked (control)').toBeGreaterThan(0);
+    tracker = sysctls.includes('nf_conntrack_dccp_timeout_request');
     // A DCCP-Request header (RFC 4340 5.1, 5.5): ports, data offset 5 words, type 0 with X=1,
-    // 48-bit sequence number, service code. Its content does not matter to a generic tracker.
+    // 48-bit sequence number, service code 0: what the tracker accepts as the opening packet.
     const header = Buffer.alloc(20);
     header.writeUInt16BE(SPORT, 0);
     header.writeUInt16BE(DPORT, 2);
@@ -252,45 +262,61 @@ describeIntegration('DCCP on this kernel: no tracker, a generic entry', () => {
     header[8] = (0 << 1) | 1;
     header.writeUIntBE(0x0102030405, 11, 5);
     await sendRaw(ns, [{ family: 4, src: '127.0.0.1', dst: '127.0.0.2', proto: 33, payload: header.toString('hex') }]);
+    try {
+      const lines = (await ns.exec('cat', ['/proc/net/nf_conntrack'])).stdout.split('\n').filter(Boolean);
+      expect(lines).toHaveLength(1);
+      procLine = lines[0];
+    } catch {
+      procLine = undefined; // no CONFIG_NF_CONNTRACK_PROCFS: the checks below do without it
+    }
   });
 
   afterAll(destroyAllNetns);
 
-  it('has no DCCP tracker: no dccp sysctls, /proc/net/nf_conntrack says "unknown 33"', async () => {
-    // The kernel's own configuration, where it shows it: SCTP tracking built, DCCP tracking absent.
+  it('the kernel says the same about the tracker everywhere it says anything', async () => {
     let config: string | undefined;
     try {
       config = gunzipSync(readFileSync('/proc/config.gz')).toString();
     } catch {
-      config = undefined; // no CONFIG_IKCONFIG_PROC: the runtime checks below still decide
+      config = undefined; // no CONFIG_IKCONFIG_PROC
     }
     if (config !== undefined) {
       expect(config).toMatch(/^CONFIG_NF_CT_PROTO_SCTP=y$/m);
-      expect(config).not.toMatch(/^CONFIG_NF_CT_PROTO_DCCP=/m);
+      expect(/^CONFIG_NF_CT_PROTO_DCCP=y$/m.test(config), 'CONFIG_NF_CT_PROTO_DCCP').toBe(tracker);
     }
-    const sysctls = (await ns.exec('ls', ['/proc/sys/net/netfilter'])).stdout.split('\n');
-    expect(sysctls.filter((name) => name.includes('sctp')).length, 'SCTP is tracked (control)').toBeGreaterThan(0);
-    expect(sysctls.filter((name) => name.includes('dccp'))).toEqual([]);
-    const procLines = (await ns.exec('cat', ['/proc/net/nf_conntrack'])).stdout.split('\n').filter(Boolean);
-    expect(procLines).toHaveLength(1);
-    expect(procLines[0]).toMatch(/^ipv4\s+2\s+unknown\s+33\s/);
-    expect(procLines[0]).not.toMatch(/sport=/);
+    if (procLine !== undefined) {
+      if (tracker) {
+        expect(procLine).toMatch(new RegExp(`^ipv4\\s+2\\s+dccp\\s+33\\s+\\d+\\s+[A-Z]+\\s+src=127\\.0\\.0\\.1 dst=127\\.0\\.0\\.2 sport=${SPORT} dport=${DPORT}\\s`));
+      } else {
+        expect(procLine).toMatch(/^ipv4\s+2\s+unknown\s+33\s/);
+        expect(procLine).not.toMatch(/sport=/);
+      }
+    }
   });
 
-  it('decodes the entry as the kernel sends it: protocol 33, no ports, no dccp info; the rest as the oracle', async () => {
+  it('decodes the entry as the kernel sends it, and the rest as the oracle', async () => {
     const views = await bothViews(ns);
     const [entry, ...rest] = views.mine;
     expect(rest).toEqual([]);
     expect(entry?.original).toMatchObject({ protocolNumber: 33, protocol: 'dccp', src: '127.0.0.1', dst: '127.0.0.2' });
-    // The generic tracker has no tuple_to_nlattr: the kernel sends no CTA_PROTO_*_PORT.
+    expect(entry?.flags).not.toContain('SEEN_REPLY');
+    if (tracker) {
+      // Ports and state, as the kernel's own text shows them; a Request opens REQUEST.
+      expect([entry?.original.sport, entry?.original.dport, entry?.reply.sport, entry?.reply.dport]).toEqual([SPORT, DPORT, DPORT, SPORT]);
+      const kernelState = procLine === undefined ? 'REQUEST' : /\sdccp\s+33\s+\d+\s+([A-Z]+)\s/.exec(procLine)?.[1];
+      expect(entry?.dccp?.state).toBe(kernelState);
+      expect(entry?.dccp?.state).toBe('REQUEST');
+      expect(entry?.tcp).toBeUndefined();
+      expectSameAsOracle(views);
+      return;
+    }
+    // No tracker: the generic one has no tuple_to_nlattr, so the kernel sends no ports.
     expect([entry?.original.sport, entry?.original.dport, entry?.reply.sport, entry?.reply.dport]).toEqual([undefined, undefined, undefined, undefined]);
     expect(entry?.dccp).toBeUndefined();
-    expect(entry?.flags).not.toContain('SEEN_REPLY');
-    // The generic timeout (600 s), not any DCCP one.
+    // The generic timeout, not any DCCP one.
     const generic = Number(await ns.sysctl('net.netfilter.nf_conntrack_generic_timeout'));
     expect(entry?.timeout).toBeGreaterThan(generic - 30);
     expect(entry?.timeout).toBeLessThanOrEqual(generic);
-
     // libnetfilter_conntrack prints ports for protocol 33 whether or not the kernel sent them
     // (unset attributes read as 0); apart from that the views agree.
     expect(views.oracle.map((o) => [o.original.sport, o.original.dport, o.reply.sport, o.reply.dport])).toEqual([[0, 0, 0, 0]]);
@@ -335,6 +361,22 @@ describeIntegration('the FTP helper: helper name and master tuples', () => {
     expect(mine).toHaveLength(3);
     expectSameAsOracle(views);
     expect(oracle.filter((e) => e.helper !== undefined).map((e) => e.helper)).toEqual(['ftp']);
+  });
+
+  it('expectationStats() equals conntrack -S expect after the helper made and used two expectations', async () => {
+    await using ct = await Conntrack.open({ netns: ns.path });
+    const mine = await ct.expectationStats();
+    const oracle = await oracleExpectStats(ns);
+    expect(mine.perCpu.map((row) => ({ cpu: row.cpu, counters: { ...row.counters } })))
+      .toEqual(oracle.perCpu.map((row) => ({ cpu: row.cpu, counters: Object.fromEntries(Object.entries(row.counters).map(([name, value]) => [name.replace(/^expect_/, ''), value])) })));
+    // PASV and PORT each made an expectation (create; on loopback the helper sees each command
+    // twice, output and input, and the second replaces the first), each was met by one data
+    // connection (new), and none is left (every one created was deleted).
+    expect(mine.total.new).toBe(2);
+    expect(mine.total.create).toBeGreaterThanOrEqual(2);
+    expect(mine.total.delete).toBe(mine.total.create);
+    expect(await oracleExpectations(ns)).toEqual([]);
+    expect(mine.totalUnknown).toEqual({});
   });
 
   it('decodes helper on the control entry and the control tuple as master of both data entries', async () => {
@@ -406,6 +448,19 @@ for (const [name, scenario, portDelta, pasvDelta] of [
       expectSameAsOracle(views);
     });
 
+    it('flags NAT and expected entries as conntrack -L -n / -g / -u EXPECTED select them', async () => {
+      const mine = await dump(ns);
+      const selected = await oracleStatusIds(ns);
+      const withFlag = (flag: string) => new Set(mine.filter((e) => (e.flags as readonly string[]).includes(flag)).map((e) => e.id));
+      for (const flag of ['SRC_NAT', 'DST_NAT', 'EXPECTED', 'SEEN_REPLY', 'ASSURED'] as const) {
+        expect(withFlag(flag), flag).toEqual(selected[flag]);
+      }
+      // Both NATs on all three entries; EXPECTED on the two data connections only.
+      expect(selected.SRC_NAT.size).toBe(3);
+      expect(selected.DST_NAT.size).toBe(3);
+      expect(selected.EXPECTED.size).toBe(2);
+    });
+
     it('decodes CTA_SEQ_ADJ_ORIG and _REPLY as the rewritten segments on the wire show them', async () => {
       const mine = await dump(ns);
       const [, clientPort] = splitEndpoint(run.ftp.control.clientLocal);
@@ -429,6 +484,87 @@ for (const [name, scenario, portDelta, pasvDelta] of [
     });
   }, { tools: ['python3'] });
 }
+
+// -------------------------------------------------------------------------------------------------
+
+/** nf_conntrack_tcp.h: the sender advertised window scaling / SACK in its SYN. */
+const IP_CT_TCP_FLAG_WINDOW_SCALE = 0x01;
+const IP_CT_TCP_FLAG_SACK_PERM = 0x02;
+
+/**
+ * One TCP exchange on 127.0.0.1:PORT, then both sides close. The server's receive buffer is set
+ * small before it listens (its SYN-ACK then offers a smaller window scale than the client's SYN),
+ * so the two directions differ on the wire.
+ */
+const TCP_EXCHANGE = `
+import socket, sys
+port = int(sys.argv[1])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+server.bind(('127.0.0.1', port))
+server.listen(1)
+client = socket.create_connection(('127.0.0.1', port))
+peer, _ = server.accept()
+client.sendall(b'ping')
+assert peer.recv(4) == b'ping'
+peer.sendall(b'pong')
+assert client.recv(4) == b'pong'
+client.close(); peer.close(); server.close()
+`;
+
+describeIntegration('TCP window scale and flags against the SYN options on the wire', () => {
+  let ns: Netns;
+  let segments: Segment[];
+  const SCALED = 7600;
+  const PLAIN = 7601;
+
+  beforeAll(async () => {
+    ns = await createNetns('proto tcp options');
+    await enableTracking(ns);
+    const python = requireTool('python3');
+    const sniffer = await startSniffer(ns);
+    try {
+      await ns.exec(python, ['-c', TCP_EXCHANGE, String(SCALED)]);
+      // The same exchange with window scaling and SACK switched off in the namespace.
+      await ns.sysctl('net.ipv4.tcp_window_scaling', 0);
+      await ns.sysctl('net.ipv4.tcp_sack', 0);
+      await ns.exec(python, ['-c', TCP_EXCHANGE, String(PLAIN)]);
+    } finally {
+      segments = await sniffer.stop();
+    }
+  });
+
+  afterAll(destroyAllNetns);
+
+  it('has the scale each SYN advertised, per direction, and the option flags it carried', async () => {
+    const mine = await dump(ns);
+    const oracle = await oracleEntries(ns, { labels: false });
+    expect(mine.map((e) => e.id).sort()).toEqual(oracle.map((e) => e.id).sort());
+    for (const port of [SCALED, PLAIN]) {
+      const [entry, ...others] = mine.filter((e) => e.original.dport === port);
+      expect(others, `one entry to ${port}`).toEqual([]);
+      const syn = segments.find((s) => s.dport === port && s.flags === 'S');
+      const synAck = segments.find((s) => s.sport === port && s.flags === 'SA');
+      expect(syn, `the SYN to ${port}`).toBeDefined();
+      expect(synAck, `the SYN-ACK from ${port}`).toBeDefined();
+      const scaled = syn?.wscale !== undefined && synAck?.wscale !== undefined;
+      expect(scaled, `window scaling on ${port}`).toBe(port === SCALED);
+      // The kernel keeps both scales only when both sides offered one (tcp_in_window()).
+      expect(entry?.tcp?.wscaleOriginal, `wscaleOriginal on ${port}`).toBe(scaled ? syn?.wscale : 0);
+      expect(entry?.tcp?.wscaleReply, `wscaleReply on ${port}`).toBe(scaled ? synAck?.wscale : 0);
+      const optionFlags = (segment: Segment | undefined) =>
+        (segment?.wscale !== undefined ? IP_CT_TCP_FLAG_WINDOW_SCALE : 0) | (segment?.sackPerm === true ? IP_CT_TCP_FLAG_SACK_PERM : 0);
+      const mask = IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM;
+      expect((entry?.tcp?.flagsOriginal ?? -1) & mask, `flagsOriginal on ${port}`).toBe(optionFlags(syn));
+      expect((entry?.tcp?.flagsReply ?? -1) & mask, `flagsReply on ${port}`).toBe(optionFlags(synAck));
+    }
+    // The premise: the two directions of the scaled connection differ, so a swap would show.
+    const syn = segments.find((s) => s.dport === SCALED && s.flags === 'S');
+    const synAck = segments.find((s) => s.sport === SCALED && s.flags === 'SA');
+    expect(syn?.wscale).not.toBe(synAck?.wscale);
+    expect(syn?.sackPerm).toBe(true);
+  });
+}, { tools: ['python3'] });
 
 // -------------------------------------------------------------------------------------------------
 

@@ -1,18 +1,23 @@
 /**
  * summarize() and `conntrack top` against the same grouping done on conntrack -L's output, in a
- * namespace with real flows and created entries of both families, marks and zones.
+ * namespace with real flows and created entries of both families, marks and zones; the `nat` key
+ * in a namespace where FTP goes through SNAT and DNAT.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type SummaryGroupKey, type SummaryKey } from '../../../lib/index.js';
 import { topCommand } from '../../../lib/cli/top.js';
 import { runCommand } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
+import { FTP_NAT_LONGER, runFtpThroughNat, type FtpNatRun } from '../../helpers/ftp.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
-import { oracleEntries, type OracleEntry } from '../../helpers/oracle.js';
+import { oracleEntries, oracleIds, type OracleEntry } from '../../helpers/oracle.js';
 import { openFlows, type OpenFlows } from '../../helpers/traffic.js';
 
-/** The key of an entry as conntrack -L shows it. */
-function oracleKey(e: OracleEntry, by: readonly SummaryKey[]): SummaryGroupKey {
+/**
+ * The key of an entry as conntrack -L shows it. `natIds`: the entries `conntrack -L -j` (any NAT)
+ * selects; the listing itself does not show NAT.
+ */
+function oracleKey(e: OracleEntry, by: readonly SummaryKey[], natIds: ReadonlySet<number>): SummaryGroupKey {
   const all: Record<SummaryKey, unknown> = {
     family: e.family,
     protocol: e.original.protocol,
@@ -27,15 +32,15 @@ function oracleKey(e: OracleEntry, by: readonly SummaryKey[]): SummaryGroupKey {
     zone: e.zone,
     assured: e.flags.includes('ASSURED'),
     seenReply: e.flags.includes('SEEN_REPLY'),
-    nat: undefined, // conntrack -L does not show NAT status bits: not compared here (see decode.test.ts)
+    nat: natIds.has(e.id),
   };
   return Object.fromEntries(by.map((k) => [k, all[k]])) as SummaryGroupKey;
 }
 
-function oracleGroups(entries: readonly OracleEntry[], by: readonly SummaryKey[]): Map<string, number> {
+function oracleGroups(entries: readonly OracleEntry[], by: readonly SummaryKey[], natIds: ReadonlySet<number> = new Set()): Map<string, number> {
   const groups = new Map<string, number>();
   for (const e of entries) {
-    const key = JSON.stringify(oracleKey(e, by), by as string[]);
+    const key = JSON.stringify(oracleKey(e, by, natIds), by as string[]);
     groups.set(key, (groups.get(key) ?? 0) + 1);
   }
   return groups;
@@ -46,6 +51,7 @@ describeIntegration('summarize() and conntrack top against conntrack -L', () => 
   let ct: Conntrack;
   let flows: OpenFlows;
   let oracle: OracleEntry[];
+  let natIds: Set<number>;
 
   beforeAll(async () => {
     ns = await createNetns('summary');
@@ -66,6 +72,7 @@ describeIntegration('summarize() and conntrack top against conntrack -L', () => 
       });
     }
     oracle = await oracleEntries(ns, { labels: false });
+    natIds = new Set(await oracleIds(ns, { filter: ['-j'] }));
   }, 60_000);
 
   afterAll(async () => {
@@ -76,14 +83,14 @@ describeIntegration('summarize() and conntrack top against conntrack -L', () => 
 
   const COMBINATIONS: SummaryKey[][] = [
     ['protocol', 'tcpState', 'dport'], ['src', 'dst'], ['family'], ['mark', 'assured'], ['zone'],
-    ['replySrc', 'replyDst', 'sport'], ['seenReply', 'protocol'],
+    ['replySrc', 'replyDst', 'sport'], ['seenReply', 'protocol'], ['nat', 'family'],
   ];
   for (const by of COMBINATIONS) {
     it(`by ${by.join(',')}: the same groups and counts as conntrack -L`, async () => {
       const summary = await ct.summarize(undefined, { by });
       expect(summary.total).toBe(oracle.length);
       const mine = new Map(summary.groups.map((g) => [JSON.stringify(g.key, by as string[]), g.count]));
-      expect(Object.fromEntries(mine)).toEqual(Object.fromEntries(oracleGroups(oracle, by)));
+      expect(Object.fromEntries(mine)).toEqual(Object.fromEntries(oracleGroups(oracle, by, natIds)));
       // Largest first.
       const counts = summary.groups.map((g) => g.count);
       expect(counts).toEqual([...counts].sort((a, b) => b - a));
@@ -107,23 +114,77 @@ describeIntegration('summarize() and conntrack top against conntrack -L', () => 
     await expect(ct.summarize(undefined, { by: ['dport'], top: 0 })).rejects.toMatchObject({ code: 'ERR_CONNTRACK_INVALID_ARGUMENT' });
   });
 
-  it('conntrack top prints the same groups (text and --json), and refuses unknown keys', async () => {
+  it('conntrack top prints the groups conntrack -L makes (text and --json), and refuses unknown keys', async () => {
+    const by: SummaryKey[] = ['dport', 'tcpState'];
+    const expected = oracleGroups(oracle, by);
+    const largest = [...expected.values()].sort((a, b) => b - a).slice(0, 3);
     const json = await runCommand(topCommand, ['--netns', ns.path, '--by', 'dport,tcpState', '-n', '3', '--json']);
-    expect(json.code).toBe(0);
+    expect(json.code, json.err).toBe(0);
     const parsed = JSON.parse(json.out) as { total: number; groups: Array<{ key: SummaryGroupKey; count: number }> };
-    const expected = await ct.summarize(undefined, { by: ['dport', 'tcpState'], top: 3 });
-    expect(parsed.total).toBe(expected.total);
-    expect(parsed.groups).toEqual(expected.groups);
+    expect(parsed.total).toBe(oracle.length);
+    // The three largest groups (any of a tie at the cut), each with the oracle's count for its key.
+    expect(parsed.groups.map((g) => g.count)).toEqual(largest);
+    for (const group of parsed.groups) {
+      expect(expected.get(JSON.stringify(group.key, by as string[])), JSON.stringify(group.key)).toBe(group.count);
+    }
     const text = await runCommand(topCommand, ['--netns', ns.path, '--by', 'dport,tcpState', '-n', '3']);
     const lines = text.out.trim().split('\n');
-    expect(lines[0]).toBe(`${expected.total} entries, by dport,tcpState`);
+    expect(lines[0]).toBe(`${oracle.length} entries, by dport,tcpState`);
     expect(lines[1]).toMatch(/^count\s+%\s+dport\s+tcpState$/);
-    expect(lines.slice(2).map((l) => Number(l.trim().split(/\s+/)[0]))).toEqual(expected.groups.map((g) => g.count));
+    const rows = lines.slice(2).map((l) => l.trim().split(/\s+/));
+    expect(rows.map((r) => Number(r[0]))).toEqual(largest);
+    for (const [count, percent, dport, tcpState] of rows) {
+      const key = { dport: dport === '-' ? undefined : Number(dport), tcpState: tcpState === '-' ? undefined : tcpState };
+      expect(expected.get(JSON.stringify(key, by as string[])), `${dport} ${tcpState}`).toBe(Number(count));
+      expect(percent).toBe(`${((Number(count) / oracle.length) * 100).toFixed(1)}%`);
+    }
     const repeated = await runCommand(topCommand, ['--netns', ns.path, '--by', 'family', '--interval', '0.1', '--count', '2', '--json']);
     expect(repeated.code).toBe(0);
-    expect(repeated.out.match(/"time": /g)).toHaveLength(2);
+    const refreshes = repeated.out.trim().split(/\n(?=\{)/).map((chunk) => JSON.parse(chunk) as { total: number; groups: Array<{ key: SummaryGroupKey; count: number }> });
+    expect(refreshes).toHaveLength(2);
+    for (const refresh of refreshes) {
+      expect(Object.fromEntries(refresh.groups.map((g) => [JSON.stringify(g.key, ['family']), g.count])))
+        .toEqual(Object.fromEntries(oracleGroups(oracle, ['family'])));
+    }
     const bad = await runCommand(topCommand, ['--netns', ns.path, '--by', 'port']);
     expect(bad.code).toBe(2);
     expect(bad.err).toContain('unknown key "port"');
   });
 }, { tools: ['conntrack'] });
+
+describeIntegration('summarize() by nat, where FTP goes through SNAT and DNAT', () => {
+  let ns: Netns;
+  let run: FtpNatRun;
+  let flows: OpenFlows;
+
+  beforeAll(async () => {
+    ns = await createNetns('summary nat');
+    await enableTracking(ns);
+    // Entries without NAT beside the NATed FTP control and data connections.
+    flows = await openFlows(ns, [{ kind: 'tcp-established', family: 4 }, { kind: 'udp-oneway', family: 6 }]);
+    run = await runFtpThroughNat(ns, FTP_NAT_LONGER);
+  }, 60_000);
+
+  afterAll(async () => {
+    await run?.ftp.close();
+    await flows?.close();
+    await destroyAllNetns();
+  });
+
+  it('counts as NATed exactly the entries conntrack -L -j selects', async () => {
+    const oracle = await oracleEntries(ns, { labels: false });
+    const natIds = new Set(await oracleIds(ns, { filter: ['-j'] }));
+    // The control connection and both data connections; the two plain flows are not NATed.
+    expect(natIds.size).toBe(3);
+    expect(oracle.length).toBe(5);
+    await using ct = await Conntrack.open({ netns: ns.path });
+    for (const by of [['nat'], ['nat', 'protocol', 'dport']] as SummaryKey[][]) {
+      const summary = await ct.summarize(undefined, { by });
+      expect(summary.total).toBe(oracle.length);
+      const mine = Object.fromEntries(summary.groups.map((g) => [JSON.stringify(g.key, by as string[]), g.count]));
+      expect(mine, by.join(',')).toEqual(Object.fromEntries(oracleGroups(oracle, by, natIds)));
+    }
+    const onlyNat = await ct.summarize(undefined, { by: ['nat'] });
+    expect(onlyNat.groups.find((g) => g.key.nat === true)?.count).toBe(3);
+  });
+}, { tools: ['conntrack', 'python3'] });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { BUILT_LIB, ensureBuilt } from '../../helpers/cli.js';
+import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration, requireTool } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, type Netns } from '../../helpers/netns.js';
 
@@ -37,7 +37,6 @@ describeIntegration('the wake-up function and the dump thread', () => {
   let script: string;
 
   beforeAll(async () => {
-    await ensureBuilt('binding/native.js');
     ns = await createNetns('wakeup');
     dir = mkdtempSync(join(tmpdir(), 'ctt-wakeup-'));
     script = join(dir, 'hold.gdb');

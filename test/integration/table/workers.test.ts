@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { BUILT_LIB, ensureBuilt } from '../../helpers/cli.js';
+import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
@@ -41,7 +41,6 @@ describeIntegration('worker threads and process exits', () => {
   let dir: string;
 
   beforeAll(async () => {
-    await ensureBuilt('index.js');
     ns = await createNetns('workers');
     await enableTracking(ns);
     expect(await fillUdp(ns, ENTRIES)).toEqual({ sent: ENTRIES });

@@ -14,6 +14,7 @@ import { renderPersistence } from '../../../lib/tuning/persist.js';
 import { readAllSysctls, readSysctl, writeSysctl } from '../../../lib/tuning/sysctl.js';
 import { rejection } from '../../helpers/errors.js';
 import { describeIntegration } from '../../helpers/gate.js';
+import { holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
 import { createNetns, destroyAllNetns, run, type Netns } from '../../helpers/netns.js';
 import { requireTool } from '../../helpers/tools.js';
 
@@ -35,16 +36,20 @@ function asText(values: Record<string, number | string>): Record<string, string>
 }
 
 describeIntegration('conntrack sysctls in a network namespace', () => {
+  let limits: GlobalLimitsLock | undefined;
   let ns: Netns;
   let scratch: string;
   const sysctlTool = requireTool('sysctl');
 
   beforeAll(async () => {
+    // Compared with nf_conntrack_max below: nobody may change it meanwhile.
+    limits = await holdGlobalLimits('shared');
     ns = await createNetns('sysctl');
     scratch = await mkdtemp(join(tmpdir(), 'ct-sysctl-'));
   });
 
   afterAll(async () => {
+    limits?.release();
     await destroyAllNetns();
     if (scratch) await rm(scratch, { recursive: true, force: true });
   });

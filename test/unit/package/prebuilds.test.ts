@@ -4,14 +4,16 @@
  * needs no shared library that Node does not load, and exports only the Node-API entry points.
  * Read from the binaries with readelf (binutils; it reads every architecture).
  *
- * `npm run prebuilds` makes them; scripts/test-all.sh runs it before this test, so with CI=true a
- * missing prebuild is a failure, and elsewhere the test is skipped with the command to run.
+ * `npm run prebuilds` makes them; scripts/test-all.sh runs it before this test, so in CI (CI set to
+ * anything but empty, false or 0) a missing prebuild is a failure, and elsewhere the test is
+ * skipped with the command to run.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
+import { isCI } from '../../helpers/gate.js';
 import { findTool } from '../../helpers/tools.js';
 
 interface Target {
@@ -89,8 +91,8 @@ for (const target of TARGETS) {
   const missing = readelfMissing
     ? 'readelf not found (apt-get install binutils)'
     : existsSync(file) ? undefined : `${file} does not exist: run "npm run prebuilds"`;
-  const suite = missing !== undefined && process.env.CI !== 'true' ? describe.skip : describe;
-  if (missing !== undefined && process.env.CI !== 'true') console.warn(`[prebuilds] skipping linux-${target.arch}: ${missing}`);
+  const suite = missing !== undefined && !isCI() ? describe.skip : describe;
+  if (missing !== undefined && !isCI()) console.warn(`[prebuilds] skipping linux-${target.arch}: ${missing}`);
 
   suite(`prebuild linux-${target.arch}`, () => {
     it('exists and is built for its architecture', () => {

@@ -12,6 +12,7 @@ import { binding, type NativeError } from '../../../lib/binding/native.js';
 import { decodeBatch, decodeEventBatch } from '../../../lib/table/records.js';
 import { SUMMARY_KEYS, SummaryBuilder, summaryKeyNumbers, type SummaryKey } from '../../../lib/table/summary.js';
 import type { ConntrackEntry, EntryFilter } from '../../../lib/base/types.js';
+import { flagsOfStatus, parseEnum } from '../../helpers/kernel-uapi.js';
 
 const fixtures = join(import.meta.dirname, '..', '..', 'fixtures', 'kernel');
 
@@ -72,6 +73,46 @@ function expectProtocolError(run: () => unknown, pattern?: RegExp): void {
   if (pattern) expect(caught?.message).toMatch(pattern);
 }
 
+/**
+ * CTA_PROTOINFO_TCP of each entry in the recorded datagrams, read straight from the bytes with the
+ * attribute numbers of the kernel's uapi header: an account of the recording independent of the
+ * native decoder. Keyed by CTA_ID.
+ */
+function rawTcpInfo(recorded: readonly Buffer[]): Map<number, { wscaleOriginal: number; wscaleReply: number; flagsOriginal: number; flagsReply: number }> {
+  const uapi = readFileSync('/usr/include/linux/netfilter/nfnetlink_conntrack.h', 'utf8');
+  const cta = parseEnum(uapi, 'ctattr_type');
+  const protoinfo = parseEnum(uapi, 'ctattr_protoinfo');
+  const tcpAttr = parseEnum(uapi, 'ctattr_protoinfo_tcp');
+  const attributes = (data: Buffer, start: number, end: number): Map<number, Buffer> => {
+    const found = new Map<number, Buffer>();
+    for (let offset = start; offset + 4 <= end;) {
+      const length = data.readUInt16LE(offset);
+      if (length < 4) break;
+      found.set(data.readUInt16LE(offset + 2) & 0x3fff, data.subarray(offset + 4, offset + length));
+      offset += (length + 3) & ~3;
+    }
+    return found;
+  };
+  const nested = (data: Buffer | undefined) => (data === undefined ? new Map<number, Buffer>() : attributes(data, 0, data.length));
+  const out = new Map<number, { wscaleOriginal: number; wscaleReply: number; flagsOriginal: number; flagsReply: number }>();
+  for (const datagram of recorded) {
+    for (const message of messages(datagram)) {
+      if ((message.readUInt16LE(4) & 0xff) !== 0) continue; // IPCTNL_MSG_CT_NEW only (no DONE, no errors)
+      const top = attributes(message, 20, message.length);
+      const info = nested(nested(top.get(cta.get('CTA_PROTOINFO') as number)).get(protoinfo.get('CTA_PROTOINFO_TCP') as number));
+      if (info.size === 0) continue;
+      const byte = (name: string) => info.get(tcpAttr.get(name) as number)?.[0] ?? -1;
+      out.set((top.get(cta.get('CTA_ID') as number) as Buffer).readUInt32BE(0), {
+        wscaleOriginal: byte('CTA_PROTOINFO_TCP_WSCALE_ORIGINAL'),
+        wscaleReply: byte('CTA_PROTOINFO_TCP_WSCALE_REPLY'),
+        flagsOriginal: byte('CTA_PROTOINFO_TCP_FLAGS_ORIGINAL'),
+        flagsReply: byte('CTA_PROTOINFO_TCP_FLAGS_REPLY'),
+      });
+    }
+  }
+  return out;
+}
+
 describe('decoding recorded kernel messages', () => {
   const entries = decodeAll();
   const byId = new Map(entries.map((e) => [e.id, e]));
@@ -107,19 +148,23 @@ describe('decoding recorded kernel messages', () => {
   it('keeps status bits and names consistent', () => {
     for (const e of entries) {
       expect(e.flags).toContain('CONFIRMED');
-      expect(e.status & 0x8).toBe(0x8);
+      // The names are the status bits as the kernel's header numbers them.
+      expect(e.flags).toEqual(flagsOfStatus(e.status));
       expect(Object.isFrozen(e.flags)).toBe(true);
     }
   });
 
-  it('gives TCP entries their window scales and flags, ICMP entries type, code and id', () => {
+  it('gives TCP entries their window scales and flags as the recorded bytes carry them, ICMP entries type, code and id', () => {
     const tcp = entries.filter((e) => e.original.protocol === 'tcp');
     expect(tcp.length).toBeGreaterThan(0);
+    const raw = rawTcpInfo(datagrams);
+    expect([...raw.keys()].sort()).toEqual(tcp.map((e) => e.id).sort());
     for (const e of tcp) {
-      expect(e.tcp?.wscaleOriginal).toBeTypeOf('number');
-      expect(e.tcp?.flagsOriginal).toBeTypeOf('number');
+      expect(e.tcp, `entry ${e.id}`).toMatchObject(raw.get(e.id) as object);
       expect(e.original.icmpType).toBeUndefined();
     }
+    // The recorded table has scaled connections: the comparison is not all zeros.
+    expect(tcp.some((e) => (e.tcp?.wscaleOriginal ?? 0) > 0 && (e.tcp?.flagsOriginal ?? 0) > 0)).toBe(true);
     const icmp = entries.filter((e) => e.original.protocol === 'icmp');
     expect(icmp).toHaveLength(1);
     expect(icmp[0]?.original).toMatchObject({ icmpType: 8, icmpCode: 0, sport: undefined });
