@@ -567,6 +567,7 @@ function scenarios(opts, hasProcFile) {
     list.push({ key: 'libEntries', label: 'library: `for await (e of ct.entries())` (full objects)', run: child('entries') });
     list.push({ key: 'libIds', label: 'library: `entries()` touching only `e.id`', run: child('ids') });
     list.push({ key: 'libSummary', label: 'library: `ct.summarize(undefined, { by: [\'protocol\', \'dport\'] })`', run: child('summary') });
+    list.push({ key: 'libMirror', label: 'library: `mirror.summarize({ by: [\'protocol\', \'dport\'] })` (from memory; the mirror\'s fill not counted)', run: child('mirror') });
     list.push({ key: 'libWarm', label: 'library: `entries()`, second dump in the process (warm JIT)', run: child('warm') });
     list.push({ key: 'libCount', label: 'library: one `await ct.count()` (after open)', run: child('count') });
     list.push({
@@ -795,6 +796,28 @@ function report(meta, opts, bySize, latency, fills, others, events) {
     L.push(libBig?.status ?? 'library scenarios not run (--only)');
   }
   L.push('');
+  const mirrorRows = opts.sizes.filter((size) => bySize[size]?.libMirror?.runs.length);
+  if (mirrorRows.length) {
+    L.push('## Mirror (`ct.mirror()`): queries from memory');
+    L.push('');
+    L.push('Medians over repetitions, each a fresh process: the mirror fills (subscribe, then dump), then');
+    L.push('`mirror.summarize()` runs 5 times (median) and one dump-based `ct.summarize()` beside it. Native');
+    L.push('bytes: the store\'s own count (table plus every entry\'s block as malloc sized it); RSS: growth of');
+    L.push('the process across the fill, after a GC.');
+    L.push('');
+    L.push('| Entries | mirror.summarize() ms | dump summarize() ms | × faster | native B/entry | RSS B/entry | fill s | Target | |');
+    L.push('|---:|---:|---:|---:|---:|---:|---:|---|---|');
+    for (const size of mirrorRows) {
+      const runs = bySize[size].libMirror.runs;
+      const m = (f) => median(runs.map(f));
+      const ms = m((r) => r.seconds) * 1000;
+      const dumpMs = m((r) => r.dumpSummarySeconds) * 1000;
+      const bytes = m((r) => r.nativeBytesPerEntry);
+      const big = size >= 1_000_000;
+      L.push(`| ${fmtN(size)} | ${ms.toFixed(1)} | ${dumpMs.toFixed(0)} | ${(dumpMs / ms).toFixed(0)} | ${bytes.toFixed(0)} | ${m((r) => r.rssGrowthPerEntry).toFixed(0)} | ${m((r) => r.fillSeconds).toFixed(2)} | ${big ? '< 50 ms; ≤ 200 B' : ''} | ${big ? pass(ms < 50 && bytes <= 200) : ''} |`);
+    }
+    L.push('');
+  }
   if (events) {
     L.push(`## Events during a burst of ${fmtN(EVENT_BURST)} new entries`);
     L.push('');
