@@ -13,6 +13,8 @@
 //       mirror   ct.mirror(): the fill's time, native bytes per entry (the store's own count) and
 //                RSS growth per entry; then mirror.summarize() by protocol and dport, median of
 //                CALLS (default 5) calls, beside one dump-based ct.summarize() in the same process
+//       mirror-events  ct.mirror() at its defaults, prints {"ready":true}, then when stdin closes
+//                the events it took in, overflows, resyncs, its size and the process's CPU time
 //       events   subscribes to new-entry events with a receive buffer of CALLS bytes, prints
 //                {"ready":true}, counts events until stdin closes, then prints what it got
 //
@@ -162,6 +164,19 @@ if (mode === 'count') {
     seconds: times[Math.floor(times.length / 2)], entries, fillSeconds, dumpSummarySeconds,
     nativeBytesPerEntry: nativeBytes / entries, rssGrowthPerEntry: rssGrowth / entries, openSeconds,
   });
+} else if (mode === 'mirror-events') {
+  const mirror = await ct.mirror(undefined, { resyncInterval: 0 });
+  const cpuBefore = process.cpuUsage();
+  out({ ready: true });
+  process.stdin.resume();
+  await new Promise((resolve) => process.stdin.once('end', resolve));
+  const cpu = process.cpuUsage(cpuBefore);
+  const counters = mirror.counters();
+  const result = { received: counters.events, overflows: counters.overflows, resyncs: mirror.resyncs, size: mirror.size,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6, openSeconds };
+  mirror.close();
+  await closeHandle();
+  out(result);
 } else if (mode === 'events') {
   const stop = new AbortController();
   const events = ct.events(undefined, { types: ['new'], receiveBufferBytes: Number(callsArg), signal: stop.signal });
