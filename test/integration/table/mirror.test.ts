@@ -194,6 +194,9 @@ describeIntegration('mirror() against conntrack -L', () => {
     const fds = (await readdir('/proc/self/fd')).length;
     const threads = await threadCount();
     await using ct = await Conntrack.open({ netns: ns.path });
+    for (const resyncInterval of [-1, 1.5, 2 ** 31]) {
+      await expect(ct.mirror(undefined, { resyncInterval })).rejects.toMatchObject({ code: 'ERR_CONNTRACK_INVALID_ARGUMENT' });
+    }
     for (let i = 0; i < 5; i++) {
       const mirror = await ct.mirror(undefined, { resyncInterval: 100 });
       const watching = (async () => {
