@@ -24,7 +24,10 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
                         InstanceMethod<&MirrorWrap::Close>("close")});
   }
   explicit MirrorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MirrorWrap>(info) {}
-  ~MirrorWrap() override { closeSession(); }
+  ~MirrorWrap() override {
+    if (hookEnv_) napi_remove_env_cleanup_hook(hookEnv_, &MirrorWrap::OnTeardown, this);
+    closeSession();
+  }
 
   void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, const ct::EventOptions& events,
              uint32_t resyncIntervalMs, Napi::Function onSync, Napi::Function onChange) {
@@ -47,6 +50,10 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
           });
         },
         [changeFn]() mutable { changeFn.NonBlockingCall(); });
+    // The environment may end before this wrapper is collected: stop the threads and give the
+    // functions back then, before Node closes them (hooks run newest first).
+    napi_add_env_cleanup_hook(env, &MirrorWrap::OnTeardown, this);
+    hookEnv_ = env;
     SysError err;
     if (!session_->start(err)) {
       closeSession();
@@ -55,6 +62,12 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
   }
 
  private:
+  static void OnTeardown(void* arg) {
+    auto* self = static_cast<MirrorWrap*>(arg);
+    self->hookEnv_ = nullptr;
+    self->closeSession();
+  }
+
   void closeSession() {
     if (session_) session_->stop();  // joins: no call to onSync_ after this
     session_.reset();
@@ -136,7 +149,11 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
 
   Napi::Value WatchChanges(const Napi::CallbackInfo& info) {
     if (!session_) throw Napi::Error::New(info.Env(), "closed");
-    session_->watchChanges(info[0].ToBoolean().Value());
+    bool on = info[0].ToBoolean().Value();
+    session_->watchChanges(on);
+    // An iteration waiting for changes keeps the process alive, as events() does.
+    if (on) onChange_.Ref(info.Env());
+    else onChange_.Unref(info.Env());
     return info.Env().Undefined();
   }
 
@@ -157,6 +174,7 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
   std::unique_ptr<ct::MirrorSession> session_;
   Napi::ThreadSafeFunction onSync_;
   Napi::ThreadSafeFunction onChange_;
+  napi_env hookEnv_ = nullptr;
   bool live_ = false;
 };
 

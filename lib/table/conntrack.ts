@@ -521,11 +521,15 @@ export class Conntrack implements AsyncDisposable {
       throw toConntrackError(err, netns);
     }
     mirrors.add(mirror);
+    // The native callbacks do not hold the process open: this does, until the first fill ends.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
     try {
       await filled;
     } catch (err) {
       mirror.close();
       throw err;
+    } finally {
+      clearInterval(keepAlive);
     }
     return mirror;
   }
