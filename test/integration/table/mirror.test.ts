@@ -2,12 +2,15 @@
  * ct.mirror() against conntrack -L in a namespace with churn: UDP entries made, expiring and
  * deleted with conntrack -D while the mirror runs; and a forced overflow that makes it resync.
  */
+import { execFile } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEntry, type ConntrackEvent, type Mirror, type MirrorChange, type MirrorResync } from '../../../lib/index.js';
 import { topCommand } from '../../../lib/cli/top.js';
-import { runCommand } from '../../helpers/cli.js';
+import { BUILT_LIB, ensureBuilt, runCommand } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleEntries, type OracleEntry } from '../../helpers/oracle.js';
@@ -209,5 +212,16 @@ describeIntegration('mirror() against conntrack -L', () => {
     await ct.close();
     expect((await readdir('/proc/self/fd')).length).toBe(fds);
     expect(await threadCount()).toBe(threads);
+  }, 60_000);
+
+  it('lets a process wait for the fill and end with a mirror still open', async () => {
+    await ensureBuilt('index.js');
+    // Nothing but the mirror keeps this process alive: it must wait for the fill, print, and exit cleanly.
+    const script = `const { Conntrack } = await import(${JSON.stringify(join(BUILT_LIB, 'index.js'))});
+      const ct = await Conntrack.open({ netns: ${JSON.stringify(ns.path)} });
+      const mirror = await ct.mirror();
+      console.log(mirror.size);`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 30_000 });
+    expect(Number(stdout.trim())).toBe(await oracleEntries(ns).then((all) => all.length));
   }, 60_000);
 });
