@@ -10,6 +10,11 @@
 //                sidecar that dumps repeatedly)
 //       count    one await ct.count()
 //       latency  CALLS sequential await ct.count() on one handle (after a warm-up)
+//       mirror   ct.mirror(): the fill's time, native bytes per entry (the store's own count) and
+//                RSS growth per entry; then mirror.summarize() by protocol and dport, median of
+//                CALLS (default 5) calls, beside one dump-based ct.summarize() in the same process
+//       mirror-events  ct.mirror() at its defaults, prints {"ready":true}, then when stdin closes
+//                the events it took in, overflows, resyncs, its size and the process's CPU time
 //       events   subscribes to new-entry events with a receive buffer of CALLS bytes, prints
 //                {"ready":true}, counts events until stdin closes, then prints what it got
 //
@@ -131,6 +136,47 @@ if (mode === 'count') {
   const seconds = Number(process.hrtime.bigint() - s) / 1e9;
   await closeHandle();
   out({ seconds, entries: summary.total, groups: summary.groups.length, openSeconds });
+} else if (mode === 'mirror') {
+  globalThis.gc?.();
+  const rssBefore = vm('VmRSS');
+  const s = process.hrtime.bigint();
+  const mirror = await ct.mirror(undefined, { resyncInterval: 0 });
+  const fillSeconds = Number(process.hrtime.bigint() - s) / 1e9;
+  globalThis.gc?.();
+  const rssGrowth = vm('VmRSS') - rssBefore;
+  const entries = mirror.size;
+  const nativeBytes = mirror.nativeBytes;
+  const times = [];
+  let summary;
+  for (let i = 0; i < Number(callsArg ?? 5); i++) {
+    const t = process.hrtime.bigint();
+    summary = mirror.summarize({ by: ['protocol', 'dport'] });
+    times.push(Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  times.sort((a, b) => a - b);
+  const t = process.hrtime.bigint();
+  const dumped = await ct.summarize(undefined, { by: ['protocol', 'dport'] });
+  const dumpSummarySeconds = Number(process.hrtime.bigint() - t) / 1e9;
+  if (dumped.total !== summary.total) out({ warning: `mirror counted ${summary.total}, the dump ${dumped.total}` });
+  mirror.close();
+  await closeHandle();
+  out({
+    seconds: times[Math.floor(times.length / 2)], entries, fillSeconds, dumpSummarySeconds,
+    nativeBytesPerEntry: nativeBytes / entries, rssGrowthPerEntry: rssGrowth / entries, openSeconds,
+  });
+} else if (mode === 'mirror-events') {
+  const mirror = await ct.mirror(undefined, { resyncInterval: 0 });
+  const cpuBefore = process.cpuUsage();
+  out({ ready: true });
+  process.stdin.resume();
+  await new Promise((resolve) => process.stdin.once('end', resolve));
+  const cpu = process.cpuUsage(cpuBefore);
+  const counters = mirror.counters();
+  const result = { received: counters.events, overflows: counters.overflows, resyncs: mirror.resyncs, size: mirror.size,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6, openSeconds };
+  mirror.close();
+  await closeHandle();
+  out(result);
 } else if (mode === 'events') {
   const stop = new AbortController();
   const events = ct.events(undefined, { types: ['new'], receiveBufferBytes: Number(callsArg), signal: stop.signal });

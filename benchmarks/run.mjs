@@ -391,8 +391,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function eventsRep(kind) {
   await runOk('nsenter', [`--net=${state.nsPath}`, 'conntrack', '-F']);
-  const child = kind === 'lib'
-    ? spawn(process.execPath, [join(HERE, 'lib-child.mjs'), 'events', state.nsPath, String(EVENT_BUFFER_BYTES)], { stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = kind === 'lib' || kind === 'mirror'
+    ? spawn(process.execPath, [join(HERE, 'lib-child.mjs'), kind === 'lib' ? 'events' : 'mirror-events', state.nsPath, String(EVENT_BUFFER_BYTES)], { stdio: ['pipe', 'pipe', 'pipe'] })
     : spawn('nsenter', [`--net=${state.nsPath}`, 'conntrack', '-E', '-e', 'NEW', '-o', 'id', '--buffer-size', String(TOOL_EVENT_BUFFER_BYTES)], { stdio: ['ignore', 'ignore', 'pipe'] });
   current = child;
   let out = '';
@@ -401,7 +401,7 @@ async function eventsRep(kind) {
   child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
   const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
   try {
-    if (kind === 'lib') {
+    if (kind !== 'tool') {
       for (let waited = 0; !out.includes('"ready"'); waited += 10) {
         if (waited > 10_000) throw new Error(`lib-child events never got ready: ${err.trim()}`);
         await sleep(10);
@@ -414,7 +414,7 @@ async function eventsRep(kind) {
     const fill = await runOk('nsenter', [`--net=${state.nsPath}`, join(BIN, 'fill'), String(EVENT_BURST), '--start', String(state.nextStart), '--jobs', '1']);
     state.nextStart += EVENT_BURST;
     await sleep(1000); // let the listener drain what it buffered
-    if (kind === 'lib') child.stdin.end();
+    if (kind !== 'tool') child.stdin.end();
     else child.kill('SIGINT');
     const { code, signal } = await closed;
     if (code !== 0) throw new Error(`${kind} listener failed (${signal ?? `exit ${code}`}): ${err.trim()}`);
@@ -423,6 +423,11 @@ async function eventsRep(kind) {
       const j = lastJson(out);
       if (j.unavailable || j.error) return j;
       return { received: j.received, overflowReports: j.overflows, burstRate };
+    }
+    if (kind === 'mirror') {
+      const j = lastJson(out);
+      if (j.unavailable || j.error) return j;
+      return { received: j.received, overflowReports: j.overflows, resyncs: j.resyncs, size: j.size, cpuSeconds: j.cpuSeconds, burstRate };
     }
     const shown = Number(/(\d+) flow events have been shown/.exec(err)?.[1] ?? Number.NaN);
     return { received: shown, overflowReports: (err.match(/hit ENOBUFS/g) ?? []).length, burstRate };
@@ -433,10 +438,10 @@ async function eventsRep(kind) {
 }
 
 async function measureEvents(opts) {
-  const results = { lib: [], tool: [], status: null };
+  const results = { lib: [], tool: [], mirror: [], status: null };
   for (let rep = 0; rep < opts.reps; rep++) {
     // Alternate who goes first: the host drifts over minutes.
-    for (const kind of rep % 2 === 0 ? ['lib', 'tool'] : ['tool', 'lib']) {
+    for (const kind of rep % 2 === 0 ? ['lib', 'tool', 'mirror'] : ['mirror', 'tool', 'lib']) {
       checkInterrupted();
       const r = await eventsRep(kind);
       if (r.unavailable || r.error) {
@@ -530,6 +535,7 @@ function scenarios(opts, hasProcFile) {
     list.push({ key: 'libEntries', label: 'library: `for await (e of ct.entries())` (full objects)', run: child('entries') });
     list.push({ key: 'libIds', label: 'library: `entries()` touching only `e.id`', run: child('ids') });
     list.push({ key: 'libSummary', label: 'library: `ct.summarize(undefined, { by: [\'protocol\', \'dport\'] })`', run: child('summary') });
+    list.push({ key: 'libMirror', label: 'library: `mirror.summarize({ by: [\'protocol\', \'dport\'] })` (from memory; the mirror\'s fill not counted)', run: child('mirror') });
     list.push({ key: 'libWarm', label: 'library: `entries()`, second dump in the process (warm JIT)', run: child('warm') });
     list.push({ key: 'libCount', label: 'library: one `await ct.count()` (after open)', run: child('count') });
     list.push({
@@ -758,6 +764,28 @@ function report(meta, opts, bySize, latency, fills, others, events) {
     L.push(libBig?.status ?? 'library scenarios not run (--only)');
   }
   L.push('');
+  const mirrorRows = opts.sizes.filter((size) => bySize[size]?.libMirror?.runs.length);
+  if (mirrorRows.length) {
+    L.push('## Mirror (`ct.mirror()`): queries from memory');
+    L.push('');
+    L.push('Medians over repetitions, each a fresh process: the mirror fills (subscribe, then dump), then');
+    L.push('`mirror.summarize()` runs 5 times (median) and one dump-based `ct.summarize()` beside it. Native');
+    L.push('bytes: the store\'s own count (table plus every entry\'s block as malloc sized it); RSS: growth of');
+    L.push('the process across the fill, after a GC.');
+    L.push('');
+    L.push('| Entries | mirror.summarize() ms | dump summarize() ms | × faster | native B/entry | RSS B/entry | fill s | Target | |');
+    L.push('|---:|---:|---:|---:|---:|---:|---:|---|---|');
+    for (const size of mirrorRows) {
+      const runs = bySize[size].libMirror.runs;
+      const m = (f) => median(runs.map(f));
+      const ms = m((r) => r.seconds) * 1000;
+      const dumpMs = m((r) => r.dumpSummarySeconds) * 1000;
+      const bytes = m((r) => r.nativeBytesPerEntry);
+      const big = size >= 1_000_000;
+      L.push(`| ${fmtN(size)} | ${ms.toFixed(1)} | ${dumpMs.toFixed(0)} | ${(dumpMs / ms).toFixed(0)} | ${bytes.toFixed(0)} | ${m((r) => r.rssGrowthPerEntry).toFixed(0)} | ${m((r) => r.fillSeconds).toFixed(2)} | ${big ? '< 50 ms; ≤ 200 B' : ''} | ${big ? pass(ms < 50 && bytes <= 200) : ''} |`);
+    }
+    L.push('');
+  }
   if (events) {
     L.push(`## Events during a burst of ${fmtN(EVENT_BURST)} new entries`);
     L.push('');
@@ -777,6 +805,17 @@ function report(meta, opts, bySize, latency, fills, others, events) {
         if (!runs.length) continue;
         const lost = runs.map((r) => EVENT_BURST - r.received);
         L.push(`| ${label} | ${fmtN(median(runs.map((r) => r.received)))} | ${fmtN(median(lost))} | ${fmtN(Math.max(...lost))} | ${median(runs.map((r) => r.overflowReports))} | ${fmtN(Math.round(median(runs.map((r) => r.burstRate))))} |`);
+      }
+      const mirrorRuns = events.mirror ?? [];
+      if (mirrorRuns.length) {
+        L.push('');
+        L.push('The mirror (`ct.mirror()` at its defaults, all three event groups) during the same burst: events taken');
+        L.push('into its store, overflows and resyncs, entries it then holds, and the CPU time of its whole process');
+        L.push('(event thread, decoding, store) per event.');
+        L.push('');
+        L.push('| Listener | Events (median) | Overflows (median) | Resyncs (median) | Entries after (median) | CPU µs/event (median) |');
+        L.push('|---|---:|---:|---:|---:|---:|');
+        L.push(`| library: \`ct.mirror()\` | ${fmtN(median(mirrorRuns.map((r) => r.received)))} | ${median(mirrorRuns.map((r) => r.overflowReports))} | ${median(mirrorRuns.map((r) => r.resyncs))} | ${fmtN(median(mirrorRuns.map((r) => r.size)))} | ${median(mirrorRuns.map((r) => (r.cpuSeconds * 1e6) / Math.max(1, r.received))).toFixed(2)} |`);
       }
     }
     L.push('');

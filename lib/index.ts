@@ -1,5 +1,5 @@
 export { Conntrack, type DumpCounters, type EntryIterator } from './table/conntrack.js';
-export { Mirror, type MirrorOptions, type MirrorResync } from './table/mirror.js';
+export { Mirror, type MirrorChange, type MirrorLagged, type MirrorOptions, type MirrorResync } from './table/mirror.js';
 export type { TextChunk, TextLayout } from './table/text.js';
 export { ConntrackError, type ConntrackErrorCode } from './base/errors.js';
 export { STATUS_FLAGS, TCP_STATES, SCTP_STATES, DCCP_STATES, PROTOCOL_NUMBERS } from './table/records.js';

@@ -178,7 +178,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
   }
 
-  // startMirror(filter | null, receiveBufferBytes, maxReceiveBufferBytes, onSync): a NativeMirror.
+  // startMirror(filter | null, receiveBufferBytes, maxReceiveBufferBytes, onSync, resyncIntervalMs, onChange): a NativeMirror.
   Napi::Value StartMirror(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (closed_) throw Napi::Error::New(env, "closed");
@@ -188,7 +188,8 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     events.groups = 7;  // new, update, destroy
     events.receiveBufferBytes = static_cast<int>(info[1].As<Napi::Number>().Uint32Value());
     events.maxReceiveBufferBytes = static_cast<int>(info[2].As<Napi::Number>().Uint32Value());
-    return newMirror(env, nsFd_, hasFilter ? &filter : nullptr, events, info[3].As<Napi::Function>());
+    return newMirror(env, nsFd_, hasFilter ? &filter : nullptr, events, info[4].As<Napi::Number>().Uint32Value(),
+                     info[3].As<Napi::Function>(), info[5].As<Napi::Function>());
   }
 
   // startEvents(filter | null, batchSize, groups, receiveBufferBytes): a NativeDump that never ends.

@@ -19,22 +19,41 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
                         InstanceMethod<&MirrorWrap::Entries>("entries"),
                         InstanceMethod<&MirrorWrap::Summarize>("summarize"),
                         InstanceMethod<&MirrorWrap::Bytes>("bytes"), InstanceMethod<&MirrorWrap::Counters>("counters"),
+                        InstanceMethod<&MirrorWrap::WatchChanges>("watchChanges"),
+                        InstanceMethod<&MirrorWrap::TakeChanges>("takeChanges"),
                         InstanceMethod<&MirrorWrap::Close>("close")});
   }
   explicit MirrorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MirrorWrap>(info) {}
-  ~MirrorWrap() override { closeSession(); }
+  ~MirrorWrap() override {
+    if (hookEnv_) napi_remove_env_cleanup_hook(hookEnv_, &MirrorWrap::OnTeardown, this);
+    closeSession();
+  }
 
-  void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, const ct::EventOptions& events, Napi::Function onSync) {
+  void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, const ct::EventOptions& events,
+             uint32_t resyncIntervalMs, Napi::Function onSync, Napi::Function onChange) {
     onSync_ = Napi::ThreadSafeFunction::New(env, onSync, "conntrack-mirror", 0, 1);
     onSync_.Unref(env);
+    onChange_ = Napi::ThreadSafeFunction::New(env, onChange, "conntrack-mirror-changes", 0, 1);
+    onChange_.Unref(env);
     live_ = true;
-    Napi::ThreadSafeFunction tsfn = onSync_;
-    session_ = std::make_unique<ct::MirrorSession>(nsFd, filter, events, [tsfn](bool ok, const SysError& err) mutable {
-      SysError copy = err;
-      tsfn.NonBlockingCall([ok, copy](Napi::Env env, Napi::Function cb) {
-        cb.Call({ok ? env.Null() : toJsError(env, copy).Value()});
-      });
-    });
+    Napi::ThreadSafeFunction syncFn = onSync_;
+    Napi::ThreadSafeFunction changeFn = onChange_;
+    session_ = std::make_unique<ct::MirrorSession>(
+        nsFd, filter, events, resyncIntervalMs,
+        [syncFn](const ct::SyncReport& report) mutable {
+          syncFn.NonBlockingCall([report](Napi::Env env, Napi::Function cb) {
+            Napi::Object info = Napi::Object::New(env);
+            info.Set("reason", Napi::Number::New(env, static_cast<double>(report.reason)));
+            info.Set("removed", Napi::Number::New(env, static_cast<double>(report.result.removed)));
+            info.Set("added", Napi::Number::New(env, static_cast<double>(report.result.added)));
+            cb.Call({report.ok ? env.Null() : toJsError(env, report.err).Value(), info});
+          });
+        },
+        [changeFn]() mutable { changeFn.NonBlockingCall(); });
+    // The environment may end before this wrapper is collected: stop the threads and give the
+    // functions back then, before Node closes them (hooks run newest first).
+    napi_add_env_cleanup_hook(env, &MirrorWrap::OnTeardown, this);
+    hookEnv_ = env;
     SysError err;
     if (!session_->start(err)) {
       closeSession();
@@ -43,11 +62,18 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
   }
 
  private:
+  static void OnTeardown(void* arg) {
+    auto* self = static_cast<MirrorWrap*>(arg);
+    self->hookEnv_ = nullptr;
+    self->closeSession();
+  }
+
   void closeSession() {
     if (session_) session_->stop();  // joins: no call to onSync_ after this
     session_.reset();
     if (live_) {
       onSync_.Release();
+      onChange_.Release();
       live_ = false;
     }
   }
@@ -121,6 +147,25 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
     return o;
   }
 
+  Napi::Value WatchChanges(const Napi::CallbackInfo& info) {
+    if (!session_) throw Napi::Error::New(info.Env(), "closed");
+    bool on = info[0].ToBoolean().Value();
+    session_->watchChanges(on);
+    // An iteration waiting for changes keeps the process alive, as events() does.
+    if (on) onChange_.Ref(info.Env());
+    else onChange_.Unref(info.Env());
+    return info.Env().Undefined();
+  }
+
+  // takeChanges(): the change records waiting, as an event batch (overflowsBefore: changes dropped).
+  Napi::Value TakeChanges(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!session_) throw Napi::Error::New(env, "closed");
+    ct::Batch batch;
+    session_->takeChanges(batch);
+    return batchToJs(env, std::move(batch));
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     closeSession();
     return info.Env().Undefined();
@@ -128,6 +173,8 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
 
   std::unique_ptr<ct::MirrorSession> session_;
   Napi::ThreadSafeFunction onSync_;
+  Napi::ThreadSafeFunction onChange_;
+  napi_env hookEnv_ = nullptr;
   bool live_ = false;
 };
 
@@ -136,9 +183,9 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
 Napi::Function defineMirrorClass(Napi::Env env) { return MirrorWrap::Init(env); }
 
 Napi::Object newMirror(Napi::Env env, int nsFd, const ct::Filter* filter, const ct::EventOptions& events,
-                       Napi::Function onSync) {
+                       uint32_t resyncIntervalMs, Napi::Function onSync, Napi::Function onChange) {
   Napi::Object obj = env.GetInstanceData<AddonData>()->mirrorConstructor.New({});
-  MirrorWrap::Unwrap(obj)->Begin(env, nsFd, filter, events, onSync);
+  MirrorWrap::Unwrap(obj)->Begin(env, nsFd, filter, events, resyncIntervalMs, onSync, onChange);
   return obj;
 }
 

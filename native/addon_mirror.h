@@ -9,8 +9,9 @@
 namespace ct::addon {
 
 Napi::Function defineMirrorClass(Napi::Env env);
-// `onSync(error | null)` runs on the main thread after each dump of the mirror.
+// `onSync(error | null, { reason, removed, added })` runs on the main thread after each dump of the
+// mirror; `onChange()` when change records wait to be taken (takeChanges).
 Napi::Object newMirror(Napi::Env env, int nsFd, const ct::Filter* filter, const ct::EventOptions& events,
-                       Napi::Function onSync);
+                       uint32_t resyncIntervalMs, Napi::Function onSync, Napi::Function onChange);
 
 }  // namespace ct::addon

@@ -3,11 +3,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
+
 namespace ct {
 
-MirrorSession::MirrorSession(int nsFd, const Filter* filter, EventOptions events,
-                             std::function<void(bool, const SysError&)> synced)
-    : hasFilter_(filter != nullptr), eventOptions_(std::move(events)), synced_(std::move(synced)) {
+MirrorSession::MirrorSession(int nsFd, const Filter* filter, EventOptions events, uint32_t resyncIntervalMs,
+                             std::function<void(const SyncReport&)> synced, std::function<void()> changed)
+    : hasFilter_(filter != nullptr),
+      eventOptions_(std::move(events)),
+      resyncIntervalMs_(resyncIntervalMs),
+      synced_(std::move(synced)),
+      changed_(std::move(changed)) {
   if (filter) filter_ = *filter;
   if (nsFd >= 0) nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
 }
@@ -25,7 +31,9 @@ bool MirrorSession::start(SysError& err) {
   // Subscribed first, dumped after: nothing happens between the two unseen.
   options.subscribed = [this] { requestSync(); };
   events_ = std::make_unique<DumpSession>(nsFd_, hasFilter_ ? &filter_ : nullptr, 256, [] {}, &options);
-  events_->consumeWith([this](const Entry& e) { store_.applyEvent(e); },
+  events_->consumeWith([this](const Entry& e) {
+                         if (store_.applyEvent(e) != MirrorChange::kNone && watching_.load(std::memory_order_relaxed)) recordChange(e);
+                       },
                        [this] {
                          overflows_.fetch_add(1, std::memory_order_relaxed);
                          requestSync();
@@ -48,14 +56,52 @@ void MirrorSession::stop() {
   }
 }
 
+void MirrorSession::watchChanges(bool on) {
+  watching_.store(on);
+  if (on) return;
+  std::lock_guard<std::mutex> lock(changesMu_);
+  changes_.clear();
+  changesDropped_ = 0;
+}
+
+void MirrorSession::recordChange(const Entry& e) {
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(changesMu_);
+    first = changes_.count == 0 && changesDropped_ == 0;
+    if (changes_.count >= kMaxPendingChanges) ++changesDropped_;
+    else appendRecord(changes_, e);
+  }
+  if (first) changed_();
+}
+
+void MirrorSession::takeChanges(Batch& out) {
+  out.clear();
+  std::lock_guard<std::mutex> lock(changesMu_);
+  std::swap(out, changes_);
+  out.overflowsBefore = changesDropped_;
+  changesDropped_ = 0;
+}
+
 DumpCounters MirrorSession::eventCounters() const { return events_ ? events_->counters() : DumpCounters{}; }
 
 void MirrorSession::run() {
   for (;;) {
+    SyncReport report;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [this] { return syncWanted_ || stopping_; });
+      auto due = [this] { return syncWanted_ || stopping_; };
+      // The periodic resync counts from the end of the last sync, whatever its reason.
+      if (filled_ && resyncIntervalMs_ > 0) {
+        if (!wake_.wait_for(lock, std::chrono::milliseconds(resyncIntervalMs_), due)) syncWanted_ = true;
+      } else {
+        wake_.wait(lock, due);
+      }
       if (stopping_) return;
+      report.reason = !filled_ ? SyncReason::kInitial
+                      : overflows_.load() > overflowsSeen_ ? SyncReason::kOverflow
+                                                           : SyncReason::kInterval;
+      overflowsSeen_ = overflows_.load();
       syncWanted_ = false;
       dumpEnded_ = false;
     }
@@ -87,8 +133,14 @@ void MirrorSession::run() {
     }
     dump.stop();
     // A failed dump leaves the store as it was, still marked as syncing: the next sync retries.
-    if (ok) store_.endSync();
-    synced_(ok, err);
+    if (ok) {
+      report.result = store_.endSync();
+      std::lock_guard<std::mutex> lock(mu_);
+      filled_ = true;
+    }
+    report.ok = ok;
+    report.err = err;
+    synced_(report);
   }
 }
 

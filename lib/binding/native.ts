@@ -121,9 +121,13 @@ export interface NativeHandle {
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
   startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number,
     reliable?: boolean, maxReceiveBufferBytes?: number): NativeDump;
-  /** A live mirror of the table (lib/table/mirror.ts states its shape); `onSync` after each dump. */
+  /**
+   * A live mirror of the table (lib/table/mirror.ts states its shape); `onSync` after each dump,
+   * `onChange` when change records wait (takeChanges), a resync every `resyncIntervalMs` (0: never).
+   */
   startMirror(filter: NativeFilter | null, receiveBufferBytes: number, maxReceiveBufferBytes: number,
-    onSync: (error: NativeError | null) => void): unknown;
+    onSync: (error: NativeError | null, info: { reason: number; removed: number; added: number }) => void,
+    resyncIntervalMs: number, onChange: () => void): unknown;
   /** Get, create, update or delete one entry (ENTRY_OP); a GET's answer comes as a one-record batch. */
   entryRequest(op: number, spec: NativeEntrySpec): NativeBatch | Promise<NativeBatch>;
   /** Deletes every entry of the namespace (family 0: all). */

@@ -1,6 +1,8 @@
 /**
  * `conntrack top`: the largest groups of entries (by destination port, state, source…), counted
- * from the native records without building entries; once, or every --interval seconds.
+ * from the native records without building entries; once, or every --interval seconds. With
+ * --live each refresh counts from a mirror (Conntrack.mirror()) kept current by events, instead of
+ * dumping the table again.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -12,7 +14,8 @@ import { FILTER_USAGE, LIST_OPTIONS, filterFromOptions } from './core.js';
 
 const DEFAULT_BY: readonly SummaryKey[] = ['protocol', 'tcpState', 'dport'];
 
-const USAGE = `usage: conntrack top [filters] [--by KEY[,KEY..]] [-n N] [--interval S [--count N]] [--netns PATH|PID] [--json]
+const USAGE = `usage: conntrack top [filters] [--by KEY[,KEY..]] [-n N] [--interval S [--count N]] [--live] [--netns PATH|PID] [--json]
+--live: refresh from a live mirror of the table (events, resynced on loss) instead of a dump each time; --interval defaults to 1
 keys: ${SUMMARY_KEYS.join(', ')} (default ${DEFAULT_BY.join(',')})
 ${FILTER_USAGE}`;
 
@@ -34,13 +37,14 @@ export const topCommand: Command = (argv, io) =>
     const { values } = parseArgs({
       args: argv,
       strict: true,
-      options: { ...LIST_OPTIONS, by: { type: 'string' }, n: { type: 'string', short: 'n' }, interval: { type: 'string' }, count: { type: 'string' } },
+      options: { ...LIST_OPTIONS, by: { type: 'string' }, n: { type: 'string', short: 'n' }, interval: { type: 'string' }, count: { type: 'string' }, live: { type: 'boolean', default: false } },
     });
     if (values.jsonl) throw new UsageError('--jsonl: use --json (one object per refresh)');
     const by = values.by === undefined ? DEFAULT_BY : (values.by.split(',') as SummaryKey[]);
     for (const key of by) if (!SUMMARY_KEYS.includes(key)) throw new UsageError(`--by: unknown key "${key}"`);
     const top = integerOption('n', values.n, 1) ?? 20;
-    const interval = numberOption('interval', values.interval);
+    const live = values.live === true;
+    const interval = numberOption('interval', values.interval) ?? (live ? 1 : undefined);
     if (interval !== undefined && interval <= 0) throw new UsageError('--interval takes seconds above 0');
     const count = integerOption('count', values.count, 1) ?? (interval === undefined ? 1 : undefined);
     const filter = filterFromOptions(values);
@@ -48,6 +52,11 @@ export const topCommand: Command = (argv, io) =>
     const stop = stopOnTermination();
     try {
       const ct = await Conntrack.open(netnsOption(values.netns));
+      // The mirror holds only what the filter selects, so its summaries need no filter.
+      const mirror = live ? await ct.mirror(filter).catch(async (err: unknown) => {
+        await ct.close();
+        throw err;
+      }) : undefined;
       try {
         const clear = interval !== undefined && (io.stdout as NodeJS.WriteStream).isTTY === true && !values.json;
         for (let shown = 0; !stop.signal.aborted && (count === undefined || shown < count); shown++) {
@@ -58,12 +67,13 @@ export const topCommand: Command = (argv, io) =>
               break; // Ctrl-C while waiting
             }
           }
-          const summary = await ct.summarize(filter, { by, top });
-          if (values.json) json(io.stdout, { time: new Date().toISOString(), ...summary });
+          const summary = mirror ? mirror.summarize({ by, top }) : await ct.summarize(filter, { by, top });
+          if (values.json) json(io.stdout, { time: new Date().toISOString(), ...summary, ...(mirror && { resyncs: mirror.resyncs }) });
           else write(io.stdout, `${clear ? '\u001b[H\u001b[2J' : shown > 0 ? '\n' : ''}${formatSummary(summary, by)}`);
         }
         return 0;
       } finally {
+        mirror?.close();
         await ct.close();
       }
     } finally {

@@ -39,6 +39,16 @@ const MAX_EVENT_BUFFER_BYTES = 1 << 30;
 /** Where the buffer stops growing after overflows (without reliable delivery). */
 const DEFAULT_MAX_EVENT_BUFFER_BYTES = 64 << 20;
 /** In NFNLGRP_CONNTRACK_* order. */
+/** A mirror's periodic resync when nf_conntrack_events is 2 (see MirrorOptions.resyncInterval). */
+export const DEFAULT_RESYNC_INTERVAL_MS = 60_000;
+const MAX_RESYNC_INTERVAL_MS = 2 ** 31 - 1;
+
+// With nf_conntrack_events = 2 entries made before any listener never report their destroy.
+async function defaultResyncInterval(netns: string | undefined): Promise<number> {
+  const value = await readSysctl('nf_conntrack_events', netns === undefined ? {} : { netns }).catch(() => '2');
+  return Number(value) === 2 ? DEFAULT_RESYNC_INTERVAL_MS : 0;
+}
+
 const EVENT_GROUP_TYPES: readonly ConntrackEventType[] = ['new', 'update', 'destroy'];
 
 /** Maps an addon error to a ConntrackError a person can act on. */
@@ -493,6 +503,10 @@ export class Conntrack implements AsyncDisposable {
     if (!Number.isInteger(maxReceiveBufferBytes) || maxReceiveBufferBytes < receiveBufferBytes || maxReceiveBufferBytes > MAX_EVENT_BUFFER_BYTES) {
       throw invalidArgument(`maxReceiveBufferBytes must be an integer from receiveBufferBytes to ${MAX_EVENT_BUFFER_BYTES}`);
     }
+    const resyncInterval = options.resyncInterval ?? await defaultResyncInterval(this.netns);
+    if (!Number.isInteger(resyncInterval) || resyncInterval < 0 || resyncInterval > MAX_RESYNC_INTERVAL_MS) {
+      throw invalidArgument(`resyncInterval must be an integer from 0 to ${MAX_RESYNC_INTERVAL_MS} (milliseconds)`);
+    }
     const compiled = compileFilter(filter, false);
     const native = this.#handle();
     const netns = this.netns;
@@ -504,18 +518,22 @@ export class Conntrack implements AsyncDisposable {
     let mirror: Mirror;
     try {
       mirror = new Mirror(
-        (onSync) => native.startMirror(compiled, receiveBufferBytes, maxReceiveBufferBytes,
-          (error) => onSync(error === null ? null : toConntrackError(error, netns))) as NativeMirror,
+        (onSync, onChange) => native.startMirror(compiled, receiveBufferBytes, maxReceiveBufferBytes,
+          (error, info) => onSync(error === null ? null : toConntrackError(error, netns), info), resyncInterval, onChange) as NativeMirror,
         () => mirrors.delete(mirror), settle);
     } catch (err) {
       throw toConntrackError(err, netns);
     }
     mirrors.add(mirror);
+    // The native callbacks do not hold the process open: this does, until the first fill ends.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
     try {
       await filled;
     } catch (err) {
       mirror.close();
       throw err;
+    } finally {
+      clearInterval(keepAlive);
     }
     return mirror;
   }

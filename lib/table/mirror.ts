@@ -5,9 +5,9 @@
  */
 import { closedError, invalidArgument } from '../base/errors.js';
 import type { NativeBatch, NativeFilter } from '../binding/native.js';
-import type { ConntrackEntry, EntryFilter, TupleSpec } from '../base/types.js';
+import type { ConntrackEntry, ConntrackEvent, EntryFilter, TupleSpec } from '../base/types.js';
 import { compileFilter } from './filter.js';
-import { decodeBatch } from './records.js';
+import { decodeBatch, decodeEventBatch } from './records.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummaryKey } from './summary.js';
 import { tupleSpec } from './entry-spec.js';
 
@@ -19,41 +19,86 @@ export interface NativeMirror {
   summarize(filter: NativeFilter | null, keys: number[]): NativeBatch;
   bytes(): number;
   counters(): { overflows: number; events: number; receiveBufferBytes: number; bufferGrowths: number };
+  watchChanges(on: boolean): void;
+  takeChanges(): NativeBatch;
   close(): void;
+}
+
+/** What the native side reports after each dump (native/ct_mirror.h SyncReason and SyncResult). */
+export interface NativeSyncInfo {
+  reason: number;
+  removed: number;
+  added: number;
 }
 
 export interface MirrorOptions {
   /** The event socket's buffer (default 8 MiB); it doubles on overflow up to `maxReceiveBufferBytes` (default 64 MiB). */
   receiveBufferBytes?: number;
   maxReceiveBufferBytes?: number;
+  /**
+   * Milliseconds between periodic resyncs from a fresh dump, counted from the end of the last one;
+   * 0: resync only after lost events. Default: 60000 when net.netfilter.nf_conntrack_events is 2
+   * (the kernel then reports the destroy of an entry only if a listener existed when the entry was
+   * made, so entries older than the mirror would otherwise never leave it), else 0.
+   */
+  resyncInterval?: number;
 }
 
 /** An item of a mirror's change stream: the mirror was filled again from a fresh dump. */
 export interface MirrorResync {
   type: 'resync';
+  /** Why: events were lost (`overflow`), or the periodic resync (`interval`). */
+  reason: 'overflow' | 'interval';
   /** Resyncs so far, the first fill not counted. */
   resyncs: number;
   at: Date;
   /** Entries after it. */
   size: number;
+  /** Entries the dump no longer showed (gone while events were lost), removed. */
+  removed: number;
+  /** Entries the dump showed that the mirror lacked, added. */
+  added: number;
 }
 
-export class Mirror implements AsyncIterable<MirrorResync> {
+/**
+ * The change stream lagged: this many changes were not kept for it because it was not read fast
+ * enough (the mirror itself stayed current; only the stream skipped them).
+ */
+export interface MirrorLagged {
+  type: 'lagged';
+  dropped: number;
+}
+
+/** An item of a mirror's change stream. */
+export type MirrorChange = ConntrackEvent | MirrorResync | MirrorLagged;
+
+const SYNC_REASONS = ['initial', 'overflow', 'interval'] as const;
+
+interface Stream {
+  queue: MirrorChange[];
+  wake: (() => void) | undefined;
+}
+
+export class Mirror implements AsyncIterable<MirrorChange> {
   #native: NativeMirror | undefined;
   #syncs = 0;
   #lastResync: Date | undefined;
-  #waiters: Array<(item: MirrorResync | null) => void> = [];
-  #queue: MirrorResync[] = [];
+  #streams = new Set<Stream>();
   #failure: Error | undefined;
   #onClose: () => void;
 
   /** @internal Use Conntrack.mirror(). */
-  constructor(start: (onSync: (error: Error | null) => void) => NativeMirror, onClose: () => void, ready: (error?: Error) => void) {
+  constructor(
+    start: (onSync: (error: Error | null, info: NativeSyncInfo) => void, onChange: () => void) => NativeMirror,
+    onClose: () => void,
+    ready: (error?: Error) => void,
+  ) {
     this.#onClose = onClose;
-    this.#native = start((error) => {
+    this.#native = start((error, info) => {
       if (error !== null) {
         this.#failure ??= error;
         if (this.#syncs === 0) ready(error);
+        this.#wakeAll();
         return;
       }
       this.#syncs += 1;
@@ -62,11 +107,13 @@ export class Mirror implements AsyncIterable<MirrorResync> {
         return;
       }
       this.#lastResync = new Date();
-      const item: MirrorResync = { type: 'resync', resyncs: this.#syncs - 1, at: this.#lastResync, size: this.size };
-      const waiter = this.#waiters.shift();
-      if (waiter) waiter(item);
-      else this.#queue.push(item);
-    });
+      // Changes recorded before the dump ended come first.
+      this.#takeChanges();
+      this.#broadcast({
+        type: 'resync', reason: SYNC_REASONS[info.reason] === 'interval' ? 'interval' : 'overflow',
+        resyncs: this.#syncs - 1, at: this.#lastResync, size: this.size, removed: info.removed, added: info.added,
+      });
+    }, () => this.#takeChanges());
   }
 
   #mirror(): NativeMirror {
@@ -74,6 +121,23 @@ export class Mirror implements AsyncIterable<MirrorResync> {
     return this.#native;
   }
 
+  #takeChanges(): void {
+    if (this.#native === undefined || this.#streams.size === 0) return;
+    for (const item of decodeEventBatch(this.#native.takeChanges())) {
+      this.#broadcast(item.type === 'overflow' ? { type: 'lagged', dropped: item.count } : item);
+    }
+  }
+
+  #broadcast(item: MirrorChange): void {
+    for (const stream of this.#streams) {
+      stream.queue.push(item);
+      stream.wake?.();
+    }
+  }
+
+  #wakeAll(): void {
+    for (const stream of this.#streams) stream.wake?.();
+  }
   /** Entries in the mirror. */
   get size(): number {
     return this.#mirror().size();
@@ -121,19 +185,31 @@ export class Mirror implements AsyncIterable<MirrorResync> {
     return builder.finish(options.top);
   }
 
-  /** The mirror's resyncs as they happen, until close(). */
-  async *[Symbol.asyncIterator](): AsyncIterator<MirrorResync> {
-    for (;;) {
-      if (this.#failure) throw this.#failure;
-      const queued = this.#queue.shift();
-      if (queued) {
-        yield queued;
-        continue;
+  /**
+   * The mirror's changes as they happen, until close(): each new, update and destroy event that
+   * changed it (as events() yields them), and a `resync` item after each resync. Changes are kept
+   * only while some iteration runs, from when it starts.
+   */
+  async *[Symbol.asyncIterator](): AsyncIterator<MirrorChange> {
+    const native = this.#mirror();
+    const stream: Stream = { queue: [], wake: undefined };
+    this.#streams.add(stream);
+    if (this.#streams.size === 1) native.watchChanges(true);
+    try {
+      for (;;) {
+        if (this.#failure) throw this.#failure;
+        const item = stream.queue.shift();
+        if (item !== undefined) {
+          yield item;
+          continue;
+        }
+        if (this.#native === undefined) return;
+        await new Promise<void>((resolve) => (stream.wake = resolve));
+        stream.wake = undefined;
       }
-      if (this.#native === undefined) return;
-      const item = await new Promise<MirrorResync | null>((resolve) => this.#waiters.push(resolve));
-      if (item === null) return;
-      yield item;
+    } finally {
+      this.#streams.delete(stream);
+      if (this.#streams.size === 0) this.#native?.watchChanges(false);
     }
   }
 
@@ -143,7 +219,7 @@ export class Mirror implements AsyncIterable<MirrorResync> {
     if (native === undefined) return;
     this.#native = undefined;
     native.close();
-    for (const waiter of this.#waiters.splice(0)) waiter(null);
+    this.#wakeAll();
     this.#onClose();
   }
 
