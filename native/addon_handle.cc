@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "addon.h"
 #include "addon_dump.h"
 #include "addon_values.h"
+#include "addon_workers.h"
 #include "netlink_socket.h"
 #include "requests.h"
 #include "transaction.h"
@@ -51,6 +53,10 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::StartEvents>("startEvents"),
                         InstanceMethod<&HandleWrap::EntryRequest>("entryRequest"),
                         InstanceMethod<&HandleWrap::Flush>("flush"),
+                        InstanceMethod<&HandleWrap::ReadFile>("readFile"),
+                        InstanceMethod<&HandleWrap::WriteFile>("writeFile"),
+                        InstanceMethod<&HandleWrap::ListDir>("listDir"),
+                        InstanceMethod<&HandleWrap::NamespaceInode>("namespaceInode"),
                         InstanceMethod<&HandleWrap::Close>("close")});
   }
 
@@ -187,6 +193,27 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     events.groups = info[2].As<Napi::Number>().Uint32Value();
     events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events, {});
+  }
+
+  // readFile(path), writeFile(path, data), listDir(path): procfs and sysfs of the handle's own
+  // namespace, entered by its descriptor: a namespace file deleted and made again under the same
+  // name, or a pid reused, cannot redirect them to another namespace.
+  Napi::Value ReadFile(const Napi::CallbackInfo& info) { return RunFileOp(info, ct::addon::FileOp::kRead); }
+  Napi::Value WriteFile(const Napi::CallbackInfo& info) { return RunFileOp(info, ct::addon::FileOp::kWrite); }
+  Napi::Value ListDir(const Napi::CallbackInfo& info) { return RunFileOp(info, ct::addon::FileOp::kList); }
+  Napi::Value RunFileOp(const Napi::CallbackInfo& info, ct::addon::FileOp op) {
+    if (closed_) throw Napi::Error::New(info.Env(), "closed");
+    return netnsFileOnFd(info, nsFd_, op);
+  }
+
+  // The inode of the handle's namespace (this process's when it was opened without one).
+  Napi::Value NamespaceInode(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    struct stat st {};
+    int rc = nsFd_ >= 0 ? ::fstat(nsFd_, &st) : ::stat("/proc/thread-self/ns/net", &st);
+    if (rc != 0) throw toJsError(env, SysError::fromErrno(errno, "stat netns"));
+    return Napi::Number::New(env, static_cast<double>(st.st_ino));
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -11,7 +11,7 @@ import { netnsPath } from '../binding/netns.js';
 import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, type NativeDump, type NativeEntrySpec, type NativeError, type NativeHandle } from '../binding/native.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
 import { renderBatchText, type TextChunk, type TextLayout } from './text.js';
-import { readSysctl } from '../tuning/sysctl.js';
+import { readSysctl, readSysctlWith, type NetnsFiles } from '../tuning/sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec } from './entry-spec.js';
 import type {
@@ -53,6 +53,7 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
   if (resource !== undefined) return resource;
   if (syscall === 'open netns') {
     if (errno === 2 /* ENOENT */) return new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${netns} does not exist`, details);
+    if (errno === 3 /* ESRCH */) return new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${netns}: ${e.detail ?? 'no such process'}`, details);
     if (errno === 13 /* EACCES */ || errno === 1 /* EPERM */) {
       return new ConntrackError('ERR_CONNTRACK_PERMISSION', `cannot open network namespace ${netns}: run as root or grant CAP_SYS_ADMIN`, { ...details, capability: 'CAP_SYS_ADMIN' });
     }
@@ -190,8 +191,10 @@ export class Conntrack implements AsyncDisposable {
   static async open(options: OpenOptions = {}): Promise<Conntrack> {
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
     const path = options.netns === undefined ? undefined : netnsPath(options.netns);
+    // A pid goes to native code as a pid: it pins the process while opening its namespace.
+    const target = typeof options.netns === 'number' ? options.netns : path ?? null;
     try {
-      return new Conntrack(await binding().open(path ?? null), path);
+      return new Conntrack(await binding().open(target), path);
     } catch (err) {
       throw toConntrackError(err, path);
     }
@@ -209,6 +212,22 @@ export class Conntrack implements AsyncDisposable {
   #handle(): NativeHandle {
     if (this.#native === undefined) throw closedError();
     return this.#native;
+  }
+
+  /**
+   * The files of this handle's namespace, reached through the handle's own descriptor: after the
+   * namespace's path is deleted and made again, or its pid reused, the path names another
+   * namespace, while the descriptor still holds this one.
+   */
+  #files(): NetnsFiles {
+    const native = this.#handle();
+    return {
+      nsPath: this.netns ?? null,
+      listDir: (path) => native.listDir(path),
+      readFile: (path) => native.readFile(path),
+      writeFile: (path, data) => native.writeFile(path, data),
+      inode: async () => native.namespaceInode(),
+    };
   }
 
   /** Runs one request; requests on a handle never overlap (the socket is shared). */
@@ -277,7 +296,7 @@ export class Conntrack implements AsyncDisposable {
 
   async #readProcNumber(path: string): Promise<number> {
     try {
-      const text = this.netns ? await binding().netnsReadFile(this.netns, path) : await readFile(path, 'utf8');
+      const text = this.netns ? await this.#handle().readFile(path) : await readFile(path, 'utf8');
       return Number.parseInt(text, 10);
     } catch (err) {
       throw toConntrackError(err, this.netns);
@@ -420,7 +439,7 @@ export class Conntrack implements AsyncDisposable {
     // first next() instead of waiting forever. Checked beside the subscription, which is already
     // listening, so nothing is missed meanwhile; a setting that cannot be read makes no claim.
     const where = this.#where;
-    const switchedOff = readSysctl('nf_conntrack_events', this.netns === undefined ? {} : { netns: this.netns }).then(
+    const switchedOff = (this.netns === undefined ? readSysctl('nf_conntrack_events') : readSysctlWith(this.#files(), 'nf_conntrack_events')).then(
       (value) => (Number(value) === 0
         ? new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `conntrack events are switched off in ${where} (net.netfilter.nf_conntrack_events = 0): set it to 1`)
         : undefined),
