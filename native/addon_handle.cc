@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,11 @@
 
 namespace ct::addon {
 namespace {
+
+// The bounds lib/table/conntrack.ts gives these options, checked again here.
+constexpr double kMaxBatchSize = 65536;
+constexpr double kMinEventBufferBytes = 4096;
+constexpr double kMaxEventBufferBytes = 1 << 30;
 
 class HandleWrap;
 
@@ -149,18 +155,20 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   // empty) or a promise of one. flush(family): every entry of the namespace.
   Napi::Value EntryRequest(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    auto op = static_cast<ct::EntryOp>(integerArgument(info[0], "entry request op", 0, 3));
     ct::EntrySpec spec;
-    readEntrySpec(info[1].As<Napi::Object>(), spec);
+    readEntrySpec(info[1], spec);
     std::vector<uint8_t> request(1024);
-    size_t len = ct::buildEntryRequest(request.data(), request.size(),
-                                       static_cast<ct::EntryOp>(info[0].As<Napi::Number>().Uint32Value()), 0, spec);
+    size_t len = ct::buildEntryRequest(request.data(), request.size(), op, 0, spec);
     return RunRequest(env, std::move(request), len);
   }
 
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     std::vector<uint8_t> request(64);
-    size_t len = ct::buildFlushRequest(request.data(), request.size(), 0,
-                                       static_cast<uint8_t>(info[0].As<Napi::Number>().Uint32Value()));
+    double family = integerArgument(info[0], "flush family", 0, AF_INET6);
+    if (family != 0 && family != AF_INET && family != AF_INET6)
+      throw Napi::RangeError::New(info.Env(), "flush family must be 0, AF_INET or AF_INET6");
+    size_t len = ct::buildFlushRequest(request.data(), request.size(), 0, static_cast<uint8_t>(family));
     return RunRequest(info.Env(), std::move(request), len);
   }
 
@@ -176,7 +184,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     if (closed_) throw Napi::Error::New(env, "closed");
     ct::Filter filter;
     bool hasFilter = readFilter(info[0], filter);
-    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
     std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
@@ -188,10 +196,12 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     if (closed_) throw Napi::Error::New(env, "closed");
     ct::Filter filter;
     bool hasFilter = readFilter(info[0], filter);
-    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     ct::EventOptions events;
-    events.groups = info[2].As<Napi::Number>().Uint32Value();
-    events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
+    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY: bits 0 to 2.
+    events.groups = static_cast<uint32_t>(integerArgument(info[2], "event groups", 1, 7));
+    // 0 would leave the receiver waiting for room that never comes; 2^31 and more turn negative.
+    events.receiveBufferBytes = static_cast<int>(integerArgument(info[3], "receiveBufferBytes", kMinEventBufferBytes, kMaxEventBufferBytes));
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events, {});
   }
 

@@ -41,6 +41,10 @@ const EVENT_GROUP_TYPES: readonly ConntrackEventType[] = ['new', 'update', 'dest
 /** Maps an addon error to a ConntrackError a person can act on. */
 export function toConntrackError(err: unknown, netns: string | undefined): ConntrackError {
   if (err instanceof ConntrackError) return err;
+  // The binding's own checks of what lib hands it (lib validates first, so this is a lib bug).
+  if (err instanceof TypeError || err instanceof RangeError) {
+    return new ConntrackError('ERR_CONNTRACK_INVALID_ARGUMENT', `invalid argument: ${err.message}`, { cause: err });
+  }
   const e = err as NativeError & { detail?: string };
   const errno = e?.errno;
   const syscall = e?.syscall ?? '';
