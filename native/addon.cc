@@ -20,6 +20,8 @@ namespace {
 // decode(datagram, filter | null, events?, summaryKeys?): one captured datagram's batch (tests).
 Napi::Value Decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw Napi::TypeError::New(env, "datagram must be a Uint8Array");
   Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
   ct::Filter filter;
   bool hasFilter = info.Length() > 1 && readFilter(info[1], filter);

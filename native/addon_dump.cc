@@ -34,6 +34,16 @@ struct DumpState {
       wake.Release();
       wakeLive = false;
     }
+    reportExternal(0);  // stopped: its buffers are freed
+  }
+
+  // Tells V8 about the native buffers a running session holds (V8 counts them towards when to
+  // collect garbage, and process.memoryUsage().external shows them); 0 gives them back.
+  int64_t reportedBytes = 0;
+  void reportExternal(int64_t bytes) {
+    if (bytes == reportedBytes) return;
+    int64_t ignored;
+    if (napi_adjust_external_memory(env, bytes - reportedBytes, &ignored) == napi_ok) reportedBytes = bytes;
   }
 
   // Main thread: settle the pending read if the session has something.
@@ -125,6 +135,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
       state->close();  // gives the wake-up function back now, not when JS collects this object
       throw toJsError(env, err);
     }
+    state->reportExternal(static_cast<int64_t>(state->session->bufferBytesBound()));
   }
 
  private:

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,12 +14,18 @@
 #include "addon_dump.h"
 #include "addon_mirror.h"
 #include "addon_values.h"
+#include "addon_workers.h"
 #include "netlink_socket.h"
 #include "requests.h"
 #include "transaction.h"
 
 namespace ct::addon {
 namespace {
+
+// The bounds lib/table/conntrack.ts gives these options, checked again here.
+constexpr double kMaxBatchSize = 65536;
+constexpr double kMinEventBufferBytes = 4096;
+constexpr double kMaxEventBufferBytes = 1 << 30;
 
 class HandleWrap;
 
@@ -53,6 +61,10 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::StartMirror>("startMirror"),
                         InstanceMethod<&HandleWrap::EntryRequest>("entryRequest"),
                         InstanceMethod<&HandleWrap::Flush>("flush"),
+                        InstanceMethod<&HandleWrap::ReadFile>("readFile"),
+                        InstanceMethod<&HandleWrap::WriteFile>("writeFile"),
+                        InstanceMethod<&HandleWrap::ListDir>("listDir"),
+                        InstanceMethod<&HandleWrap::NamespaceInode>("namespaceInode"),
                         InstanceMethod<&HandleWrap::Close>("close")});
   }
 
@@ -145,18 +157,20 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   // empty) or a promise of one. flush(family): every entry of the namespace.
   Napi::Value EntryRequest(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    auto op = static_cast<ct::EntryOp>(integerArgument(info[0], "entry request op", 0, 3));
     ct::EntrySpec spec;
-    readEntrySpec(info[1].As<Napi::Object>(), spec);
+    readEntrySpec(info[1], spec);
     std::vector<uint8_t> request(1024);
-    size_t len = ct::buildEntryRequest(request.data(), request.size(),
-                                       static_cast<ct::EntryOp>(info[0].As<Napi::Number>().Uint32Value()), 0, spec);
+    size_t len = ct::buildEntryRequest(request.data(), request.size(), op, 0, spec);
     return RunRequest(env, std::move(request), len);
   }
 
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     std::vector<uint8_t> request(64);
-    size_t len = ct::buildFlushRequest(request.data(), request.size(), 0,
-                                       static_cast<uint8_t>(info[0].As<Napi::Number>().Uint32Value()));
+    double family = integerArgument(info[0], "flush family", 0, AF_INET6);
+    if (family != 0 && family != AF_INET && family != AF_INET6)
+      throw Napi::RangeError::New(info.Env(), "flush family must be 0, AF_INET or AF_INET6");
+    size_t len = ct::buildFlushRequest(request.data(), request.size(), 0, static_cast<uint8_t>(family));
     return RunRequest(info.Env(), std::move(request), len);
   }
 
@@ -172,7 +186,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     if (closed_) throw Napi::Error::New(env, "closed");
     ct::Filter filter;
     bool hasFilter = readFilter(info[0], filter);
-    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
     std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
@@ -186,9 +200,13 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     bool hasFilter = readFilter(info[0], filter);
     ct::EventOptions events;
     events.groups = 7;  // new, update, destroy
-    events.receiveBufferBytes = static_cast<int>(info[1].As<Napi::Number>().Uint32Value());
-    events.maxReceiveBufferBytes = static_cast<int>(info[2].As<Napi::Number>().Uint32Value());
-    return newMirror(env, nsFd_, hasFilter ? &filter : nullptr, events, info[4].As<Napi::Number>().Uint32Value(),
+    events.receiveBufferBytes =
+        static_cast<int>(integerArgument(info[1], "receiveBufferBytes", kMinEventBufferBytes, kMaxEventBufferBytes));
+    events.maxReceiveBufferBytes =
+        static_cast<int>(integerArgument(info[2], "maxReceiveBufferBytes", kMinEventBufferBytes, kMaxEventBufferBytes));
+    if (!info[3].IsFunction() || !info[5].IsFunction()) throw Napi::TypeError::New(env, "mirror callbacks must be functions");
+    return newMirror(env, nsFd_, hasFilter ? &filter : nullptr, events,
+                     static_cast<uint32_t>(integerArgument(info[4], "resyncInterval", 0, 0xffffffff)),
                      info[3].As<Napi::Function>(), info[5].As<Napi::Function>());
   }
 
@@ -198,13 +216,39 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     if (closed_) throw Napi::Error::New(env, "closed");
     ct::Filter filter;
     bool hasFilter = readFilter(info[0], filter);
-    size_t batchSize = info[1].As<Napi::Number>().Uint32Value();
+    auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     ct::EventOptions events;
-    events.groups = info[2].As<Napi::Number>().Uint32Value();
-    events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
+    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY: bits 0 to 2.
+    events.groups = static_cast<uint32_t>(integerArgument(info[2], "event groups", 1, 7));
+    // 0 would leave the receiver waiting for room that never comes; 2^31 and more turn negative.
+    events.receiveBufferBytes = static_cast<int>(integerArgument(info[3], "receiveBufferBytes", kMinEventBufferBytes, kMaxEventBufferBytes));
     events.reliable = info.Length() > 4 && info[4].ToBoolean().Value();
-    if (info.Length() > 5 && info[5].IsNumber()) events.maxReceiveBufferBytes = static_cast<int>(info[5].As<Napi::Number>().Uint32Value());
+    if (info.Length() > 5 && info[5].IsNumber()) {
+      events.maxReceiveBufferBytes =
+          static_cast<int>(integerArgument(info[5], "maxReceiveBufferBytes", kMinEventBufferBytes, kMaxEventBufferBytes));
+    }
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events, {});
+  }
+
+  // readFile(path), writeFile(path, data), listDir(path): procfs and sysfs of the handle's own
+  // namespace, entered by its descriptor: a namespace file deleted and made again under the same
+  // name, or a pid reused, cannot redirect them to another namespace.
+  Napi::Value ReadFile(const Napi::CallbackInfo& info) { return RunFileOp(info, ct::addon::FileOp::kRead); }
+  Napi::Value WriteFile(const Napi::CallbackInfo& info) { return RunFileOp(info, ct::addon::FileOp::kWrite); }
+  Napi::Value ListDir(const Napi::CallbackInfo& info) { return RunFileOp(info, ct::addon::FileOp::kList); }
+  Napi::Value RunFileOp(const Napi::CallbackInfo& info, ct::addon::FileOp op) {
+    if (closed_) throw Napi::Error::New(info.Env(), "closed");
+    return netnsFileOnFd(info, nsFd_, op);
+  }
+
+  // The inode of the handle's namespace (this process's when it was opened without one).
+  Napi::Value NamespaceInode(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    struct stat st {};
+    int rc = nsFd_ >= 0 ? ::fstat(nsFd_, &st) : ::stat("/proc/thread-self/ns/net", &st);
+    if (rc != 0) throw toJsError(env, SysError::fromErrno(errno, "stat netns"));
+    return Napi::Number::New(env, static_cast<double>(st.st_ino));
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

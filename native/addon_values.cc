@@ -1,7 +1,11 @@
 #include "addon_values.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 namespace ct::addon {
@@ -13,45 +17,96 @@ Napi::Array pairsToArray(Napi::Env env, const std::vector<uint32_t>& pairs) {
   return out;
 }
 
-uint32_t u32Of(const Napi::Object& o, const char* key) {
-  return o.Get(key).As<Napi::Number>().Uint32Value();
+// lib/ validates every value before it reaches the binding; the binding checks again, because a
+// wrong value here is not a wrong answer but memory: an index past a fixed array, a typed array
+// read beyond its end. A bad value is a TypeError or RangeError (lib maps both to
+// ERR_CONNTRACK_INVALID_ARGUMENT), never a cast.
+
+// An integer in [min, max].
+double integerValue(const Napi::Value& v, const char* what, double min, double max) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a number");
+  double n = v.As<Napi::Number>().DoubleValue();
+  if (!(n >= min && n <= max) || std::trunc(n) != n) {
+    throw Napi::RangeError::New(v.Env(), std::string(what) + " must be an integer from " + std::to_string(static_cast<int64_t>(min)) +
+                                             " to " + std::to_string(static_cast<int64_t>(max)));
+  }
+  return n;
+}
+
+double integerOf(const Napi::Object& o, const char* key, double min, double max) {
+  return integerValue(o.Get(key), key, min, max);
+}
+
+uint32_t u32Of(const Napi::Object& o, const char* key, uint32_t max = 0xffffffffu) {
+  return static_cast<uint32_t>(integerOf(o, key, 0, max));
+}
+
+Napi::Object objectOf(const Napi::Value& value, const char* what) {
+  if (!value.IsObject()) throw Napi::TypeError::New(value.Env(), std::string(what) + " must be an object");
+  return value.As<Napi::Object>();
+}
+
+Napi::Array arrayOf(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsArray()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be an array");
+  return v.As<Napi::Array>();
+}
+
+// A typed array of exactly `type`, with `length` elements: its bytes are read as that many.
+template <typename T>
+T typedArrayOf(const Napi::Value& v, napi_typedarray_type type, size_t length, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a " + (type == napi_uint8_array ? "Uint8Array" : "Uint32Array"));
+  T array = v.As<T>();
+  if (array.ElementLength() != length)
+    throw Napi::RangeError::New(v.Env(), std::string(what) + " must have " + std::to_string(length) + " elements");
+  return array;
+}
+
+uint8_t familyOf(const Napi::Object& o, bool anyAllowed) {
+  uint32_t family = u32Of(o, "family", 255);
+  if ((family == 0 && anyAllowed) || family == AF_INET || family == AF_INET6) return static_cast<uint8_t>(family);
+  throw Napi::RangeError::New(o.Env(), anyAllowed ? "family must be 0, AF_INET or AF_INET6" : "family must be AF_INET or AF_INET6");
 }
 
 // A key set to undefined counts as absent, as in JS.
 bool given(const Napi::Object& o, const char* key) { return o.Has(key) && !o.Get(key).IsUndefined(); }
 
-// { src?, dst?: Uint8Array (4 or 16 bytes), proto?, sport?, dport?, icmpType?, icmpCode?, icmpId?,
-// zone? }: the parts given are sent. lib/table/entry-spec.ts validates every value first.
-void readTuple(const Napi::Value& value, ct::Tuple& t) {
-  if (!value.IsObject()) return;
-  Napi::Object o = value.As<Napi::Object>();
+// { src?, dst?: Uint8Array (4 or 16 bytes, by `family`), proto?, sport?, dport?, icmpType?,
+// icmpCode?, icmpId?, zone? }: the parts given are sent. lib/table/entry-spec.ts validates every
+// value first.
+void readTuple(const Napi::Value& value, ct::Tuple& t, uint8_t family, const char* what) {
+  if (value.IsUndefined()) return;
+  Napi::Object o = objectOf(value, what);
   auto address = [&](const char* key, uint8_t* out, uint32_t bit) {
     if (!given(o, key)) return;
-    Napi::Uint8Array bytes = o.Get(key).As<Napi::Uint8Array>();
-    std::memcpy(out, bytes.Data(), std::min<size_t>(bytes.ByteLength(), 16));
+    size_t want = ct::addressLength(family);
+    Napi::Uint8Array bytes = typedArrayOf<Napi::Uint8Array>(o.Get(key), napi_uint8_array, want, key);
+    std::memcpy(out, bytes.Data(), want);
     t.has |= bit;
   };
   address("src", t.srcAddr, ct::kTupleHasSrc);
   address("dst", t.dstAddr, ct::kTupleHasDst);
   if (given(o, "proto")) {
-    t.proto = static_cast<uint8_t>(u32Of(o, "proto"));
+    t.proto = static_cast<uint8_t>(u32Of(o, "proto", 255));
     t.has |= ct::kTupleHasProto;
   }
   if (given(o, "sport")) {
-    t.sport = static_cast<uint16_t>(u32Of(o, "sport"));
-    t.dport = static_cast<uint16_t>(u32Of(o, "dport"));
+    t.sport = static_cast<uint16_t>(u32Of(o, "sport", 65535));
+    t.dport = static_cast<uint16_t>(u32Of(o, "dport", 65535));
     t.has |= ct::kTupleHasPorts;
   }
   if (given(o, "icmpType")) {
-    t.icmpType = static_cast<uint8_t>(u32Of(o, "icmpType"));
-    t.icmpCode = static_cast<uint8_t>(u32Of(o, "icmpCode"));
-    t.icmpId = static_cast<uint16_t>(u32Of(o, "icmpId"));
+    t.icmpType = static_cast<uint8_t>(u32Of(o, "icmpType", 255));
+    t.icmpCode = static_cast<uint8_t>(u32Of(o, "icmpCode", 255));
+    t.icmpId = static_cast<uint16_t>(u32Of(o, "icmpId", 65535));
     t.has |= ct::kTupleHasIcmp;
   }
   if (given(o, "zone")) {
-    t.zone = static_cast<uint16_t>(u32Of(o, "zone"));
+    t.zone = static_cast<uint16_t>(u32Of(o, "zone", 65535));
     t.has |= ct::kTupleHasZone;
   }
+  if (t.has != 0) t.family = family;
 }
 
 }  // namespace
@@ -89,65 +144,72 @@ Napi::Value transactionResult(Napi::Env env, ct::Transaction& t) {
   return rows;
 }
 
+double integerArgument(const Napi::Value& value, const char* what, double min, double max) {
+  return integerValue(value, what, min, max);
+}
+
 bool readFilter(const Napi::Value& value, ct::Filter& f) {
   if (value.IsNull() || value.IsUndefined()) return false;
-  Napi::Object o = value.As<Napi::Object>();
-  f.family = static_cast<uint8_t>(u32Of(o, "family"));
-  f.protocol = o.Get("protocol").As<Napi::Number>().Int32Value();
+  Napi::Object o = objectOf(value, "filter");
+  f.family = familyOf(o, true);
+  f.protocol = static_cast<int>(integerOf(o, "protocol", -1, 255));
   f.tcpStates = u32Of(o, "tcpStates");
   f.markValue = u32Of(o, "markValue");
   f.markMask = u32Of(o, "markMask");
-  f.zone = o.Get("zone").As<Napi::Number>().Int32Value();
+  f.zone = static_cast<int>(integerOf(o, "zone", -1, 65535));
   f.statusSet = u32Of(o, "statusSet");
   f.statusUnset = u32Of(o, "statusUnset");
   f.kernel = o.Get("kernel").ToBoolean().Value();
-  Napi::Array addresses = o.Get("addresses").As<Napi::Array>();
+  Napi::Array addresses = arrayOf(o, "addresses");
   for (uint32_t i = 0; i < addresses.Length(); ++i) {
-    Napi::Object a = addresses.Get(i).As<Napi::Object>();
+    Napi::Object a = objectOf(addresses.Get(i), "address filter");
     ct::AddressMatch m;
-    m.tuple = static_cast<uint8_t>(u32Of(a, "tuple"));
-    m.end = static_cast<uint8_t>(u32Of(a, "end"));
-    m.family = static_cast<uint8_t>(u32Of(a, "family"));
-    m.prefix = static_cast<uint8_t>(u32Of(a, "prefix"));
-    Napi::Uint8Array bytes = a.Get("bytes").As<Napi::Uint8Array>();
+    // Indices into [original, reply] and [source, destination]: request building and matching
+    // index fixed arrays with them.
+    m.tuple = static_cast<uint8_t>(u32Of(a, "tuple", 1));
+    m.end = static_cast<uint8_t>(u32Of(a, "end", 1));
+    m.family = familyOf(a, false);
     size_t want = ct::addressLength(m.family);
-    if (bytes.ByteLength() != want || m.prefix > want * 8)
-      throw Napi::TypeError::New(value.Env(), "address filter: wrong address length or prefix");
+    m.prefix = static_cast<uint8_t>(u32Of(a, "prefix", static_cast<uint32_t>(want * 8)));
+    Napi::Uint8Array bytes = typedArrayOf<Napi::Uint8Array>(a.Get("bytes"), napi_uint8_array, want, "address filter bytes");
     std::memcpy(m.bytes, bytes.Data(), want);
     f.addresses.push_back(m);
   }
-  Napi::Array ports = o.Get("ports").As<Napi::Array>();
+  Napi::Array ports = arrayOf(o, "ports");
   for (uint32_t i = 0; i < ports.Length(); ++i) {
-    Napi::Object p = ports.Get(i).As<Napi::Object>();
+    Napi::Object p = objectOf(ports.Get(i), "port filter");
     ct::PortMatch m;
-    m.tuple = static_cast<uint8_t>(u32Of(p, "tuple"));
-    m.end = static_cast<uint8_t>(u32Of(p, "end"));
-    m.low = static_cast<uint16_t>(u32Of(p, "low"));
-    m.high = static_cast<uint16_t>(u32Of(p, "high"));
+    m.tuple = static_cast<uint8_t>(u32Of(p, "tuple", 1));
+    m.end = static_cast<uint8_t>(u32Of(p, "end", 1));
+    m.low = static_cast<uint16_t>(u32Of(p, "low", 65535));
+    m.high = static_cast<uint16_t>(u32Of(p, "high", 65535));
+    if (m.low > m.high) throw Napi::RangeError::New(value.Env(), "port filter: low must not exceed high");
     f.ports.push_back(m);
   }
   return true;
 }
 
-void readEntrySpec(const Napi::Object& o, ct::EntrySpec& s) {
-  s.family = static_cast<uint8_t>(u32Of(o, "family"));
-  readTuple(o.Get("orig"), s.orig);
-  readTuple(o.Get("reply"), s.reply);
-  auto optional = [&](const char* key, bool& has, auto& field) {
+void readEntrySpec(const Napi::Value& value, ct::EntrySpec& s) {
+  Napi::Object o = objectOf(value, "entry spec");
+  s.family = familyOf(o, false);
+  readTuple(o.Get("orig"), s.orig, s.family, "orig");
+  readTuple(o.Get("reply"), s.reply, s.family, "reply");
+  auto optional = [&](const char* key, bool& has, auto& field, uint32_t max) {
     if (!given(o, key)) return;
     has = true;
-    field = static_cast<std::remove_reference_t<decltype(field)>>(u32Of(o, key));
+    field = static_cast<std::remove_reference_t<decltype(field)>>(u32Of(o, key, max));
   };
-  optional("id", s.hasId, s.id);
-  optional("mark", s.hasMark, s.mark);
-  optional("timeout", s.hasTimeout, s.timeout);
-  optional("status", s.hasStatus, s.status);
-  optional("tcpState", s.hasTcpState, s.tcpState);
-  optional("zone", s.hasZone, s.zone);
+  optional("id", s.hasId, s.id, 0xffffffffu);
+  optional("mark", s.hasMark, s.mark, 0xffffffffu);
+  optional("timeout", s.hasTimeout, s.timeout, 0xffffffffu);
+  optional("status", s.hasStatus, s.status, 0xffffffffu);
+  optional("tcpState", s.hasTcpState, s.tcpState, 255);
+  optional("zone", s.hasZone, s.zone, 65535);
   auto bits = [&](const char* key, bool& has, uint32_t (&out)[4]) {
     if (!given(o, key)) return;
-    Napi::Uint32Array words = o.Get(key).As<Napi::Uint32Array>();
-    for (size_t i = 0; i < 4 && i < words.ElementLength(); ++i) out[i] = words[i];
+    // Exactly four 32-bit words: a shorter or narrower view would be read past its end.
+    Napi::Uint32Array words = typedArrayOf<Napi::Uint32Array>(o.Get(key), napi_uint32_array, 4, key);
+    for (size_t i = 0; i < 4; ++i) out[i] = words[i];
     has = true;
   };
   bits("labels", s.hasLabels, s.labels);
@@ -159,8 +221,10 @@ std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& va
   if (!value.IsArray()) return keys;
   Napi::Array list = value.As<Napi::Array>();
   for (uint32_t i = 0; i < list.Length(); ++i) {
-    uint32_t k = list.Get(i).As<Napi::Number>().Uint32Value();
-    if (k >= ct::kSummaryKeyCount) throw Napi::RangeError::New(env, "unknown summary key");
+    Napi::Value key = list.Get(i);
+    if (!key.IsNumber()) throw Napi::TypeError::New(env, "summary keys must be numbers");
+    double k = key.As<Napi::Number>().DoubleValue();
+    if (!(k >= 0 && k < ct::kSummaryKeyCount) || std::trunc(k) != k) throw Napi::RangeError::New(env, "unknown summary key");
     keys.push_back(static_cast<ct::SummaryKey>(k));
   }
   return keys;

@@ -50,10 +50,14 @@ Napi::Object batchToJs(Napi::Env env, ct::Batch&& batch);
 // A finished transaction's answer: stats pairs, per-CPU rows, or a batch (entry requests).
 Napi::Value transactionResult(Napi::Env env, ct::Transaction& t);
 
-// False for null or undefined (no filter).
+// False for null or undefined (no filter). A value of the wrong type or out of range throws a
+// TypeError or RangeError (as every reader here): nothing unchecked reaches native structs.
 bool readFilter(const Napi::Value& value, ct::Filter& f);
 
-void readEntrySpec(const Napi::Object& o, ct::EntrySpec& s);
+void readEntrySpec(const Napi::Value& value, ct::EntrySpec& s);
+
+// An integer argument in [min, max], else a TypeError or RangeError naming it.
+double integerArgument(const Napi::Value& value, const char* what, double min, double max);
 
 // Summary key numbers (ct::SummaryKey); anything but an array is no summary.
 std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& value);

@@ -19,8 +19,8 @@ namespace {
 
 class OpenWorker : public Napi::AsyncWorker {
  public:
-  OpenWorker(Napi::Env env, std::string path, bool hasPath)
-      : Napi::AsyncWorker(env, "conntrack-open"), path_(std::move(path)), hasPath_(hasPath),
+  OpenWorker(Napi::Env env, std::string path, bool hasPath, int pid = 0)
+      : Napi::AsyncWorker(env, "conntrack-open"), path_(std::move(path)), hasPath_(hasPath), pid_(pid),
         deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -34,8 +34,8 @@ class OpenWorker : public Napi::AsyncWorker {
   }
 
   void OpenSocket() {
-    if (hasPath_) {
-      nsFd_ = ct::openNetns(path_, err_);
+    if (hasPath_ || pid_ > 0) {
+      nsFd_ = pid_ > 0 ? ct::openNetnsOfPid(pid_, err_) : ct::openNetns(path_, err_);
       if (nsFd_ < 0) return SetError("netns");
     }
     auto openSocket = [this] { opened_ = socket_.open(true, err_); };
@@ -65,6 +65,7 @@ class OpenWorker : public Napi::AsyncWorker {
  private:
   std::string path_;
   bool hasPath_;
+  int pid_;  // > 0: the namespace of this process, pinned by a pidfd
   Napi::Promise::Deferred deferred_;
   SysError err_;
   int nsFd_ = -1;
@@ -72,13 +73,19 @@ class OpenWorker : public Napi::AsyncWorker {
   bool opened_ = false;
 };
 
-// File operations inside a network namespace (procfs and sysfs views follow it).
+// File operations inside a network namespace (procfs and sysfs views follow it): the namespace
+// at a path, opened for this one operation, or a handle's own (`nsFd`, a copy this worker owns;
+// `here`: this process's namespace).
 class NetnsFileWorker : public Napi::AsyncWorker {
  public:
-  enum class Op { kRead, kWrite, kList };
-  NetnsFileWorker(Napi::Env env, Op op, std::string ns, std::string path, std::string data)
+  using Op = FileOp;
+  NetnsFileWorker(Napi::Env env, Op op, std::string ns, std::string path, std::string data, int nsFd = -1,
+                  bool here = false)
       : Napi::AsyncWorker(env, "conntrack-netns-file"), op_(op), ns_(std::move(ns)), path_(std::move(path)),
-        data_(std::move(data)), deferred_(Napi::Promise::Deferred::New(env)) {}
+        data_(std::move(data)), deferred_(Napi::Promise::Deferred::New(env)), ownedNsFd_(nsFd), here_(here) {}
+  ~NetnsFileWorker() override {
+    if (ownedNsFd_ >= 0) ::close(ownedNsFd_);
+  }
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -91,10 +98,18 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   }
 
   void InNetns() {
-    int nsFd = ct::openNetns(ns_, err_);
-    if (nsFd < 0) return SetError("netns");
+    if (here_) {  // a pool thread is in this process's namespace
+      perform();
+      if (failed_) SetError("file");
+      return;
+    }
+    int nsFd = ownedNsFd_;
+    if (nsFd < 0) {
+      nsFd = ct::openNetns(ns_, err_);
+      if (nsFd < 0) return SetError("netns");
+    }
     bool entered = ct::runInNetns(nsFd, [this] { perform(); }, err_);
-    ::close(nsFd);
+    if (nsFd != ownedNsFd_) ::close(nsFd);
     if (!entered || failed_) SetError("file");
   }
 
@@ -168,6 +183,8 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   bool failed_ = false;
   std::string result_;
   std::vector<std::string> entries_;
+  int ownedNsFd_;
+  bool here_;
 };
 
 Napi::Value NetnsFile(const Napi::CallbackInfo& info, NetnsFileWorker::Op op) {
@@ -184,7 +201,32 @@ Napi::Value NetnsFile(const Napi::CallbackInfo& info, NetnsFileWorker::Op op) {
 
 Napi::Value openHandle(const Napi::CallbackInfo& info) {
   bool hasPath = info.Length() > 0 && info[0].IsString();
-  auto* worker = new OpenWorker(info.Env(), hasPath ? info[0].As<Napi::String>().Utf8Value() : "", hasPath);
+  int pid = 0;
+  if (info.Length() > 0 && info[0].IsNumber()) {
+    double n = info[0].As<Napi::Number>().DoubleValue();
+    if (!(n >= 1 && n <= 0x7fffffff) || n != static_cast<double>(static_cast<int>(n)))
+      throw Napi::RangeError::New(info.Env(), "netns pid must be an integer from 1 to 2^31-1");
+    pid = static_cast<int>(n);
+  }
+  auto* worker = new OpenWorker(info.Env(), hasPath ? info[0].As<Napi::String>().Utf8Value() : "", hasPath, pid);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value netnsFileOnFd(const Napi::CallbackInfo& info, int nsFd, FileOp op) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || (op == FileOp::kWrite && !info[1].IsString()))
+    throw Napi::TypeError::New(env, "path (and data) must be strings");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string data = op == FileOp::kWrite ? info[1].As<Napi::String>().Utf8Value() : "";
+  // The worker's own copy: the handle may close while the operation runs.
+  int copy = -1;
+  if (nsFd >= 0) {
+    copy = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) throw toJsError(env, SysError::fromErrno(errno, "dup netns"));
+  }
+  auto* worker = new NetnsFileWorker(env, op, "", std::move(path), std::move(data), copy, nsFd < 0);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

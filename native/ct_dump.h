@@ -72,6 +72,10 @@ class DumpSession {
   void stop();
   DumpCounters counters() const;
 
+  // The most native memory the session's buffers hold at once (queued datagrams, batches being
+  // filled or waiting), for the binding to report to V8, which does not see it.
+  size_t bufferBytesBound() const;
+
  private:
   void receive();
   bool receiveAll(SysError& err);

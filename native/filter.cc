@@ -6,6 +6,8 @@ namespace ct {
 namespace {
 
 bool prefixMatches(const uint8_t* addr, const AddressMatch& m) {
+  // A prefix longer than the address would compare bytes past it (the binding refuses one too).
+  if (m.prefix > addressLength(m.family) * 8) return false;
   size_t full = m.prefix / 8;
   if (std::memcmp(addr, m.bytes, full) != 0) return false;
   unsigned rest = m.prefix % 8;

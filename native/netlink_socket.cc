@@ -68,10 +68,13 @@ bool NetlinkSocket::send(const void* buf, size_t len, SysError& err) {
   }
 }
 
-long NetlinkSocket::receive(void* buf, size_t cap, SysError& err, bool dontWait) {
+long NetlinkSocket::receive(void* buf, size_t cap, SysError& err, bool dontWait, uint32_t* senderPort) {
   for (;;) {
     // MSG_TRUNC: the datagram's real length, so a cut one is seen without a msghdr.
-    ssize_t n = ::recv(fd_, buf, cap, MSG_TRUNC | (dontWait ? MSG_DONTWAIT : 0));
+    sockaddr_nl from{};
+    socklen_t fromLen = sizeof from;
+    ssize_t n = ::recvfrom(fd_, buf, cap, MSG_TRUNC | (dontWait ? MSG_DONTWAIT : 0),
+                           senderPort ? reinterpret_cast<sockaddr*>(&from) : nullptr, senderPort ? &fromLen : nullptr);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
@@ -86,6 +89,7 @@ long NetlinkSocket::receive(void* buf, size_t cap, SysError& err, bool dontWait)
       err = SysError::malformed("empty datagram");
       return -1;
     }
+    if (senderPort) *senderPort = from.nl_pid;
     return static_cast<long>(n);
   }
 }

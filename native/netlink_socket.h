@@ -33,14 +33,20 @@ class NetlinkSocket {
 
   int fd() const { return fd_; }
   uint32_t portId() const { return portId_; }
-  uint32_t nextSeq() { return ++seq_; }
+  // Never 0: walkDatagram() takes an expected sequence number of 0 as "accept any message", so a
+  // request numbered 0 after the counter wraps would take other messages for its answer.
+  uint32_t nextSeq() {
+    if (++seq_ == 0) ++seq_;
+    return seq_;
+  }
 
   // Sends one request; a short send is an error (netlink datagrams are atomic).
   bool send(const void* buf, size_t len, SysError& err);
 
   // Receives one datagram. Returns its length, 0 when it would block (non-blocking mode),
-  // or -1 with `err` set. A datagram larger than `cap` is an error, never silently cut.
-  long receive(void* buf, size_t cap, SysError& err, bool dontWait);
+  // or -1 with `err` set. A datagram larger than `cap` is an error, never silently cut. With
+  // `senderPort`, the sender's netlink port id is stored there (0: the kernel).
+  long receive(void* buf, size_t cap, SysError& err, bool dontWait, uint32_t* senderPort = nullptr);
 
  private:
   int fd_ = -1;

@@ -3,19 +3,43 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <linux/magic.h>
 #include <linux/nsfs.h>
 
 #include <thread>
 
 namespace ct {
 
-int openNetns(const std::string& path, SysError& err) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+namespace {
+
+// Older uapi headers lack these; the numbers are the same on every architecture (Linux 5.1+).
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+// linux/pidfd.h, Linux 6.11: a pidfd's network namespace as an nsfs descriptor.
+constexpr unsigned long kPidfdGetNetNamespace = _IO(0xFF, 4);
+
+// Keeps `fd` when it is a network namespace; else closes it and sets `err`.
+int checkNetns(int fd, SysError& err) {
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0) {
     err = SysError::fromErrno(errno, "open netns");
+    ::close(fd);
+    return -1;
+  }
+  if (static_cast<unsigned long>(fs.f_type) != NSFS_MAGIC) {
+    err = SysError::fromErrno(EINVAL, "open netns");
+    err.detail = "not a namespace file (nsfs)";
+    ::close(fd);
     return -1;
   }
   // NS_GET_NSTYPE exists since Linux 4.11; ENOTTY means the file is not a namespace at all.
@@ -31,6 +55,55 @@ int openNetns(const std::string& path, SysError& err) {
     ::close(fd);
     return -1;
   }
+  return fd;
+}
+
+}  // namespace
+
+int openNetns(const std::string& path, SysError& err) {
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, holding a pool thread forever.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    err = SysError::fromErrno(errno, "open netns");
+    return -1;
+  }
+  return checkNetns(fd, err);
+}
+
+int openNetnsOfPid(int pid, SysError& err) {
+  if (pid <= 0) {
+    err = SysError::fromErrno(ESRCH, "open netns");
+    return -1;
+  }
+  std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    if (errno == ENOSYS) return openNetns(path, err);  // before Linux 5.3: nothing to pin with
+    err = SysError::fromErrno(errno, "open netns");
+    if (errno == ESRCH) err.detail = "no process " + std::to_string(pid);
+    return -1;
+  }
+  int fd = ::ioctl(pidfd, kPidfdGetNetNamespace, 0);
+  if (fd >= 0) {
+    ::close(pidfd);
+    return checkNetns(fd, err);
+  }
+  if (errno != ENOTTY && errno != EINVAL) {  // ESRCH: it exited; EACCES: not ours to look at
+    err = SysError::fromErrno(errno, "open netns");
+    if (errno == ESRCH) err.detail = "no process " + std::to_string(pid);
+    ::close(pidfd);
+    return -1;
+  }
+  // Before 6.11: open by path while the pidfd holds the process; it still being alive afterwards
+  // proves the pid was not reused in between, so the namespace opened is this process's.
+  fd = openNetns(path, err);
+  if (fd >= 0 && ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) != 0) {
+    err = SysError::fromErrno(errno, "open netns");
+    if (errno == ESRCH) err.detail = "process " + std::to_string(pid) + " exited while its namespace was opened";
+    ::close(fd);
+    fd = -1;
+  }
+  ::close(pidfd);
   return fd;
 }
 

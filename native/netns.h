@@ -9,8 +9,16 @@
 
 namespace ct {
 
-// Opens `path` and checks it is a network namespace. Returns the fd, or -1 with `err` set.
+// Opens `path` and checks it is a network namespace. Returns the fd, or -1 with `err` set. The
+// open never blocks (a FIFO at the path is refused, not waited on) and the file must be on nsfs
+// before anything else is done with it.
 int openNetns(const std::string& path, SysError& err);
+
+// The network namespace of process `pid`, pinned: the process is held by a pidfd while its
+// namespace is opened (from the pidfd itself where the kernel can, Linux 6.11+), so a pid reused
+// meanwhile cannot hand over another process's namespace. Kernels without pidfds (before 5.3)
+// open /proc/PID/ns/net. Returns the fd, or -1 with `err` set (ESRCH: no such process).
+int openNetnsOfPid(int pid, SysError& err);
 
 // Runs `work` on a new thread that first enters the namespace `nsFd`. Returns false with `err`
 // set when the thread cannot start, the switch fails or `work` throws; `work` reports its own

@@ -50,15 +50,16 @@ size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* fi
   bool portsComparable = filter->protocol == kProtoTcp || filter->protocol == kProtoUdp;
   uint32_t tupleFlags[2] = {0, 0};
   for (uint8_t dir = 0; dir < 2; ++dir) {
+    // Indexed by `end`: one past 1 is never ours to write (the binding refuses it too).
     const AddressMatch* ends[2] = {nullptr, nullptr};
     // IPv6 addresses stay native: the kernel's tuple filter tests them with
     // `!ipv6_addr_cmp(...)`, which rejects exactly the equal addresses (5.8 to at least 6.18).
     for (const AddressMatch& m : filter->addresses)
-      if (m.tuple == dir && m.family == AF_INET && family == AF_INET && m.prefix == addrLen * 8) ends[m.end] = &m;
+      if (m.tuple == dir && m.end < 2 && m.family == AF_INET && family == AF_INET && m.prefix == addrLen * 8) ends[m.end] = &m;
     const PortMatch* ports[2] = {nullptr, nullptr};
     if (portsComparable)
       for (const PortMatch& m : filter->ports)
-        if (m.tuple == dir && m.low == m.high) ports[m.end] = &m;
+        if (m.tuple == dir && m.end < 2 && m.low == m.high) ports[m.end] = &m;
     bool any = ends[0] || ends[1] || filter->protocol >= 0;
     if (!any) continue;
     size_t tuple = w.beginNest(dir == 0 ? CTA_TUPLE_ORIG : CTA_TUPLE_REPLY);

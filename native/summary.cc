@@ -23,6 +23,14 @@ void putPort(std::string& key, const Tuple& t, bool tuplePresent, uint16_t port)
 
 uint8_t u8At(const std::string& key, size_t& at) { return static_cast<uint8_t>(key[at++]); }
 
+// Two bytes, high first. Each read is its own statement: the operands of `|` are unsequenced, so
+// `(u8At(key, at) << 8) | u8At(key, at)` leaves the byte order to the compiler.
+uint16_t be16At(const std::string& key, size_t& at) {
+  uint16_t high = u8At(key, at);
+  uint16_t low = u8At(key, at);
+  return static_cast<uint16_t>((high << 8) | low);
+}
+
 void takeAddress(const std::string& key, size_t& at, Entry& e, Tuple& t, uint32_t bit, bool src, uint32_t tupleBit) {
   bool has = u8At(key, at) != 0;
   uint8_t family = u8At(key, at);
@@ -101,7 +109,7 @@ bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& 
         case SummaryKey::kSport:
         case SummaryKey::kDport: {
           bool has = u8At(key, at) != 0;
-          uint16_t port = static_cast<uint16_t>((u8At(key, at) << 8) | u8At(key, at));
+          uint16_t port = be16At(key, at);
           if (has) {
             (k == SummaryKey::kSport ? e.orig.sport : e.orig.dport) = port;
             e.orig.has |= kTupleHasPorts;
@@ -114,7 +122,7 @@ bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& 
           break;
         case SummaryKey::kZone: {
           bool has = u8At(key, at) != 0;
-          uint16_t zone = static_cast<uint16_t>((u8At(key, at) << 8) | u8At(key, at));
+          uint16_t zone = be16At(key, at);
           if (has) {
             e.zone = zone;
             e.present |= kHasZone;

@@ -7,6 +7,21 @@
 namespace ct {
 namespace {
 
+// The extended-ack attributes at `skip` in a payload: the kernel's text goes into `err.detail`.
+void readExtAckText(const uint8_t* payload, size_t payloadLen, size_t skip, SysError& err) {
+  if (skip >= payloadLen) return;
+  SysError ignored;
+  forEachAttr(payload + skip, payloadLen - skip, "extended ack", ignored, [&](const Attr& a) {
+    if (a.type == NLMSGERR_ATTR_MSG) {
+      const char* s;
+      size_t n;
+      readString(a, s, n);
+      err.detail.assign(s, n);
+    }
+    return true;
+  });
+}
+
 // An NLMSG_ERROR that is not an acknowledgement: the errno, and the kernel's extended-ack text
 // when it sent one.
 SysError requestError(const nlmsghdr& h, const uint8_t* payload, size_t payloadLen, int errnum) {
@@ -17,18 +32,7 @@ SysError requestError(const nlmsghdr& h, const uint8_t* payload, size_t payloadL
     std::memcpy(&e, payload, sizeof e);
     size_t skip = sizeof(nlmsgerr);
     if (!(h.nlmsg_flags & NLM_F_CAPPED)) skip += NLMSG_ALIGN(e.msg.nlmsg_len) - NLMSG_HDRLEN;
-    if (skip < payloadLen) {
-      SysError ignored;
-      forEachAttr(payload + skip, payloadLen - skip, "extended ack", ignored, [&](const Attr& a) {
-        if (a.type == NLMSGERR_ATTR_MSG) {
-          const char* s;
-          size_t n;
-          readString(a, s, n);
-          err.detail.assign(s, n);
-        }
-        return true;
-      });
-    }
+    readExtAckText(payload, payloadLen, skip, err);
   }
   return err;
 }
@@ -63,6 +67,8 @@ bool walkDatagram(const uint8_t* data, size_t len, uint32_t expectSeq, MessageSi
         int errnum = 0;
         if (kernelErrno(code, errnum)) {
           err = SysError::fromErrno(errnum, "ctnetlink dump");
+          // A dump that fails midway says why after the code (netlink_dump_done(), with NETLINK_EXT_ACK).
+          if (h.nlmsg_flags & NLM_F_ACK_TLVS) readExtAckText(payload, payloadLen, NLMSG_ALIGN(sizeof code), err);
           return Next::kFail;
         }
         if (code < 0) {

@@ -21,7 +21,7 @@ const LAYERS = {
   binding: { files: [/^addon(_|$)/], uses: ['errors', 'codec', 'io', 'sessions'] },
   // Symbols for loading on older glibc (the README's Development section); includes only the C++ library.
   platform: { files: ['glibc_compat'], uses: [] },
-  tools: { files: ['tools/decode_bench', 'tools/dump_bench', 'tools/fuzz_decode'], uses: ['errors', 'codec', 'io', 'sessions'] },
+  tools: { files: ['tools/decode_bench', 'tools/dump_bench', 'tools/fuzz_decode', 'tools/request_check', 'tools/fuzz_dump_request', 'tools/fuzz_entry_request'], uses: ['errors', 'codec', 'io', 'sessions'] },
 };
 
 function layerOf(name) {

@@ -2,7 +2,9 @@
 # Runs every test of the project on a fresh Debian machine (as root): installs the system tools
 # the integration tests drive, installs npm dependencies, builds (with the x64 and arm64
 # prebuilds), type-checks, runs all vitest projects, checks the packed package as users install it
-# (scripts/check-package.sh) and fuzzes the decoder. Exits non-zero on the first failure.
+# (scripts/check-package.sh) and fuzzes the decoder and the request builders. Exits non-zero on the
+# first failure. The suites against the addon built with ASan and UBSan (npm run test:asan) are not
+# part of this run yet.
 #
 # CI defaults to true here: this is the run-everything command, and with CI=true an integration
 # suite whose prerequisites are missing fails instead of being skipped (test/helpers/gate.ts).
@@ -43,7 +45,8 @@ declare -A PACKAGE_OF=(
   [g++]=g++
   [make]=make
   [python3]=python3
-  # The decoder's fuzzer and sanitizers (scripts/fuzz.sh).
+  # The fuzzers (scripts/fuzz.sh) and the sanitizer build of the addon (npm run build:asan,
+  # scripts/test-asan.sh): clang, its sanitizer runtimes (below), cmake.
   [clang++]=clang
   [cmake]=cmake
   # The arm64 prebuild (scripts/prebuilds.sh), run under emulation by scripts/check-package.sh;
@@ -117,8 +120,8 @@ main() {
   rm -f "$report"
   log "the package as users install it (scripts/check-package.sh)"
   bash scripts/check-package.sh --reuse-prebuilds
-  log "fuzz the decoder (ASan + UBSan), 30 s"
-  bash scripts/fuzz.sh 30
+  log "fuzz the decoder and the request builders (ASan + UBSan), 60 s"
+  bash scripts/fuzz.sh 60
   log "all tests passed"
 }
 

@@ -132,12 +132,24 @@ export interface NativeHandle {
   entryRequest(op: number, spec: NativeEntrySpec): NativeBatch | Promise<NativeBatch>;
   /** Deletes every entry of the namespace (family 0: all). */
   flush(family: number): NativeBatch | Promise<NativeBatch>;
+  /**
+   * File operations in the handle's own namespace, entered by its descriptor (never by path
+   * again): procfs and sysfs as a thread inside it sees them.
+   */
+  readFile(path: string): Promise<string>;
+  writeFile(path: string, data: string): Promise<void>;
+  listDir(path: string): Promise<string[]>;
+  /** Inode number of the handle's namespace. */
+  namespaceInode(): number;
   close(): void;
 }
 
 export interface Binding {
-  /** Opens the netns (null: this process's own) and a ctnetlink socket inside it. */
-  open(netnsPath: string | null): Promise<NativeHandle>;
+  /**
+   * Opens the netns (a path; a pid, whose namespace is pinned with a pidfd; null: this process's
+   * own) and a ctnetlink socket inside it.
+   */
+  open(netns: string | number | null): Promise<NativeHandle>;
   /** File operations inside a netns, on a short-lived thread (procfs views depend on the netns). */
   netnsReadFile(netnsPath: string, path: string): Promise<string>;
   netnsWriteFile(netnsPath: string, path: string, data: string): Promise<void>;

@@ -12,7 +12,7 @@ import { binding, type NativeAttrPairs, type NativeBatch, type NativeCpuRow, typ
 import { decodeBatch, decodeEventBatch } from './records.js';
 import { Mirror, type MirrorOptions, type NativeMirror } from './mirror.js';
 import { renderBatchText, type TextChunk, type TextLayout } from './text.js';
-import { readSysctl } from '../tuning/sysctl.js';
+import { readSysctl, readSysctlWith, type NetnsFiles } from '../tuning/sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec } from './entry-spec.js';
 import type {
@@ -54,6 +54,10 @@ const EVENT_GROUP_TYPES: readonly ConntrackEventType[] = ['new', 'update', 'dest
 /** Maps an addon error to a ConntrackError a person can act on. */
 export function toConntrackError(err: unknown, netns: string | undefined): ConntrackError {
   if (err instanceof ConntrackError) return err;
+  // The binding's own checks of what lib hands it (lib validates first, so this is a lib bug).
+  if (err instanceof TypeError || err instanceof RangeError) {
+    return new ConntrackError('ERR_CONNTRACK_INVALID_ARGUMENT', `invalid argument: ${err.message}`, { cause: err });
+  }
   const e = err as NativeError & { detail?: string };
   const errno = e?.errno;
   const syscall = e?.syscall ?? '';
@@ -66,6 +70,7 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
   if (resource !== undefined) return resource;
   if (syscall === 'open netns') {
     if (errno === 2 /* ENOENT */) return new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${netns} does not exist`, details);
+    if (errno === 3 /* ESRCH */) return new ConntrackError('ERR_CONNTRACK_NETNS', `network namespace ${netns}: ${e.detail ?? 'no such process'}`, details);
     if (errno === 13 /* EACCES */ || errno === 1 /* EPERM */) {
       return new ConntrackError('ERR_CONNTRACK_PERMISSION', `cannot open network namespace ${netns}: run as root or grant CAP_SYS_ADMIN`, { ...details, capability: 'CAP_SYS_ADMIN' });
     }
@@ -106,7 +111,14 @@ export function toConntrackError(err: unknown, netns: string | undefined): Connt
  * values of `pairs`). CTA_STATS_GLOBAL_MAX_ENTRIES arrived in Linux 4.18: what a reply lacks is
  * read from procfs, inside `netns` (procfs shows the namespace of whoever reads it).
  */
-export function countFromGlobalStats(pairs: ArrayLike<number>, length: number, netns: string | undefined): Promise<Count> {
+/**
+ * count()'s answer from GET_STATS pairs; kernels before 4.18 lack CTA_STATS_GLOBAL_MAX_ENTRIES, so
+ * what is missing comes from procfs of the namespace (`readText`: through a handle's own namespace
+ * descriptor; by default the namespace file is opened by path).
+ */
+export function countFromGlobalStats(
+  pairs: ArrayLike<number>, length: number, netns: string | undefined, readText?: (path: string) => Promise<string>,
+): Promise<Count> {
   let entries: number | undefined;
   let max: number | undefined;
   for (let i = 0; i + 1 < length; i += 2) {
@@ -114,18 +126,20 @@ export function countFromGlobalStats(pairs: ArrayLike<number>, length: number, n
     else if (pairs[i] === CTA_STATS_GLOBAL_MAX_ENTRIES) max = pairs[i + 1];
   }
   if (entries !== undefined && max !== undefined) return Promise.resolve({ entries, max });
-  return countFromProcfs(entries, max, netns);
+  return countFromProcfs(entries, max, netns, readText);
 }
 
-async function countFromProcfs(entries: number | undefined, max: number | undefined, netns: string | undefined): Promise<Count> {
-  if (entries === undefined) entries = await readProcNumber('/proc/sys/net/netfilter/nf_conntrack_count', netns);
-  if (max === undefined) max = await readProcNumber('/proc/sys/net/netfilter/nf_conntrack_max', netns);
+async function countFromProcfs(
+  entries: number | undefined, max: number | undefined, netns: string | undefined, readText?: (path: string) => Promise<string>,
+): Promise<Count> {
+  if (entries === undefined) entries = await readProcNumber('/proc/sys/net/netfilter/nf_conntrack_count', netns, readText);
+  if (max === undefined) max = await readProcNumber('/proc/sys/net/netfilter/nf_conntrack_max', netns, readText);
   return { entries, max };
 }
 
-async function readProcNumber(path: string, netns: string | undefined): Promise<number> {
+async function readProcNumber(path: string, netns: string | undefined, readText?: (path: string) => Promise<string>): Promise<number> {
   try {
-    const text = netns ? await binding().netnsReadFile(netns, path) : await readFile(path, 'utf8');
+    const text = readText ? await readText(path) : netns ? await binding().netnsReadFile(netns, path) : await readFile(path, 'utf8');
     return Number.parseInt(text, 10);
   } catch (err) {
     throw toConntrackError(err, netns);
@@ -239,8 +253,10 @@ export class Conntrack implements AsyncDisposable {
   static async open(options: OpenOptions = {}): Promise<Conntrack> {
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
     const path = options.netns === undefined ? undefined : netnsPath(options.netns);
+    // A pid goes to native code as a pid: it pins the process while opening its namespace.
+    const target = typeof options.netns === 'number' ? options.netns : path ?? null;
     try {
-      return new Conntrack(await binding().open(path ?? null), path);
+      return new Conntrack(await binding().open(target), path);
     } catch (err) {
       throw toConntrackError(err, path);
     }
@@ -258,6 +274,22 @@ export class Conntrack implements AsyncDisposable {
   #handle(): NativeHandle {
     if (this.#native === undefined) throw closedError();
     return this.#native;
+  }
+
+  /**
+   * The files of this handle's namespace, reached through the handle's own descriptor: after the
+   * namespace's path is deleted and made again, or its pid reused, the path names another
+   * namespace, while the descriptor still holds this one.
+   */
+  #files(): NetnsFiles {
+    const native = this.#handle();
+    return {
+      nsPath: this.netns ?? null,
+      listDir: (path) => native.listDir(path),
+      readFile: (path) => native.readFile(path),
+      writeFile: (path, data) => native.writeFile(path, data),
+      inode: async () => native.namespaceInode(),
+    };
   }
 
   /** Runs one request; requests on a handle never overlap (the socket is shared). */
@@ -297,13 +329,19 @@ export class Conntrack implements AsyncDisposable {
     } catch (err) {
       return Promise.reject(toConntrackError(err, this.netns));
     }
-    if (typeof answer !== 'number') return this.#track(answer).then((pairs) => countFromGlobalStats(pairs, pairs.length, this.netns));
-    return countFromGlobalStats(this.#stats.out, answer, this.netns);
+    if (typeof answer !== 'number') return this.#track(answer).then((pairs) => this.#countFrom(pairs, pairs.length));
+    return this.#countFrom(this.#stats.out, answer);
   }
 
   async #countQueued(): Promise<Count> {
     const answer = await this.#request<number | NativeAttrPairs>(() => this.#stats.call());
-    return typeof answer === 'number' ? countFromGlobalStats(this.#stats.out, answer, this.netns) : countFromGlobalStats(answer, answer.length, this.netns);
+    return typeof answer === 'number' ? this.#countFrom(this.#stats.out, answer) : this.#countFrom(answer, answer.length);
+  }
+
+  // The procfs fallback reads through this handle's own namespace descriptor, not by path.
+  #countFrom(pairs: ArrayLike<number>, length: number): Promise<Count> {
+    const readText = this.netns ? (path: string) => this.#handle().readFile(path) : undefined;
+    return countFromGlobalStats(pairs, length, this.netns, readText);
   }
 
   /** Per-CPU conntrack statistics (conntrack -S), and their sum. */
@@ -459,7 +497,7 @@ export class Conntrack implements AsyncDisposable {
     // first next() instead of waiting forever. Checked beside the subscription, which is already
     // listening, so nothing is missed meanwhile; a setting that cannot be read makes no claim.
     const where = this.#where;
-    const switchedOff = readSysctl('nf_conntrack_events', this.netns === undefined ? {} : { netns: this.netns }).then(
+    const switchedOff = (this.netns === undefined ? readSysctl('nf_conntrack_events') : readSysctlWith(this.#files(), 'nf_conntrack_events')).then(
       (value) => (Number(value) === 0
         ? new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `conntrack events are switched off in ${where} (net.netfilter.nf_conntrack_events = 0): set it to 1`)
         : undefined),

@@ -452,6 +452,10 @@ function translateError(error: unknown, action: string): ConntrackError {
   const code = errorCode(error);
   const { errno, syscall } = (error ?? {}) as SystemError;
   const details = { cause: error, ...(typeof errno === 'number' ? { errno: Math.abs(errno) } : {}), ...(syscall ? { syscall } : {}) };
+  if (syscall === 'open netns' && code !== 'EACCES' && code !== 'EPERM') {
+    // The namespace file itself: missing, not on nsfs, not a network namespace.
+    return new ConntrackError('ERR_CONNTRACK_NETNS', `${action}: ${(error as Error)?.message ?? String(error)}`, details);
+  }
   if (code === 'EACCES' || code === 'EPERM') {
     const enteringNamespace = syscall === 'setns';
     return new ConntrackError(

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEntry, type ConntrackEvent, type Mirror, type MirrorChange, type MirrorResync } from '../../../lib/index.js';
 import { topCommand } from '../../../lib/cli/top.js';
-import { BUILT_LIB, ensureBuilt, runCommand } from '../../helpers/cli.js';
+import { BUILT_LIB, runCommand } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleEntries, type OracleEntry } from '../../helpers/oracle.js';
@@ -215,7 +215,6 @@ describeIntegration('mirror() against conntrack -L', () => {
   }, 60_000);
 
   it('lets a process wait for the fill and end with a mirror still open', async () => {
-    await ensureBuilt('index.js');
     // Nothing but the mirror keeps this process alive: it must wait for the fill, print, and exit cleanly.
     const script = `const { Conntrack } = await import(${JSON.stringify(join(BUILT_LIB, 'index.js'))});
       const ct = await Conntrack.open({ netns: ${JSON.stringify(ns.path)} });
