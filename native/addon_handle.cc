@@ -1,6 +1,7 @@
 #include "addon_handle.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -245,10 +246,12 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   Napi::Value NamespaceInode(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (closed_) throw Napi::Error::New(env, "closed");
-    struct stat st {};
-    int rc = nsFd_ >= 0 ? ::fstat(nsFd_, &st) : ::stat("/proc/thread-self/ns/net", &st);
+    // statx (glibc 2.28), not stat/fstat: those are GLIBC_2.33 symbols with newer headers.
+    struct statx st {};
+    int rc = nsFd_ >= 0 ? ::statx(nsFd_, "", AT_EMPTY_PATH, STATX_INO, &st)
+                        : ::statx(AT_FDCWD, "/proc/thread-self/ns/net", 0, STATX_INO, &st);
     if (rc != 0) throw toJsError(env, SysError::fromErrno(errno, "stat netns"));
-    return Napi::Number::New(env, static_cast<double>(st.st_ino));
+    return Napi::Number::New(env, static_cast<double>(st.stx_ino));
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>  // PR_SET_NAME: pthread_setname_np is a GLIBC_2.34 symbol with newer headers
 #include <sys/socket.h>
 #include <unistd.h>
 #include <sys/resource.h>
@@ -264,7 +265,7 @@ bool DumpSession::pushOverflow() {
 // Receiver thread: enter the namespace, send the request (or subscribe), pull datagrams until
 // the end (or stop()).
 void DumpSession::receive() {
-  pthread_setname_np(pthread_self(), "ct-receive");  // names in top -H and /proc/PID/task/*/comm
+  prctl(PR_SET_NAME, "ct-receive");  // names in top -H and /proc/PID/task/*/comm
   SysError err;
   bool ok = false;
   try {
@@ -450,7 +451,7 @@ void DumpSession::decode() {
   errno = 0;
   int nice = getpriority(PRIO_PROCESS, tid);
   if (nice != -1 || errno == 0) setpriority(PRIO_PROCESS, tid, std::min(nice + kDecoderNice, 19));
-  pthread_setname_np(pthread_self(), "ct-decode");  // after the priority: its name says it is set
+  prctl(PR_SET_NAME, "ct-decode");  // after the priority: its name says it is set
   const Filter* nativeFilter = hasFilter_ && !filter_.empty() ? &filter_ : nullptr;
   KeySet seen;
   Batch batch;

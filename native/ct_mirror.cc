@@ -93,7 +93,10 @@ void MirrorSession::run() {
       auto due = [this] { return syncWanted_ || stopping_; };
       // The periodic resync counts from the end of the last sync, whatever its reason.
       if (filled_ && resyncIntervalMs_ > 0) {
-        if (!wake_.wait_for(lock, std::chrono::milliseconds(resyncIntervalMs_), due)) syncWanted_ = true;
+        // The system clock, not wait_for's steady one: libstdc++ waits on that with
+        // pthread_cond_clockwait, a GLIBC_2.34 symbol the prebuilds may not ask for.
+        auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(resyncIntervalMs_);
+        if (!wake_.wait_until(lock, deadline, due)) syncWanted_ = true;
       } else {
         wake_.wait(lock, due);
       }
