@@ -10,6 +10,8 @@ namespace ct::addon {
 struct AddonData {
   Napi::FunctionReference dumpConstructor;
   Napi::FunctionReference handleConstructor;
+  Napi::FunctionReference bulkConstructor;
+  Napi::FunctionReference deleteRunConstructor;
 };
 
 }  // namespace ct::addon

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "expectation.h"
 #include "filter.h"
 #include "record_layout.h"
 #include "records.h"
@@ -29,6 +30,10 @@ Napi::Value transactionResult(Napi::Env env, ct::Transaction& t);
 bool readFilter(const Napi::Value& value, ct::Filter& f);
 
 void readEntrySpec(const Napi::Object& o, ct::EntrySpec& s);
+
+// { family, master?, tuple?, mask?, natTuple? (tuples as readEntrySpec's), timeout?, id?, zone?,
+// flags?, class?, natDir?, helper?, fn? }, validated by lib/table/expectations.ts.
+void readExpectationSpec(const Napi::Object& o, ct::ExpectationSpec& s);
 
 // Summary key numbers (ct::SummaryKey); anything but an array is no summary.
 std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& value);

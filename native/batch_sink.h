@@ -38,6 +38,7 @@ class EntrySink : public MessageSink {
         batchFull_(std::move(batchFull)) {}
 
   bool onMessage(const MessageView& message, SysError& err) override;
+  // Expectation messages (event subscriptions to the expectation groups) become expectation records.
   bool stopped = false;
   // Event messages: record each one's EventType (dump answers carry the same message types).
   bool classifyEvents = false;
@@ -45,6 +46,7 @@ class EntrySink : public MessageSink {
   Grouper* grouper = nullptr;
 
  private:
+  bool onExpectation(const MessageView& message, SysError& err);
   const Filter* filter_;
   KeySet* seen_;
   Batch& batch_;

@@ -44,6 +44,9 @@ class DumpSession {
               const EventOptions* events = nullptr);
   // A dump that hands over group counts (Batch::counts) instead of entries, once it has seen all.
   void summarizeBy(std::vector<SummaryKey> keys) { grouper_ = std::make_unique<Grouper>(std::move(keys)); }
+  // Which table a dump asks for (buildDumpRequest's `msg`): the counters-zeroing dump, the dying
+  // or the unconfirmed list. Before start().
+  void dumpMessage(uint8_t msg) { dumpMessage_ = msg; }
   ~DumpSession();
   DumpSession(const DumpSession&) = delete;
   DumpSession& operator=(const DumpSession&) = delete;
@@ -78,6 +81,7 @@ class DumpSession {
   std::function<void()> notify_;
   bool listening_ = false;
   std::unique_ptr<Grouper> grouper_;
+  uint8_t dumpMessage_ = 0;  // 0: IPCTNL_MSG_CT_GET
   EventOptions events_;
   std::atomic<uint64_t> overflows_{0};
   int wakeFd_ = -1;
