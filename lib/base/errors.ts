@@ -30,7 +30,9 @@ export type ConntrackErrorCode =
   /** The exporter could not listen on the address given (in use, not local, no permission). */
   | 'ERR_CONNTRACK_LISTEN'
   /** create(): an entry with this tuple exists already. */
-  | 'ERR_CONNTRACK_EXISTS';
+  | 'ERR_CONNTRACK_EXISTS'
+  /** A bulk change's item named an entry (or an expectation's master) that does not exist. */
+  | 'ERR_CONNTRACK_NOT_FOUND';
 
 export interface ConntrackErrorDetails {
   errno?: number;
