@@ -218,6 +218,8 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     ct::EventOptions events;
     events.groups = info[2].As<Napi::Number>().Uint32Value();
     events.receiveBufferBytes = static_cast<int>(info[3].As<Napi::Number>().Uint32Value());
+    // Fifth argument true: the groups are NFNLGRP_CONNTRACK_EXP_*, whose messages are expectations.
+    events.expectations = info.Length() > 4 && info[4].ToBoolean().Value();
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, &events, {});
   }
 

@@ -34,6 +34,7 @@ struct DumpCounters {
 struct EventOptions {
   uint32_t groups = 0;          // bit (1 << (NFNLGRP_CONNTRACK_* - 1)) per group
   int receiveBufferBytes = 0;   // socket buffer for bursts; 0 keeps the system default
+  bool expectations = false;    // the expectation groups: expectation records (batch_sink.h)
 };
 
 class DumpSession {

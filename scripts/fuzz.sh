@@ -10,15 +10,17 @@ cmake -S native -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelW
 cmake --build "$build" --target fuzz_decode -j 2 >/dev/null
 corpus="$build/corpus"
 mkdir -p "$corpus"
-# Seed with every recorded datagram, one file each.
+# Seed with every recorded datagram (entries and expectations), one file each.
 node -e '
 const fs = require("fs"), path = require("path");
-const [capture, out] = process.argv.slice(1);
-const data = fs.readFileSync(capture);
-for (let o = 0, i = 0; o + 4 <= data.length; i++) {
-  const n = data.readUInt32LE(o);
-  fs.writeFileSync(path.join(out, `seed-${i}`), data.subarray(o + 4, o + 4 + n));
-  o += 4 + n;
-}' test/fixtures/kernel/dump.bin "$corpus"
+const [out, ...captures] = process.argv.slice(1);
+for (const capture of captures) {
+  const data = fs.readFileSync(capture);
+  for (let o = 0, i = 0; o + 4 <= data.length; i++) {
+    const n = data.readUInt32LE(o);
+    fs.writeFileSync(path.join(out, `seed-${path.basename(capture, ".bin")}-${i}`), data.subarray(o + 4, o + 4 + n));
+    o += 4 + n;
+  }
+}' "$corpus" test/fixtures/kernel/dump.bin test/fixtures/kernel/expect.bin
 cd "$build"
 ./fuzz_decode -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 corpus 2>&1 | tail -n 12

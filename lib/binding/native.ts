@@ -184,7 +184,7 @@ export interface NativeHandle {
    */
   startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[] | null, message?: number): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
-  startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number): NativeDump;
+  startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number, expectations?: boolean): NativeDump;
   /** Get, create, update or delete one entry (ENTRY_OP); a GET's answer comes as a one-record batch. */
   entryRequest(op: number, spec: NativeEntrySpec): NativeBatch | Promise<NativeBatch>;
   /** Deletes every entry of the namespace (family 0: all). */
@@ -205,8 +205,8 @@ export interface Binding {
   netnsReadFile(netnsPath: string, path: string): Promise<string>;
   netnsWriteFile(netnsPath: string, path: string, data: string): Promise<void>;
   netnsListDir(netnsPath: string, path: string): Promise<string[]>;
-  /** Decodes one captured datagram (tests); `events`: as event messages. */
-  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[]): NativeBatch;
+  /** Decodes one captured datagram (tests); `events`: as event messages; `expectations`: its expectation messages. */
+  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[] | null, expectations?: boolean): NativeBatch;
   /** The record layout (native/record_layout.h), read by lib/binding/layout.ts. */
   layout: NativeLayout;
   /** Probes (once per process, in a namespace of its own) which filtered flushes the kernel honours. */

@@ -559,7 +559,7 @@ export class Conntrack implements AsyncDisposable {
     // Events are filtered in native code only: the kernel has no filter for multicast groups.
     const compiled = compileFilter(filter, false);
     const run = this.#startRun<T | OverflowEvent>(options.signal, decode as (batch: NativeBatch) => Array<T | OverflowEvent>,
-      (native) => native.startEvents(compiled, batchSize, groups, receiveBufferBytes));
+      (native) => native.startEvents(compiled, batchSize, groups, receiveBufferBytes, expectations));
     // With net.netfilter.nf_conntrack_events = 0 the kernel sends nothing at all: say so at the
     // first next() instead of waiting forever. Checked beside the subscription, which is already
     // listening, so nothing is missed meanwhile; a setting that cannot be read makes no claim.
