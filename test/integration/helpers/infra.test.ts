@@ -3,12 +3,12 @@
  * switches on, real flows appear in the table, and the oracle reads them back correctly.
  * Every other integration test builds on these, so a failure here explains failures there.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
+import { type ChildResult, runNode } from '../../helpers/child.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { LONG_TIMEOUTS, createNetns, destroyAllNetns, enableTracking, liveNetnsNames, run, sweepStaleNetns, type Netns } from '../../helpers/netns.js';
 import { oracleCount, oracleEntries, oracleIds, oracleStats } from '../../helpers/oracle.js';
@@ -45,7 +45,7 @@ function netnsExists(name: string): boolean {
  * Runs a snippet that uses the helpers in a separate Node process (vite-node, which vitest
  * brings, loads the TypeScript), to watch what happens when that process ends abnormally.
  */
-function runHelperScript(source: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+async function runHelperScript(source: string): Promise<ChildResult> {
   const repo = fileURLToPath(new URL('../../..', import.meta.url));
   const viteNode = join(repo, 'node_modules', 'vite-node', 'vite-node.mjs');
   const helpers = join(repo, 'test', 'helpers', 'netns.ts');
@@ -53,8 +53,7 @@ function runHelperScript(source: string): { status: number | null; signal: NodeJ
   try {
     const file = join(dir, 'script.mts');
     writeFileSync(file, source.replaceAll('HELPERS', JSON.stringify(helpers)));
-    const result = spawnSync(process.execPath, [viteNode, file], { cwd: repo, encoding: 'utf8', timeout: 60_000 });
-    return { status: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
+    return await runNode([viteNode, file], { cwd: repo, timeoutMs: 60_000 });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -99,8 +98,8 @@ describeIntegration('integration infrastructure', () => {
     await Promise.all([a.destroy(), b.destroy()]);
   });
 
-  it('a test process that exits without cleaning up still leaves no namespace behind', () => {
-    const result = runHelperScript(`
+  it('a test process that exits without cleaning up still leaves no namespace behind', async () => {
+    const result = await runHelperScript(`
       const { createNetns } = await import(HELPERS);
       const ns = await createNetns('infra exit');
       console.log(ns.name);
@@ -112,8 +111,8 @@ describeIntegration('integration infrastructure', () => {
     expect(netnsExists(name)).toBe(false);
   });
 
-  it('namespaces of a killed test process are swept by the next one', () => {
-    const result = runHelperScript(`
+  it('namespaces of a killed test process are swept by the next one', async () => {
+    const result = await runHelperScript(`
       const { createNetns } = await import(HELPERS);
       const ns = await createNetns('infra killed');
       console.log(ns.name);

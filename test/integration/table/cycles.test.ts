@@ -3,10 +3,10 @@
  * child process (test/helpers/cycles-child.mjs) takes its baseline after a warm-up, with GC exposed,
  * and again at the end: descriptors and threads exactly as at the baseline, memory within tolerance.
  */
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runNode } from '../../helpers/child.js';
 import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
@@ -20,8 +20,8 @@ const MiB = 1024 * 1024;
 interface Snapshot { fds: number; threads: number; rss: number; native: number; heapUsed: number }
 interface Report { warmUp: number; baseline: Snapshot; end: Snapshot; count: number; entriesSeen: number }
 
-function runCycles(ns: Netns, mode: 'open' | 'dumps', count: number): Report {
-  const result = spawnSync(process.execPath, ['--expose-gc', CHILD, DIST_INDEX, ns.path, mode, String(count)], { encoding: 'utf8', timeout: 240_000 });
+async function runCycles(ns: Netns, mode: 'open' | 'dumps', count: number): Promise<Report> {
+  const result = await runNode(['--expose-gc', CHILD, DIST_INDEX, ns.path, mode, String(count)], { timeoutMs: 240_000 });
   expect({ signal: result.signal, status: result.status }, result.stderr).toEqual({ signal: null, status: 0 });
   return JSON.parse(result.stdout.trim()) as Report;
 }
@@ -52,14 +52,14 @@ describeIntegration('open/close and abandoned dump cycles', () => {
 
   afterAll(destroyAllNetns);
 
-  it('10,000 handles opened and closed: descriptors, threads and memory back to the baseline', () => {
-    const report = runCycles(ns, 'open', 10_000);
+  it('10,000 handles opened and closed: descriptors, threads and memory back to the baseline', async () => {
+    const report = await runCycles(ns, 'open', 10_000);
     expect(report.count).toBe(10_000);
     expectBackToBaseline(report);
   }, 300_000);
 
-  it('1,000 dumps left midway (abort, break, return): descriptors, threads and memory back to the baseline', () => {
-    const report = runCycles(ns, 'dumps', 1000);
+  it('1,000 dumps left midway (abort, break, return): descriptors, threads and memory back to the baseline', async () => {
+    const report = await runCycles(ns, 'dumps', 1000);
     expect(report.count).toBe(1000);
     // Each dump stopped between 300 and 900 entries of 20,000: midway, not at the end.
     expect(report.entriesSeen).toBeGreaterThanOrEqual((report.count + report.warmUp) * 300);

@@ -4,13 +4,13 @@
  * the decoder thread lowers its priority relative to the process's, and a dump's native buffers
  * are reported to V8 while it runs and given back when it ends.
  */
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEvent, type OverflowEvent } from '../../../lib/index.js';
 import { binding } from '../../../lib/binding/native.js';
 import { decodeEventBatch } from '../../../lib/table/records.js';
+import { runChild as runProcess } from '../../helpers/child.js';
 import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, type Netns } from '../../helpers/netns.js';
@@ -91,10 +91,10 @@ async function eventsUntil(iterator: AsyncIterator<ConntrackEvent | OverflowEven
   }
 }
 
-function runChild(args: readonly string[], nodeOptions: readonly string[] = [], prefix: readonly string[] = []): string {
+async function runChild(args: readonly string[], nodeOptions: readonly string[] = [], prefix: readonly string[] = []): Promise<string> {
   const command = prefix.length > 0 ? prefix[0] as string : process.execPath;
   const argv = [...prefix.slice(1), ...(prefix.length > 0 ? [process.execPath] : []), ...nodeOptions, CHILD, BINDING_MODULE, ...args];
-  const result = spawnSync(command, argv, { encoding: 'utf8', timeout: 60_000 });
+  const result = await runProcess(command, argv, { timeoutMs: 60_000 });
   expect({ signal: result.signal, status: result.status }, result.stderr).toEqual({ signal: null, status: 0 });
   return result.stdout;
 }
@@ -128,16 +128,16 @@ describeIntegration('native hardening seen from outside', () => {
     }
   });
 
-  it('the decoder thread is 5 nicer than the process, not at nice 5: started at nice 10, it runs at 15', () => {
-    const plain = JSON.parse(runChild([ns.path, 'nice'])) as { process: number; decoder: number | null };
+  it('the decoder thread is 5 nicer than the process, not at nice 5: started at nice 10, it runs at 15', async () => {
+    const plain = JSON.parse(await runChild([ns.path, 'nice'])) as { process: number; decoder: number | null };
     expect(plain.decoder).toBe(Math.min(plain.process + 5, 19));
-    const niced = JSON.parse(runChild([ns.path, 'nice'], [], [requireTool('nice'), '-n', '10'])) as { process: number; decoder: number | null };
+    const niced = JSON.parse(await runChild([ns.path, 'nice'], [], [requireTool('nice'), '-n', '10'])) as { process: number; decoder: number | null };
     expect(niced.process).toBe(Math.min(plain.process + 10, 19));
     expect(niced.decoder).toBe(Math.min(niced.process + 5, 19));
   });
 
-  it('a dump reports its native buffers (about 1.75 MiB at batchSize 1024) to V8 while it runs, and gives them back at close()', () => {
-    const output = runChild([ns.path, 'external'], ['--expose-gc', '--trace-gc-verbose']);
+  it('a dump reports its native buffers (about 1.75 MiB at batchSize 1024) to V8 while it runs, and gives them back at close()', async () => {
+    const output = await runChild([ns.path, 'external'], ['--expose-gc', '--trace-gc-verbose']);
     // V8 prints what was reported at every collection, in order; the child collects before, during and after.
     const reported = [...output.matchAll(/External memory reported:\s+(-?\d+) KB/g)].map((m) => Number(m[1]));
     expect(reported.length).toBeGreaterThanOrEqual(3);

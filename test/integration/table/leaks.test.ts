@@ -4,9 +4,9 @@
  * times against a real namespace, and reports its descriptors, threads and RSS after GC; memory
  * is judged against the same process's own snapshots, not a fixed budget.
  */
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runNode } from '../../helpers/child.js';
 import { BUILT_INDEX } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
@@ -30,7 +30,7 @@ describeIntegration('leaks', () => {
   afterAll(destroyAllNetns);
 
   it(`${ROUNDS} rounds of every operation: descriptors and threads back to where they were, native memory flat`, async () => {
-    const result = spawnSync(process.execPath, ['--expose-gc', CHILD, BUILT_INDEX, ns.path, String(ROUNDS)], { encoding: 'utf8', timeout: 240_000 });
+    const result = await runNode(['--expose-gc', CHILD, BUILT_INDEX, ns.path, String(ROUNDS)], { timeoutMs: 240_000 });
     expect(result.status, result.stderr).toBe(0);
     const report = JSON.parse(result.stdout.trim()) as { before: Omit<Snapshot, 'rss'>; warm: Snapshot; blocks: Snapshot[]; end: Snapshot };
     // Sockets, namespace fds and native threads are all given back.

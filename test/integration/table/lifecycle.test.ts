@@ -3,7 +3,6 @@
  * socket and threads back; slow consumers get everything with bounded memory; netns options that
  * are wrong, a pid, and processes without the capabilities needed.
  */
-import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +11,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, ConntrackError, type ConntrackEntry } from '../../../lib/index.js';
+import { runChild } from '../../helpers/child.js';
 import { BUILT_INDEX } from '../../helpers/cli.js';
 import { describeIntegration, findTool } from '../../helpers/gate.js';
 import { ensureRoom, holdGlobalLimits, type GlobalLimitsLock } from '../../helpers/global-lock.js';
@@ -393,9 +393,9 @@ describeIntegration('handle and dump lifecycle', () => {
     let script: string;
 
     /** Runs the probe script under setpriv with `privArgs`; returns what it printed. */
-    function probe(privArgs: readonly string[], netns: string | undefined): Array<Record<string, unknown>> {
+    async function probe(privArgs: readonly string[], netns: string | undefined): Promise<Array<Record<string, unknown>>> {
       const setpriv = requireTool('setpriv');
-      const result = spawnSync(setpriv, [...privArgs, process.execPath, script, netns ?? ''], { encoding: 'utf8', timeout: 30_000 });
+      const result = await runChild(setpriv, [...privArgs, process.execPath, script, netns ?? ''], { timeoutMs: 30_000 });
       expect(result.status, `probe failed: ${result.stderr}`).toBe(0);
       return result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
     }
@@ -431,8 +431,8 @@ describeIntegration('handle and dump lifecycle', () => {
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
 
-    it('a process without CAP_NET_ADMIN gets ERR_CONNTRACK_PERMISSION naming CAP_NET_ADMIN', () => {
-      const lines = probe(['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'], undefined);
+    it('a process without CAP_NET_ADMIN gets ERR_CONNTRACK_PERMISSION naming CAP_NET_ADMIN', async () => {
+      const lines = await probe(['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'], undefined);
       // Opening a netlink socket in one's own namespace needs no capability; every request on it
       // does (nfnetlink checks CAP_NET_ADMIN per message), and so does joining the event groups.
       expect(lines[0], JSON.stringify(lines)).toEqual({ step: 'open', ok: true });
@@ -444,19 +444,19 @@ describeIntegration('handle and dump lifecycle', () => {
       }
     });
 
-    it('with a netns option but without CAP_SYS_ADMIN: ERR_CONNTRACK_PERMISSION naming CAP_SYS_ADMIN', () => {
+    it('with a netns option but without CAP_SYS_ADMIN: ERR_CONNTRACK_PERMISSION naming CAP_SYS_ADMIN', async () => {
       // Root, but with CAP_SYS_ADMIN gone from every set: CAP_NET_ADMIN alone.
-      const rootLines = probe(['--inh-caps=-all', '--bounding-set=-sys_admin'], ns.path);
+      const rootLines = await probe(['--inh-caps=-all', '--bounding-set=-sys_admin'], ns.path);
       expect(rootLines).toHaveLength(1);
       expect(rootLines[0]).toMatchObject({ step: 'open', code: 'ERR_CONNTRACK_PERMISSION', capability: 'CAP_SYS_ADMIN' });
       expect(rootLines[0]?.message).toContain('CAP_SYS_ADMIN');
       // Nobody, without any capability.
-      const nobodyLines = probe(['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'], ns.path);
+      const nobodyLines = await probe(['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'], ns.path);
       expect(nobodyLines[0]).toMatchObject({ step: 'open', code: 'ERR_CONNTRACK_PERMISSION', capability: 'CAP_SYS_ADMIN' });
     });
 
-    it('the same probe with both capabilities reads the namespace (the probe itself works)', () => {
-      const lines = probe(['--inh-caps=-all'], ns.path);
+    it('the same probe with both capabilities reads the namespace (the probe itself works)', async () => {
+      const lines = await probe(['--inh-caps=-all'], ns.path);
       expect(lines).toEqual([{ step: 'open', ok: true }, { step: 'count', ok: true }, { step: 'stats', ok: true }, { step: 'entries', ok: true }, { step: 'events', ok: true }]);
     });
   }

@@ -4,10 +4,10 @@
  * coded error, never an abort or a read of the wrong table, and everything works again once the
  * resource is back. Each scenario runs in a child process (test/helpers/limits-child.mjs).
  */
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runChild as runProcess } from '../../helpers/child.js';
 import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration, isCI } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
@@ -24,8 +24,8 @@ type Round = Record<'dump' | 'events' | 'open' | 'sysctl' | 'count', Outcome>;
 interface Usage { fds: number; threads: number }
 
 /** Runs the child; its exit status must be 0 (an abort or a crash fails here, with its stderr). */
-function runChild(args: readonly string[], command = process.execPath): Record<string, unknown> {
-  const result = spawnSync(command, args, { encoding: 'utf8', timeout: 120_000 });
+async function runChild(args: readonly string[], command = process.execPath): Promise<Record<string, unknown>> {
+  const result = await runProcess(command, args, { timeoutMs: 120_000 });
   expect({ signal: result.signal, status: result.status }, result.stderr).toEqual({ signal: null, status: 0 });
   return JSON.parse(result.stdout.trim()) as Record<string, unknown>;
 }
@@ -75,7 +75,7 @@ describeIntegration('resource limits', () => {
     if ('reason' in parent) throw new Error(`cannot limit threads on this machine: ${parent.reason}`);
     const cgroup = createPidsCgroup(parent.dir);
     try {
-      const report = runChild([CHILD, DIST_INDEX, ns.path, 'threads', cgroup.dir]);
+      const report = await runChild([CHILD, DIST_INDEX, ns.path, 'threads', cgroup.dir]);
       expectAllWork(report.warm as Round);
       // Not one thread more: every operation that starts a thread says so; count() needs none.
       const none = report.headroom0 as Round;
@@ -94,9 +94,9 @@ describeIntegration('resource limits', () => {
     }
   });
 
-  it('descriptors run out (ulimit -n): dumps and subscriptions fail with ERR_CONNTRACK_RESOURCE naming the call, then work again', () => {
+  it('descriptors run out (ulimit -n): dumps and subscriptions fail with ERR_CONNTRACK_RESOURCE naming the call, then work again', async () => {
     // `ulimit` in a shell: no other tool needed, and the limit holds for the child alone.
-    const report = runChild(['-c', 'ulimit -n 64 && exec "$0" "$@"', process.execPath, CHILD, DIST_INDEX, ns.path, 'descriptors'], '/bin/sh');
+    const report = await runChild(['-c', 'ulimit -n 64 && exec "$0" "$@"', process.execPath, CHILD, DIST_INDEX, ns.path, 'descriptors'], '/bin/sh');
     expectAllWork(report.warm as Round);
     // A dump needs three descriptors in turn: its copy of the namespace's, an eventfd, a socket.
     for (const [free, syscall] of [[0, 'dup netns'], [1, 'eventfd'], [2, 'socket(NETLINK_NETFILTER)']] as const) {
@@ -108,8 +108,8 @@ describeIntegration('resource limits', () => {
     expectReleased(report);
   });
 
-  it("a handle whose namespace descriptor is gone fails dumps and subscriptions with ERR_CONNTRACK_NETNS instead of reading this process's table", () => {
-    const report = runChild([CHILD, DIST_INDEX, ns.path, 'lost-netns-fd']);
+  it("a handle whose namespace descriptor is gone fails dumps and subscriptions with ERR_CONNTRACK_NETNS instead of reading this process's table", async () => {
+    const report = await runChild([CHILD, DIST_INDEX, ns.path, 'lost-netns-fd']);
     expectAllWork(report.warm as Round);
     const lost = report.lost as Pick<Round, 'dump' | 'events' | 'count'>;
     expect(lost.dump).toMatchObject({ code: 'ERR_CONNTRACK_NETNS', syscall: 'dup netns', errno: 9 /* EBADF */ });

@@ -4,12 +4,12 @@
  * process), and process.exit() while the library is busy. Each scenario runs in a child process,
  * so an abort fails the test instead of ending vitest.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type ChildResult, runNode } from '../../helpers/child.js';
 import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
@@ -23,13 +23,6 @@ const ENTRIES = 20_000;
 /** Every operation of worker-op.mjs. */
 const OPERATIONS = ['open', 'count', 'stats', 'dump', 'summary', 'eventsStart', 'eventsSteady', 'entry', 'close'];
 const ROUNDS = 6;
-
-interface ChildResult { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
-
-function runNode(args: readonly string[], timeoutMs: number): ChildResult {
-  const result = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: timeoutMs });
-  return { status: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
-}
 
 /** The child ended by itself with `status`: not aborted, not killed by the timeout. */
 function expectExited(result: ChildResult, status: number): void {
@@ -71,14 +64,14 @@ const worker = new Worker(new URL('data:text/javascript,' + encodeURIComponent(c
 worker.once('message', (report) => console.log(JSON.stringify(report)));
 worker.once('error', (err) => { console.error(err); process.exitCode = 1; });
 `);
-    const result = runNode([script, pathToFileURL(DIST_INDEX).href, ns.path], 60_000);
+    const result = await runNode([script, pathToFileURL(DIST_INDEX).href, ns.path], { timeoutMs: 60_000 });
     expectExited(result, 0);
     const expected = await oracleCount(ns);
     expect(expected).toBe(ENTRIES);
     expect(JSON.parse(result.stdout.trim())).toEqual({ count: expected, dumped: expected, summarized: expected });
   });
 
-  it("issue #13's reproducer: workers terminated right after starting events() leave the process running", () => {
+  it("issue #13's reproducer: workers terminated right after starting events() leave the process running", async () => {
     // The issue's script with 300 workers instead of 10: before the fix, 10 usually survived here and
     // 300 aborted in two runs of three; the next test, with every operation, aborted every time.
     const script = join(dir, 'issue-13.mjs');
@@ -97,13 +90,13 @@ for (let i = 0; i < 300; i++) {
 }
 console.log('survived');
 `);
-    const result = runNode([script], 120_000);
+    const result = await runNode([script], { timeoutMs: 120_000 });
     expectExited(result, 0);
     expect(result.stdout.trim()).toBe('survived');
   }, 150_000);
 
-  it(`every operation, its worker terminated after 0, 1, 5 and 50 ms, ${ROUNDS} times: the process goes on and gets its descriptors and threads back`, () => {
-    const result = runNode([WORKER_CHILD, DIST_INDEX, ns.path, String(ROUNDS), OPERATIONS.join(',')], 400_000);
+  it(`every operation, its worker terminated after 0, 1, 5 and 50 ms, ${ROUNDS} times: the process goes on and gets its descriptors and threads back`, async () => {
+    const result = await runNode([WORKER_CHILD, DIST_INDEX, ns.path, String(ROUNDS), OPERATIONS.join(',')], { timeoutMs: 400_000 });
     expectExited(result, 0);
     const report = JSON.parse(result.stdout.trim()) as {
       before: { fds: number; threads: number };
@@ -127,9 +120,9 @@ console.log('survived');
     ['worker', 'while a worker thread is in the middle of a dump'],
     ['pending', 'with an open(), a count() and a dump just started'],
   ] as const) {
-    it(`process.exit() ${what} ends the process with the code given`, () => {
+    it(`process.exit() ${what} ends the process with the code given`, async () => {
       for (let i = 0; i < 5; i++) {
-        const result = runNode([EXIT_CHILD, DIST_INDEX, ns.path, mode], 30_000);
+        const result = await runNode([EXIT_CHILD, DIST_INDEX, ns.path, mode], { timeoutMs: 30_000 });
         expectExited(result, 7);
         expect(result.stderr).toBe('');
       }
