@@ -100,9 +100,11 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     if (state < 0) throw toJsError(env, err);
     if (state == 1) return syncResult(env, *t);
     // Not answered within the send: finish off the main thread, and keep this handle alive.
+    // Busy only once the worker exists: its construction throws while a worker thread is being
+    // terminated, and this handle would stay busy and referenced.
+    auto* worker = new PendingRequest(env, this, std::move(t));
     busy_ = true;
     Ref();
-    auto* worker = new PendingRequest(env, this, std::move(t));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -79,14 +80,23 @@ class OpenWorker : public Napi::AsyncWorker {
 class NetnsFileWorker : public Napi::AsyncWorker {
  public:
   using Op = FileOp;
-  NetnsFileWorker(Napi::Env env, Op op, std::string ns, std::string path, std::string data, int nsFd = -1,
-                  bool here = false)
+  NetnsFileWorker(Napi::Env env, Op op, std::string ns, std::string path, std::string data, bool here = false)
       : Napi::AsyncWorker(env, "conntrack-netns-file"), op_(op), ns_(std::move(ns)), path_(std::move(path)),
-        data_(std::move(data)), deferred_(Napi::Promise::Deferred::New(env)), ownedNsFd_(nsFd), here_(here) {}
+        data_(std::move(data)), deferred_(Napi::Promise::Deferred::New(env)), here_(here) {}
   ~NetnsFileWorker() override {
     if (ownedNsFd_ >= 0) ::close(ownedNsFd_);
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
+
+  // Works in the namespace of `nsFd` through a copy of its own (the handle may close while this
+  // runs). Taken only once this worker exists: its construction throws while a worker thread is
+  // being terminated, and a copy made before that would be left open.
+  bool CopyNamespace(int nsFd, SysError& err) {
+    ownedNsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
+    if (ownedNsFd_ >= 0) return true;
+    err = SysError::fromErrno(errno, "dup netns");
+    return false;
+  }
 
   void Execute() override {
     try {
@@ -183,7 +193,7 @@ class NetnsFileWorker : public Napi::AsyncWorker {
   bool failed_ = false;
   std::string result_;
   std::vector<std::string> entries_;
-  int ownedNsFd_;
+  int ownedNsFd_ = -1;
   bool here_;
 };
 
@@ -220,15 +230,12 @@ Napi::Value netnsFileOnFd(const Napi::CallbackInfo& info, int nsFd, FileOp op) {
     throw Napi::TypeError::New(env, "path (and data) must be strings");
   std::string path = info[0].As<Napi::String>().Utf8Value();
   std::string data = op == FileOp::kWrite ? info[1].As<Napi::String>().Utf8Value() : "";
-  // The worker's own copy: the handle may close while the operation runs.
-  int copy = -1;
-  if (nsFd >= 0) {
-    copy = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
-    if (copy < 0) throw toJsError(env, SysError::fromErrno(errno, "dup netns"));
-  }
-  auto* worker = new NetnsFileWorker(env, op, "", std::move(path), std::move(data), copy, nsFd < 0);
+  auto worker = std::make_unique<NetnsFileWorker>(env, op, "", std::move(path), std::move(data), nsFd < 0);
+  SysError err;
+  if (nsFd >= 0 && !worker->CopyNamespace(nsFd, err)) throw toJsError(env, err);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
+  worker.release();  // queued: it deletes itself when done
   return promise;
 }
 

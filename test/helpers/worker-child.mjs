@@ -43,6 +43,8 @@ const before = { fds: fds(), threads: threads() };
 const descriptorsBefore = descriptors();
 
 const failures = [];
+/** 'fd target' -> the operation and delay after whose worker it was first seen. */
+const openedBy = new Map();
 let workers = 0;
 for (let round = 0; round < rounds; round++) {
   for (const op of ops) {
@@ -55,6 +57,10 @@ for (let round = 0; round < rounds; round++) {
       await Promise.race([once(worker, 'message'), failed]);
       if (delay > 0) await sleep(delay);
       await worker.terminate();
+      // Name the operation that left a descriptor behind (rare races need the culprit named).
+      for (const [fd, target] of descriptors()) {
+        if (descriptorsBefore.get(fd) !== target && !openedBy.has(`${fd} ${target}`)) openedBy.set(`${fd} ${target}`, `${op} after ${delay} ms`);
+      }
     }
   }
 }
@@ -65,5 +71,5 @@ for (let i = 0; i < 100 && (after.fds > before.fds || after.threads > before.thr
   await sleep(50);
   after = { fds: fds(), threads: threads() };
 }
-const leftOver = [...descriptors()].filter(([fd, target]) => descriptorsBefore.get(fd) !== target).map(([fd, target]) => `${fd} ${target}`);
+const leftOver = [...descriptors()].filter(([fd, target]) => descriptorsBefore.get(fd) !== target).map(([fd, target]) => `${fd} ${target} (first seen after ${openedBy.get(`${fd} ${target}`) ?? 'the last worker'})`);
 process.stdout.write(`${JSON.stringify({ before, after, leftOver, workers, failures })}\n`);
