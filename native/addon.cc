@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "addon.h"
+#include "addon_bulk.h"
 #include "addon_dump.h"
 #include "addon_mirror.h"
 #include "addon_handle.h"
@@ -44,6 +45,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->dumpConstructor = Napi::Persistent(defineDumpClass(env));
   data->handleConstructor = Napi::Persistent(defineHandleClass(env));
   data->mirrorConstructor = Napi::Persistent(defineMirrorClass(env));
+  data->bulkConstructor = Napi::Persistent(defineBulkClass(env));
+  data->deleteRunConstructor = Napi::Persistent(defineDeleteRunClass(env));
   env.SetInstanceData(data);  // deleted with the environment
   exports.Set("open", Napi::Function::New(env, openHandle));
   exports.Set("netnsReadFile", Napi::Function::New(env, netnsReadFile));
@@ -51,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsListDir", Napi::Function::New(env, netnsListDir));
   exports.Set("decode", Napi::Function::New(env, Decode));
   exports.Set("layout", layoutToJs(env));
+  exports.Set("flushSupport", Napi::Function::New(env, flushSupportToJs));
   return exports;
 }
 

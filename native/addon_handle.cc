@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "addon_bulk.h"
 #include "addon_dump.h"
 #include "addon_mirror.h"
 #include "addon_values.h"
@@ -66,6 +67,9 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::WriteFile>("writeFile"),
                         InstanceMethod<&HandleWrap::ListDir>("listDir"),
                         InstanceMethod<&HandleWrap::NamespaceInode>("namespaceInode"),
+                        InstanceMethod<&HandleWrap::ExpectationRequest>("expectationRequest"),
+                        InstanceMethod<&HandleWrap::OpenBulk>("openBulk"),
+                        InstanceMethod<&HandleWrap::StartDelete>("startDelete"),
                         InstanceMethod<&HandleWrap::Close>("close")});
   }
 
@@ -192,7 +196,36 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
     std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
-    return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
+    // Fourth argument, the dump's message (IPCTNL_MSG_CT_GET_CTRZERO, _GET_DYING, _GET_UNCONFIRMED).
+    uint8_t message = info.Length() > 3 && info[3].IsNumber() ? static_cast<uint8_t>(info[3].As<Napi::Number>().Uint32Value()) : 0;
+    return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary), message);
+  }
+
+  // expectationRequest(op, spec): list, get, create or delete expectations (ct::ExpectationOp); a
+  // batch of expectation records (or a promise of one).
+  Napi::Value ExpectationRequest(const Napi::CallbackInfo& info) {
+    ct::ExpectationSpec spec;
+    readExpectationSpec(info[1].As<Napi::Object>(), spec);
+    std::vector<uint8_t> request(2048);
+    size_t len = ct::buildExpectationRequest(request.data(), request.size(),
+                                             static_cast<ct::ExpectationOp>(info[0].As<Napi::Number>().Uint32Value()), 0, spec);
+    return RunRequest(info.Env(), std::move(request), len);
+  }
+
+  // openBulk(): a NativeBulk for createMany() / updateMany() in this handle's namespace.
+  Napi::Value OpenBulk(const Napi::CallbackInfo& info) {
+    if (closed_) throw Napi::Error::New(info.Env(), "closed");
+    return newBulk(info.Env(), nsFd_);
+  }
+
+  // startDelete(filters[], allowFlush): a NativeDeleteRun deleting what any filter selects.
+  Napi::Value StartDelete(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<ct::Filter> filters(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) readFilter(list.Get(i), filters[i]);
+    return newDeleteRun(env, nsFd_, std::move(filters), info[1].ToBoolean().Value());
   }
 
   // startMirror(filter | null, receiveBufferBytes, maxReceiveBufferBytes, onSync, resyncIntervalMs, onChange): a NativeMirror.

@@ -216,6 +216,27 @@ void readEntrySpec(const Napi::Value& value, ct::EntrySpec& s) {
   bits("labelsMask", s.hasLabelsMask, s.labelsMask);
 }
 
+void readExpectationSpec(const Napi::Object& o, ct::ExpectationSpec& s) {
+  s.family = static_cast<uint8_t>(u32Of(o, "family"));
+  readTuple(o.Get("master"), s.master);
+  readTuple(o.Get("tuple"), s.tuple);
+  readTuple(o.Get("mask"), s.mask);
+  readTuple(o.Get("natTuple"), s.natTuple);
+  auto optional = [&](const char* key, bool& has, auto& field) {
+    if (!given(o, key)) return;
+    has = true;
+    field = static_cast<std::remove_reference_t<decltype(field)>>(u32Of(o, key));
+  };
+  optional("timeout", s.hasTimeout, s.timeout);
+  optional("id", s.hasId, s.id);
+  optional("zone", s.hasZone, s.zone);
+  optional("flags", s.hasFlags, s.flags);
+  optional("class", s.hasClass, s.klass);
+  optional("natDir", s.hasNat, s.natDir);
+  if (given(o, "helper")) s.helper = o.Get("helper").As<Napi::String>().Utf8Value();
+  if (given(o, "fn")) s.fn = o.Get("fn").As<Napi::String>().Utf8Value();
+}
+
 std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& value) {
   std::vector<ct::SummaryKey> keys;
   if (!value.IsArray()) return keys;

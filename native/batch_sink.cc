@@ -5,10 +5,12 @@
 #include <cstdint>
 
 #include "decode.h"
+#include "expectation.h"
 
 namespace ct {
 
 bool EntrySink::onMessage(const MessageView& m, SysError& err) {
+  if (m.kind == MessageKind::kExpectation) return onExpectation(m, err);
   if (m.kind != MessageKind::kEntry) return true;
   if (counters_) {
     counters_->messages.fetch_add(1, std::memory_order_relaxed);
@@ -36,6 +38,21 @@ bool EntrySink::onMessage(const MessageView& m, SysError& err) {
   }
   appendRecord(batch_, e);
   // A batch holds at most batchSize entries, even in the middle of a datagram.
+  if (batchFull_ && (batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !batchFull_()) {
+    stopped = true;
+    return false;
+  }
+  return true;
+}
+
+// Expectation messages (expectation.*), as event subscriptions to the expectation groups get them:
+// one record each, unfiltered (filters describe entries), not de-duplicated (events come once).
+bool EntrySink::onExpectation(const MessageView& m, SysError& err) {
+  if (counters_) counters_->messages.fetch_add(1, std::memory_order_relaxed);
+  Expectation e;
+  if (!decodeExpectation(m, e, err)) return false;
+  if (classifyEvents) e.event = eventTypeOf(m);
+  appendExpectationRecord(batch_, e);
   if (batchFull_ && (batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !batchFull_()) {
     stopped = true;
     return false;

@@ -38,6 +38,7 @@ class EntrySink : public MessageSink {
         batchFull_(std::move(batchFull)) {}
 
   bool onMessage(const MessageView& message, SysError& err) override;
+  // Expectation messages (event subscriptions to the expectation groups) become expectation records.
   bool stopped = false;
   // Event messages: record each one's EventType (dump answers carry the same message types).
   bool classifyEvents = false;
@@ -47,6 +48,7 @@ class EntrySink : public MessageSink {
   std::function<void(const Entry&)> consumer;
 
  private:
+  bool onExpectation(const MessageView& message, SysError& err);
   const Filter* filter_;
   KeySet* seen_;
   Batch& batch_;

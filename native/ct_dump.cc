@@ -312,7 +312,7 @@ bool DumpSession::receiveAll(SysError& err) {
       std::lock_guard<std::mutex> lock(rawMu_);
       expectedSeq_ = seq;
     }
-    size_t len = buildDumpRequest(request.data(), request.size(), seq, hasFilter_ ? &sent : nullptr);
+    size_t len = buildDumpRequest(request.data(), request.size(), seq, hasFilter_ ? &sent : nullptr, dumpMessage_);
     if (len == 0) {
       err = SysError::fromErrno(EMSGSIZE, "build dump request");
       return false;

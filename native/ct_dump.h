@@ -59,6 +59,9 @@ class DumpSession {
     consumer_ = std::move(consumer);
     onOverflow_ = std::move(onOverflow);
   }
+  // Which table a dump asks for (buildDumpRequest's `msg`): the counters-zeroing dump, the dying
+  // or the unconfirmed list. Before start().
+  void dumpMessage(uint8_t msg) { dumpMessage_ = msg; }
   ~DumpSession();
   DumpSession(const DumpSession&) = delete;
   DumpSession& operator=(const DumpSession&) = delete;
@@ -101,6 +104,7 @@ class DumpSession {
   std::unique_ptr<Grouper> grouper_;
   std::function<void(const Entry&)> consumer_;
   std::function<void()> onOverflow_;
+  uint8_t dumpMessage_ = 0;  // 0: IPCTNL_MSG_CT_GET
   EventOptions events_;
   std::atomic<uint64_t> overflows_{0};
   std::atomic<uint64_t> receiveBufferBytes_{0};
