@@ -214,6 +214,22 @@ void readEntrySpec(const Napi::Value& value, ct::EntrySpec& s) {
   };
   bits("labels", s.hasLabels, s.labels);
   bits("labelsMask", s.hasLabelsMask, s.labelsMask);
+  auto nat = [&](const char* key, ct::NatRange& n) {
+    if (!given(o, key)) return;
+    Napi::Object r = o.Get(key).As<Napi::Object>();
+    Napi::Uint8Array min = r.Get("min").As<Napi::Uint8Array>();
+    Napi::Uint8Array max = r.Get("max").As<Napi::Uint8Array>();
+    std::memcpy(n.minAddr, min.Data(), std::min<size_t>(min.ByteLength(), 16));
+    std::memcpy(n.maxAddr, max.Data(), std::min<size_t>(max.ByteLength(), 16));
+    if (given(r, "minPort")) {
+      n.hasPorts = true;
+      n.minPort = static_cast<uint16_t>(u32Of(r, "minPort"));
+      n.maxPort = static_cast<uint16_t>(u32Of(r, "maxPort"));
+    }
+    n.given = true;
+  };
+  nat("natSrc", s.natSrc);
+  nat("natDst", s.natDst);
 }
 
 void readExpectationSpec(const Napi::Object& o, ct::ExpectationSpec& s) {
