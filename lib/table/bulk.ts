@@ -61,15 +61,19 @@ class Outcome<T> implements BulkResult<T> {
     this.#maxFailures = maxFailures;
   }
 
+  /** Counts a failure; keeps the `maxFailures` of lowest index (a kernel's refusal arrives after later items' validation errors). */
   fail(index: number, item: T, code: ConntrackErrorCode, errno: number | undefined, message: string): void {
     this.failed++;
     this.failedByCode[code] = (this.failedByCode[code] ?? 0) + 1;
-    if (this.failures.length < this.#maxFailures) this.failures.push({ index, item, code, errno, message });
+    const kept = this.failures;
+    if (kept.length >= this.#maxFailures && (kept.length === 0 || (kept[kept.length - 1] as BulkFailure<T>).index < index)) return;
+    let at = kept.length;
+    while (at > 0 && (kept[at - 1] as BulkFailure<T>).index > index) at--;
+    kept.splice(at, 0, { index, item, code, errno, message });
+    if (kept.length > this.#maxFailures) kept.pop();
   }
 
   result(): BulkResult<T> {
-    // Failures arrive batch by batch; a follow-up request of an earlier item can come later.
-    this.failures.sort((a, b) => a.index - b.index);
     return { total: this.total, succeeded: this.succeeded, failed: this.failed, failedByCode: this.failedByCode, failures: this.failures };
   }
 }
