@@ -18,7 +18,7 @@
 namespace ct::addon {
 namespace {
 
-// decode(datagram, filter | null, events?, summaryKeys?): one captured datagram's batch (tests).
+// decode(datagram, filter | null, events?, summaryKeys?, expectations?): one captured datagram's batch (tests).
 Napi::Value Decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
@@ -31,11 +31,13 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
   // Fourth argument, summary key numbers: the datagram's group counts instead of its entries.
   std::unique_ptr<ct::Grouper> grouper;
   if (info.Length() > 3 && info[3].IsArray()) grouper = std::make_unique<ct::Grouper>(readSummaryKeys(env, info[3]));
+  // Fifth argument true: the datagram's expectation messages, as expectation records.
+  bool expectations = info.Length() > 4 && info[4].ToBoolean().Value();
   ct::Batch batch;
   ct::KeySet seen;
   SysError err;
   if (!ct::decodeDatagramToBatch(data.Data(), data.ByteLength(), hasFilter ? &filter : nullptr,
-                                 events ? nullptr : &seen, batch, err, events, grouper.get()))
+                                 events ? nullptr : &seen, batch, err, events, grouper.get(), expectations))
     throw toJsError(env, err);
   return batchToJs(env, std::move(batch));
 }

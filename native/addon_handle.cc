@@ -254,8 +254,11 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     bool hasFilter = readFilter(info[0], filter);
     auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     ct::EventOptions events;
-    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY: bits 0 to 2.
-    events.groups = static_cast<uint32_t>(integerArgument(info[2], "event groups", 1, 7));
+    // Seventh argument true: the groups are NFNLGRP_CONNTRACK_EXP_*, whose messages are expectations.
+    events.expectations = info.Length() > 6 && info[6].ToBoolean().Value();
+    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY: bits 0 to 2; NFNLGRP_CONNTRACK_EXP_*: bits 3 to 5.
+    events.groups = static_cast<uint32_t>(events.expectations ? integerArgument(info[2], "event groups", 8, 56)
+                                                              : integerArgument(info[2], "event groups", 1, 7));
     // 0 would leave the receiver waiting for room that never comes; 2^31 and more turn negative.
     events.receiveBufferBytes = static_cast<int>(integerArgument(info[3], "receiveBufferBytes", kMinEventBufferBytes, kMaxEventBufferBytes));
     events.reliable = info.Length() > 4 && info[4].ToBoolean().Value();

@@ -10,7 +10,7 @@
 namespace ct {
 
 bool EntrySink::onMessage(const MessageView& m, SysError& err) {
-  if (m.kind == MessageKind::kExpectation) return onExpectation(m, err);
+  if (expectations) return m.kind == MessageKind::kExpectation ? onExpectation(m, err) : true;
   if (m.kind != MessageKind::kEntry) return true;
   if (counters_) {
     counters_->messages.fetch_add(1, std::memory_order_relaxed);
@@ -61,13 +61,14 @@ bool EntrySink::onExpectation(const MessageView& m, SysError& err) {
 }
 
 bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
-                           Batch& batch, SysError& err, bool events, Grouper* grouper) {
+                           Batch& batch, SysError& err, bool events, Grouper* grouper, bool expectations) {
   EntrySink sink(filter, seen, batch);
   sink.classifyEvents = events;
-  sink.grouper = grouper;
+  sink.grouper = expectations ? nullptr : grouper;
+  sink.expectations = expectations;
   bool done = false;
   if (!walkDatagram(data, len, 0, sink, done, err)) return false;
-  if (grouper) grouper->emit(batch, SIZE_MAX, [] { return true; });
+  if (sink.grouper) grouper->emit(batch, SIZE_MAX, [] { return true; });
   return true;
 }
 

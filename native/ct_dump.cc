@@ -460,6 +460,7 @@ void DumpSession::decode() {
   EntrySink sink(nativeFilter, listening_ ? nullptr : &seen, batch, &decoded_, batchSize_,
                  [this, &batch] { return publish(batch); });
   sink.classifyEvents = listening_;
+  sink.expectations = events_.expectations;
   sink.grouper = grouper_.get();
   sink.consumer = consumer_;
   SysError err;

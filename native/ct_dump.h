@@ -43,6 +43,7 @@ struct EventOptions {
   int maxReceiveBufferBytes = 0;
   // Runs on the receiver thread once every group is joined (a mirror dumps only after that).
   std::function<void()> subscribed;
+  bool expectations = false;    // the expectation groups: expectation records (batch_sink.h)
 };
 
 class DumpSession {

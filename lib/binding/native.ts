@@ -189,7 +189,7 @@ export interface NativeHandle {
   startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[] | null, message?: number): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
   startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number,
-    reliable?: boolean, maxReceiveBufferBytes?: number): NativeDump;
+    reliable?: boolean, maxReceiveBufferBytes?: number, expectations?: boolean): NativeDump;
   /**
    * A live mirror of the table (lib/table/mirror.ts states its shape); `onSync` after each dump,
    * `onChange` when change records wait (takeChanges), a resync every `resyncIntervalMs` (0: never).
@@ -229,8 +229,8 @@ export interface Binding {
   netnsReadFile(netnsPath: string, path: string): Promise<string>;
   netnsWriteFile(netnsPath: string, path: string, data: string): Promise<void>;
   netnsListDir(netnsPath: string, path: string): Promise<string[]>;
-  /** Decodes one captured datagram (tests); `events`: as event messages. */
-  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[]): NativeBatch;
+  /** Decodes one captured datagram (tests); `events`: as event messages; `expectations`: its expectation messages. */
+  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[] | null, expectations?: boolean): NativeBatch;
   /** The record layout (native/record_layout.h), read by lib/binding/layout.ts. */
   layout: NativeLayout;
   /** Probes (once per process, in a namespace of its own) which filtered flushes the kernel honours. */

@@ -640,7 +640,7 @@ export class Conntrack implements AsyncDisposable {
       return items;
     };
     const run = this.#startRun<T | OverflowEvent>(options.signal, withBufferSize, (native) => {
-      dump = native.startEvents(compiled, batchSize, groups, receiveBufferBytes, reliable, maxReceiveBufferBytes);
+      dump = native.startEvents(compiled, batchSize, groups, receiveBufferBytes, reliable, maxReceiveBufferBytes, expectations);
       return dump;
     });
     // With net.netfilter.nf_conntrack_events = 0 the kernel sends nothing at all: say so at the
