@@ -32,7 +32,12 @@ class ApplyWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    if (!state_->changes.apply(op_, records_.data(), count_, errnos_, err_)) SetError("bulk");
+    try {
+      if (!state_->changes.apply(op_, records_.data(), count_, errnos_, err_)) SetError("bulk");
+    } catch (...) {  // bad_alloc: reject, do not end the process
+      err_ = SysError::fromCurrentException("bulk changes");
+      SetError("bulk");
+    }
   }
   void OnOK() override {
     Napi::Env env = Env();
@@ -79,16 +84,18 @@ class BulkWrap : public Napi::ObjectWrap<BulkWrap> {
     Napi::Env env = info.Env();
     if (state_->closeWhenIdle) throw Napi::Error::New(env, "closed");
     if (state_->busy) throw Napi::Error::New(env, "busy");
-    uint32_t op = info[0].As<Napi::Number>().Uint32Value();
+    auto op = static_cast<uint32_t>(integerArgument(info[0], "bulk op", 0, 255));
     if (op != static_cast<uint32_t>(ct::EntryOp::kCreate) && op != static_cast<uint32_t>(ct::EntryOp::kUpdate))
       throw Napi::RangeError::New(env, "bulk changes create or update");
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+      throw Napi::TypeError::New(env, "spec records must be a Uint32Array");
     Napi::Uint32Array array = info[1].As<Napi::Uint32Array>();
-    size_t count = info[2].As<Napi::Number>().Uint32Value();
-    if (count * ct::spec_slot::kCount > array.ElementLength())
-      throw Napi::RangeError::New(env, "fewer spec records than counted");
+    // Bounded by the array itself, so count * kCount cannot overflow.
+    auto count = static_cast<size_t>(integerArgument(info[2], "spec record count", 0,
+                                                     static_cast<double>(array.ElementLength() / ct::spec_slot::kCount)));
     std::vector<uint32_t> records(array.Data(), array.Data() + count * ct::spec_slot::kCount);
-    state_->busy = true;
     auto* worker = new ApplyWorker(env, state_, static_cast<ct::EntryOp>(op), std::move(records), count);
+    state_->busy = true;  // once the worker exists: its construction throws in a terminating worker thread
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;
@@ -148,7 +155,12 @@ class DeleteWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    if (!state_->session->run(err_)) SetError("delete");
+    try {
+      if (!state_->session->run(err_)) SetError("delete");
+    } catch (...) {  // bad_alloc or no thread (a pids limit): reject, do not end the process
+      err_ = SysError::fromCurrentException("delete");
+      SetError("delete");
+    }
   }
   void OnOK() override {
     Napi::Env env = Env();
@@ -184,10 +196,12 @@ class DeleteRunWrap : public Napi::ObjectWrap<DeleteRunWrap> {
     state_ = std::make_shared<DeleteState>();
     state_->session = std::make_shared<ct::DeleteSession>(nsFd, std::move(filters), allowFlush);
     state_->env = env;
-    napi_add_env_cleanup_hook(env, &DeleteState::OnTeardown, state_.get());
-    state_->hooked = true;
+    // The hook only once the worker exists: its construction throws in a terminating worker
+    // thread, and a hook left behind would run on a freed state at teardown.
     auto* worker = new DeleteWorker(env, state_);
     promise_ = Napi::Persistent(worker->Promise());
+    napi_add_env_cleanup_hook(env, &DeleteState::OnTeardown, state_.get());
+    state_->hooked = true;
     worker->Queue();
   }
 

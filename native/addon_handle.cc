@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -26,6 +28,8 @@ namespace {
 
 // The bounds lib/table/conntrack.ts gives these options, checked again here.
 constexpr double kMaxBatchSize = 65536;
+// Every entry is checked against each filter of a delete pass; lib/table/bulk.ts has the same bound.
+constexpr uint32_t kMaxDeleteFilters = 4096;
 constexpr double kMinEventBufferBytes = 4096;
 constexpr double kMaxEventBufferBytes = 1 << 30;
 
@@ -164,7 +168,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   // empty) or a promise of one. flush(family): every entry of the namespace.
   Napi::Value EntryRequest(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto op = static_cast<ct::EntryOp>(integerArgument(info[0], "entry request op", 0, 3));
+    auto op = static_cast<ct::EntryOp>(integerArgument(info[0], "entry request op", 0, static_cast<double>(ct::EntryOp::kGetZero)));
     ct::EntrySpec spec;
     readEntrySpec(info[1], spec);
     std::vector<uint8_t> request(1024);
@@ -197,18 +201,26 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
     std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
     // Fourth argument, the dump's message (IPCTNL_MSG_CT_GET_CTRZERO, _GET_DYING, _GET_UNCONFIRMED).
-    uint8_t message = info.Length() > 3 && info[3].IsNumber() ? static_cast<uint8_t>(info[3].As<Napi::Number>().Uint32Value()) : 0;
+    // 0 is IPCTNL_MSG_CT_NEW, which a dump never sends: it stands for the plain IPCTNL_MSG_CT_GET.
+    uint8_t message = 0;
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      message = static_cast<uint8_t>(integerArgument(info[3], "dump message", 0, IPCTNL_MSG_CT_GET_UNCONFIRMED));
+      if (message != 0 && message != IPCTNL_MSG_CT_GET_CTRZERO && message != IPCTNL_MSG_CT_GET_DYING &&
+          message != IPCTNL_MSG_CT_GET_UNCONFIRMED)
+        throw Napi::RangeError::New(env, "dump message must be IPCTNL_MSG_CT_GET_CTRZERO, _GET_DYING or _GET_UNCONFIRMED");
+    }
     return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary), message);
   }
 
   // expectationRequest(op, spec): list, get, create or delete expectations (ct::ExpectationOp); a
   // batch of expectation records (or a promise of one).
   Napi::Value ExpectationRequest(const Napi::CallbackInfo& info) {
+    auto op = static_cast<ct::ExpectationOp>(
+        integerArgument(info[0], "expectation request op", 0, static_cast<double>(ct::ExpectationOp::kDelete)));
     ct::ExpectationSpec spec;
-    readExpectationSpec(info[1].As<Napi::Object>(), spec);
+    readExpectationSpec(info[1], spec);
     std::vector<uint8_t> request(2048);
-    size_t len = ct::buildExpectationRequest(request.data(), request.size(),
-                                             static_cast<ct::ExpectationOp>(info[0].As<Napi::Number>().Uint32Value()), 0, spec);
+    size_t len = ct::buildExpectationRequest(request.data(), request.size(), op, 0, spec);
     return RunRequest(info.Env(), std::move(request), len);
   }
 
@@ -222,9 +234,14 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   Napi::Value StartDelete(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (closed_) throw Napi::Error::New(env, "closed");
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "delete filters must be an array");
     Napi::Array list = info[0].As<Napi::Array>();
+    if (list.Length() == 0 || list.Length() > kMaxDeleteFilters)
+      throw Napi::RangeError::New(env, "delete takes 1 to " + std::to_string(kMaxDeleteFilters) + " filters");
     std::vector<ct::Filter> filters(list.Length());
-    for (uint32_t i = 0; i < list.Length(); ++i) readFilter(list.Get(i), filters[i]);
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      if (!readFilter(list.Get(i), filters[i])) throw Napi::TypeError::New(env, "each delete filter must be an object");
+    }
     return newDeleteRun(env, nsFd_, std::move(filters), info[1].ToBoolean().Value());
   }
 

@@ -62,7 +62,7 @@ double integerArgument(const Napi::Value& value, const char* what, double min, d
 
 // { family, master?, tuple?, mask?, natTuple? (tuples as readEntrySpec's), timeout?, id?, zone?,
 // flags?, class?, natDir?, helper?, fn? }, validated by lib/table/expectations.ts.
-void readExpectationSpec(const Napi::Object& o, ct::ExpectationSpec& s);
+void readExpectationSpec(const Napi::Value& value, ct::ExpectationSpec& s);
 
 // Summary key numbers (ct::SummaryKey); anything but an array is no summary.
 std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& value);

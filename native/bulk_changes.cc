@@ -15,18 +15,13 @@ constexpr size_t kMaxChangeRequest = 1024;
 
 }  // namespace
 
-BulkChanges::BulkChanges(int nsFd) {
-  if (nsFd >= 0) nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
-}
+BulkChanges::BulkChanges(int nsFd) : netns_(nsFd) {}
 
 BulkChanges::~BulkChanges() { close(); }
 
 void BulkChanges::close() {
   socket_.close();
-  if (nsFd_ >= 0) {
-    ::close(nsFd_);
-    nsFd_ = -1;
-  }
+  netns_.reset();
   std::vector<uint8_t>().swap(buffer_);
 }
 
@@ -34,12 +29,7 @@ bool BulkChanges::open(SysError& err) {
   if (socket_.fd() >= 0) return true;
   bool opened = false;
   auto work = [&] { opened = socket_.open(true, err); };
-  if (nsFd_ >= 0) {
-    if (!runInNetns(nsFd_, work, err)) return false;
-  } else {
-    work();
-  }
-  if (!opened) return false;
+  if (!netns_.run(work, err) || !opened) return false;
   perBatch_ = prepareBatchSocket(socket_);
   buffer_.resize(kReceiveBufferSize);
   return true;

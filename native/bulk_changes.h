@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "netlink_socket.h"
+#include "netns.h"
 #include "requests.h"
 #include "sys_error.h"
 
@@ -30,7 +31,7 @@ class BulkChanges {
 
  private:
   bool open(SysError& err);
-  int nsFd_ = -1;
+  NetnsCopy netns_;
   NetlinkSocket socket_;
   size_t perBatch_ = 1;
   std::vector<uint8_t> buffer_;

@@ -153,15 +153,14 @@ DumpEnd scanEnd(const uint8_t* data, size_t len, uint32_t seq) {
 }  // namespace
 
 DeleteSession::DeleteSession(int nsFd, std::vector<Filter> filters, bool allowFlush)
-    : filters_(std::move(filters)), allowFlush_(allowFlush) {
-  if (nsFd >= 0) nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
+    : netns_(nsFd), filters_(std::move(filters)), allowFlush_(allowFlush) {
   matchedBy_ = std::make_unique<std::atomic<uint64_t>[]>(filters_.size());
   for (size_t i = 0; i < filters_.size(); ++i) matchedBy_[i].store(0);
   wakeFd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wakeFd_ < 0) wakeErrno_ = errno;
 }
 
 DeleteSession::~DeleteSession() {
-  if (nsFd_ >= 0) ::close(nsFd_);
   if (wakeFd_ >= 0) ::close(wakeFd_);
 }
 
@@ -195,18 +194,13 @@ DeleteCounters DeleteSession::counters() const {
 
 bool DeleteSession::run(SysError& err) {
   if (wakeFd_ < 0) {
-    err = SysError::fromErrno(errno, "eventfd");
+    err = SysError::fromErrno(wakeErrno_, "eventfd");
     return false;
   }
   NetlinkSocket dumpSocket, deleteSocket;
   bool opened = false;
   auto open = [&] { opened = dumpSocket.open(true, err) && deleteSocket.open(true, err); };
-  if (nsFd_ >= 0) {
-    if (!runInNetns(nsFd_, open, err)) return false;
-  } else {
-    open();
-  }
-  if (!opened) return false;
+  if (!netns_.run(open, err) || !opened) return false;
   if (filters_.size() == 1 && allowFlush_ && flushCovers(filters_[0], flushSupport()))
     return flushPath(dumpSocket, err);
   return dumpPath(dumpSocket, deleteSocket, err);
@@ -288,7 +282,42 @@ bool DeleteSession::dumpPath(NetlinkSocket& dumpSocket, NetlinkSocket& deleteSoc
   int rcvbuf = 1 << 20;  // room for the kernel to run ahead of the decoding
   ::setsockopt(dumpSocket.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 
-  std::thread sender([this, &deleteSocket] { send(deleteSocket); });
+  // Past this point nothing may throw out of this function while the sender runs: a joinable
+  // std::thread destroyed by an exception ends the process. Both sides catch and report instead.
+  std::thread sender([this, &deleteSocket] {
+    try {
+      send(deleteSocket);
+    } catch (...) {  // bad_alloc: the pass fails, the process goes on
+      std::lock_guard<std::mutex> lock(mu_);
+      sendFailed_ = true;
+      sendError_ = SysError::fromCurrentException("delete sender");
+      space_.notify_all();
+    }
+  });
+  bool ok = true;
+  try {
+    ok = scan(dumpSocket, err);
+  } catch (...) {
+    err = SysError::fromCurrentException("delete scan");
+    ok = false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dumpDone_ = true;  // the sender sends what is queued, then ends
+    ready_.notify_all();
+  }
+  sender.join();
+  if (!ok) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (sendFailed_) {
+    err = sendError_;
+    return false;
+  }
+  return true;
+}
+
+// The dump and the matching, on the calling thread; matches go to the sender's queue.
+bool DeleteSession::scan(NetlinkSocket& dumpSocket, SysError& err) {
   DeleteSink sink(filters_, matchedBy_.get(), perBatch_,
                   [this](std::unique_ptr<RequestBatch> batch) { return queue(std::move(batch)); });
   // One filter: the kernel may pre-filter the dump with it. Several: it cannot (they are ORed).
@@ -350,22 +379,10 @@ bool DeleteSession::dumpPath(NetlinkSocket& dumpSocket, NetlinkSocket& deleteSoc
     if (!retry) break;
   }
   if (ok && finished) sink.flush();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    dumpDone_ = true;  // the sender sends what is queued, then ends
-    ready_.notify_all();
-  }
-  sender.join();
   scanned_.store(sink.scanned);
   duplicates_.store(sink.duplicates);
   matched_.store(sink.matched);
-  if (!ok) return false;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (sendFailed_) {
-    err = sendError_;
-    return false;
-  }
-  return true;
+  return ok;
 }
 
 }  // namespace ct

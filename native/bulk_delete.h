@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "filter.h"
+#include "netns.h"
 #include "pipeline.h"
 #include "sys_error.h"
 
@@ -54,11 +55,13 @@ class DeleteSession {
  private:
   bool flushPath(NetlinkSocket& socket, SysError& err);
   bool dumpPath(NetlinkSocket& dumpSocket, NetlinkSocket& deleteSocket, SysError& err);
+  bool scan(NetlinkSocket& dumpSocket, SysError& err);
   void send(NetlinkSocket& socket);
   bool queue(std::unique_ptr<RequestBatch> batch);  // false when stopping
 
-  int nsFd_ = -1;
+  NetnsCopy netns_;
   int wakeFd_ = -1;
+  int wakeErrno_ = 0;  // why the eventfd could not be made
   std::vector<Filter> filters_;
   bool allowFlush_;
   size_t perBatch_ = 1;

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "batch_sink.h"
+#include "netns.h"
 #include "sys_error.h"
 
 namespace ct {
@@ -94,9 +95,7 @@ class DumpSession {
   void finish(const SysError* err);
   bool pushRaw(std::vector<uint8_t>&& datagram, size_t len);  // false when stopping
 
-  bool inNetns_ = false;  // a namespace was given: the threads must enter it
-  int nsFd_ = -1;         // our own copy of its descriptor
-  int dupErrno_ = 0;      // why the copy failed
+  NetnsCopy netns_;  // the namespace the threads enter, if one was given
   Filter filter_;
   bool hasFilter_;
   size_t batchSize_;

@@ -111,37 +111,48 @@ bool honours(NetlinkSocket& socket, const Filter& filter, size_t expected) {
   return true;
 }
 
+void probeHere(FlushSupport& support);
+
 FlushSupport probe() {
   FlushSupport support;
   std::thread worker([&support] {
-    // A namespace of this thread's own: nothing in it but what the probe makes.
-    if (::unshare(CLONE_NEWNET) != 0) {
-      support.problem = std::string("cannot make a network namespace to probe the kernel's filtered flush: ") +
-                        std::strerror(errno);
-      return;
+    try {
+      probeHere(support);
+    } catch (...) {  // bad_alloc: nothing counts as supported (deletes go entry by entry), the process goes on
+      support = FlushSupport{};
     }
-    NetlinkSocket socket;
-    SysError err;
-    if (!socket.open(true, err)) {
-      support.problem = "cannot open a netfilter socket to probe the kernel's filtered flush: " + err.op;
-      return;
-    }
-    Filter mark;
-    mark.markValue = 1;
-    mark.markMask = 0xffffffff;
-    support.mark = honours(socket, mark, 0);
-    Filter status;
-    status.statusSet = IPS_ASSURED;
-    support.status = honours(socket, status, 1);
-    Filter zone;
-    zone.zone = 7;
-    support.zone = honours(socket, zone, 2);
-    Filter family;
-    family.family = AF_INET6;
-    support.family = honours(socket, family, 3);
   });
   worker.join();
   return support;
+}
+
+// The probe's body, on a thread that is about to end: it leaves this process's namespace for one of its own.
+void probeHere(FlushSupport& support) {
+  // A namespace of this thread's own: nothing in it but what the probe makes.
+  if (::unshare(CLONE_NEWNET) != 0) {
+    support.problem = std::string("cannot make a network namespace to probe the kernel's filtered flush: ") +
+                      std::strerror(errno);
+    return;
+  }
+  NetlinkSocket socket;
+  SysError err;
+  if (!socket.open(true, err)) {
+    support.problem = "cannot open a netfilter socket to probe the kernel's filtered flush: " + err.op;
+    return;
+  }
+  Filter mark;
+  mark.markValue = 1;
+  mark.markMask = 0xffffffff;
+  support.mark = honours(socket, mark, 0);
+  Filter status;
+  status.statusSet = IPS_ASSURED;
+  support.status = honours(socket, status, 1);
+  Filter zone;
+  zone.zone = 7;
+  support.zone = honours(socket, zone, 2);
+  Filter family;
+  family.family = AF_INET6;
+  support.family = honours(socket, family, 3);
 }
 
 }  // namespace

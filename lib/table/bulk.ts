@@ -199,12 +199,16 @@ export async function applyMany<T>(bulk: NativeBulk, op: number, source: Iterabl
   return outcome.result();
 }
 
+/** Every entry is checked against each filter of a pass (native/addon_handle.cc has the same bound). */
+const MAX_DELETE_FILTERS = 4096;
+
 /** Runs one deleteMatching() pass natively over `filters` (ORed). */
 export async function deleteMatchingNative(native: NativeHandle, filter: EntryFilter | readonly EntryFilter[],
   options: DeleteOptions, mapError: (err: unknown) => Error): Promise<DeleteResult> {
   if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
   const list = Array.isArray(filter) ? filter : [filter];
   if (list.length === 0) throw invalidArgument('deleteMatching() needs at least one filter');
+  if (list.length > MAX_DELETE_FILTERS) throw invalidArgument(`deleteMatching() takes at most ${MAX_DELETE_FILTERS} filters in one pass`);
   const compiled = list.map((f, i) => {
     if (f === null || typeof f !== 'object' || Object.keys(f).length === 0) {
       throw invalidArgument(`deleteMatching() needs non-empty filters (filter ${i} selects everything); flush() empties the table`);

@@ -225,8 +225,8 @@ export function newEntrySpec(entry: NewEntry): NativeEntrySpec {
     throw invalidArgument('tcpState is for TCP entries only');
   }
   if (entry.labels !== undefined) spec.labels = labelWords(entry.labels, 'labels');
-  if (entry.srcNat !== undefined) spec.natSrc = natRange(entry.srcNat, 'srcNat', original.family, original.native.proto);
-  if (entry.dstNat !== undefined) spec.natDst = natRange(entry.dstNat, 'dstNat', original.family, original.native.proto);
+  if (entry.srcNat !== undefined) spec.natSrc = natRange(entry.srcNat, 'srcNat', spec.family, proto);
+  if (entry.dstNat !== undefined) spec.natDst = natRange(entry.dstNat, 'dstNat', spec.family, proto);
   if (entry.flags !== undefined) {
     if (!Array.isArray(entry.flags)) throw invalidArgument('flags must be a list of status flags');
     let bits = 0;

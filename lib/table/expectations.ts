@@ -84,7 +84,7 @@ export function decodeExpectationBatch(batch: NativeBatch): ConntrackExpectation
 export function decodeExpectationEventBatch(batch: NativeBatch): Array<ExpectationEvent | OverflowEvent> {
   checkLayout();
   const out: Array<ExpectationEvent | OverflowEvent> = [];
-  if (batch.overflowsBefore > 0) out.push({ type: 'overflow', count: batch.overflowsBefore });
+  if (batch.overflowsBefore > 0) out.push({ type: 'overflow', count: batch.overflowsBefore, receiveBufferBytes: 0 });
   const records = new Uint32Array(batch.records);
   for (let i = 0; i < batch.count; i++) {
     const type = EVENT_TYPES[records[i * SLOTS + E_EVENT] as number] ?? 'update';

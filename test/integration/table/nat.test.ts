@@ -92,7 +92,7 @@ describeIntegration('NAT on create(), against conntrack -I --src-nat / --dst-nat
       expect(mine).toHaveLength(1);
       expect(shown(mine[0])).toEqual(shown(tools[0]));
       // The kernel NATed the reply; the status bits (which the tool does not print) say which way.
-      const entry = await ct.get(c.entry.original);
+      const entry = await ct.get(c.entry.original as TupleSpec);
       expect(entry?.reply).toEqual(mine[0]?.reply);
       if (c.entry.srcNat) expect(entry?.flags).toContain('SRC_NAT');
       if (c.entry.dstNat) expect(entry?.flags).toContain('DST_NAT');
