@@ -4,11 +4,12 @@
  * read and zero the counters as `conntrack -L -z` does (and see the tool's zeroing); the dying
  * and unconfirmed lists are what `conntrack -L dying` / `unconfirmed` show.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Conntrack, type ConntrackEntry, type TupleSpec } from '../../../lib/index.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
-import { oracleEntries, parseConntrackText, parseShownCount } from '../../helpers/oracle.js';
+import { oracleEntries, parseConntrackText, parseShownCount, type OracleEntry } from '../../helpers/oracle.js';
 import { entryForFlow, openFlows, type FlowInfo, type OpenFlows } from '../../helpers/traffic.js';
 import { requireTool } from '../../helpers/tools.js';
 import { runCommand } from '../../helpers/cli.js';
@@ -45,8 +46,24 @@ describeIntegration('zeroed counters (conntrack -L -z) and the dying and unconfi
     await destroyAllNetns();
   });
 
+  /**
+   * The tool's view once the flows are quiet: a TCP peer's delayed ACK (up to 200 ms) can still
+   * arrive after the last poke and would count between the tool's read and the library's.
+   */
+  async function quietView(): Promise<OracleEntry[]> {
+    let last = await oracleEntries(ns, { labels: false });
+    for (let i = 0; i < 20; i++) {
+      await sleep(300);
+      const now = await oracleEntries(ns, { labels: false });
+      const same = [udp, tcp].every((flow) => JSON.stringify(countersOf(entryForFlow(now, flow))) === JSON.stringify(countersOf(entryForFlow(last, flow))));
+      if (same) return now;
+      last = now;
+    }
+    throw new Error('the flows did not go quiet within 6 s');
+  }
+
   it('entries({ zeroCounters }) returns the counts the tool showed, and the tool then shows zeros', async () => {
-    const before = await oracleEntries(ns, { labels: false });
+    const before = await quietView();
     const zeroed = await collect(ct.entries(undefined, { zeroCounters: true }));
     for (const flow of [udp, tcp]) {
       const tools = entryForFlow(before, flow);

@@ -58,7 +58,7 @@ describe('expectations decoded from recorded kernel messages', () => {
     const made = decodeAll(datagrams).find((x) => x.tuple.dport === 47001);
     expect(made).toBeDefined();
     expect(made?.flags).toContain('PERMANENT');
-    expect(made?.flagBits & 1).toBe(1); // NF_CT_EXPECT_PERMANENT
+    expect((made?.flagBits ?? 0) & 1).toBe(1); // NF_CT_EXPECT_PERMANENT
     expect(made?.nat?.dir).toBe('reply');
     // The kernel keeps the NAT target in the tuple's source part (exp->saved_addr, saved_proto).
     expect(made?.nat?.tuple).toMatchObject({ src: '127.0.0.9', sport: 2121 });
