@@ -64,7 +64,7 @@ try {
       out = await timed(() => ct.deleteMatching({ mark: 7 }));
       break;
     case 'create-many':
-      out = await timed(() => ct.createMany(udpEntries(n, 0, 1000)));
+      out = await timed(() => ct.createMany(udpEntries(n, 0, 1000), process.env.BULK_BATCH ? { batchSize: Number(process.env.BULK_BATCH) } : {}));
       break;
     case 'create-loop':
       out = await timed(async () => {

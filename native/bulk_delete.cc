@@ -201,7 +201,8 @@ bool DeleteSession::run(SysError& err) {
   bool opened = false;
   auto open = [&] { opened = dumpSocket.open(true, err) && deleteSocket.open(true, err); };
   if (!netns_.run(open, err) || !opened) return false;
-  if (filters_.size() == 1 && allowFlush_ && flushCovers(filters_[0], flushSupport()))
+  // The probe (once per process) only for a filter a flush could carry.
+  if (filters_.size() == 1 && allowFlush_ && flushCanExpress(filters_[0]) && flushCovers(filters_[0], flushSupport()))
     return flushPath(dumpSocket, err);
   return dumpPath(dumpSocket, deleteSocket, err);
 }

@@ -19,7 +19,11 @@
 namespace ct {
 namespace {
 
-// Four entries, each picked out by one attribute alone.
+// One filtered flush tells everything: an entry that matches every attribute of the probe's
+// filter, and one per attribute that differs from the filter in that attribute alone. That one
+// survives exactly when the kernel honours the attribute. One flush, because each walks the whole
+// shared hash table (every namespace's entries): a probe of one flush per attribute took 0.1 s
+// beside a 100,000-entry table.
 struct ProbeEntry {
   uint8_t family;
   uint16_t sport;
@@ -27,13 +31,12 @@ struct ProbeEntry {
   uint32_t status;  // besides IPS_CONFIRMED, which every created entry has
   uint16_t zone;
 };
-constexpr ProbeEntry kEntries[] = {
-    {AF_INET, 1, 1, 0, 0},                                  // mark 1
-    {AF_INET, 2, 0, IPS_ASSURED | IPS_SEEN_REPLY, 0},       // assured
-    {AF_INET, 3, 0, 0, 7},                                  // zone 7
-    {AF_INET6, 4, 0, 0, 0},                                 // IPv6
-};
-constexpr size_t kEntryCount = sizeof kEntries / sizeof kEntries[0];
+constexpr uint32_t kAssured = IPS_ASSURED | IPS_SEEN_REPLY;
+constexpr ProbeEntry kMatchesAll = {AF_INET6, 1, 1, kAssured, 7};
+constexpr ProbeEntry kOtherMark = {AF_INET6, 2, 0, kAssured, 7};
+constexpr ProbeEntry kOtherStatus = {AF_INET6, 3, 1, 0, 7};
+constexpr ProbeEntry kOtherZone = {AF_INET6, 4, 1, kAssured, 0};
+constexpr ProbeEntry kOtherFamily = {AF_INET, 5, 1, kAssured, 7};
 
 EntrySpec specOf(const ProbeEntry& p) {
   EntrySpec s;
@@ -87,43 +90,42 @@ int entryRequest(NetlinkSocket& socket, EntryOp op, const EntrySpec& spec) {
   return exchange(socket, request, buildEntryRequest(request.data(), request.size(), op, 0, spec));
 }
 
-// Makes the four entries, flushes with `filter`, and checks that exactly entry `expected` went.
-bool honours(NetlinkSocket& socket, const Filter& filter, size_t expected) {
-  std::vector<uint8_t> request(64);
-  if (exchange(socket, request, buildFlushRequest(request.data(), request.size(), 0, 0)) != 0) return false;
-  for (const ProbeEntry& p : kEntries) {
-    EntrySpec s = specOf(p);
-    s.hasTimeout = true;
-    s.timeout = 60;
-    s.hasMark = p.mark != 0;
-    s.mark = p.mark;
-    s.hasStatus = p.status != 0;
-    s.status = p.status | IPS_CONFIRMED;
-    if (entryRequest(socket, EntryOp::kCreate, s) != 0) return false;
-  }
-  if (exchange(socket, request, buildFilteredFlushRequest(request.data(), request.size(), 0, filter)) != 0) return false;
-  for (size_t i = 0; i < kEntryCount; ++i) {
-    int answer = entryRequest(socket, EntryOp::kGet, specOf(kEntries[i]));
-    bool gone = answer == ENOENT;
-    if (answer != 0 && !gone) return false;
-    if (gone != (i == expected)) return false;
-  }
-  return true;
+bool create(NetlinkSocket& socket, const ProbeEntry& p) {
+  EntrySpec s = specOf(p);
+  s.hasTimeout = true;
+  s.timeout = 60;
+  s.hasMark = p.mark != 0;
+  s.mark = p.mark;
+  s.hasStatus = true;
+  s.status = p.status | IPS_CONFIRMED;
+  return entryRequest(socket, EntryOp::kCreate, s) == 0;
 }
 
-void probeHere(FlushSupport& support);
+// 1: the entry is still there, 0: gone, -1: the kernel answered something else.
+int present(NetlinkSocket& socket, const ProbeEntry& p) {
+  int answer = entryRequest(socket, EntryOp::kGet, specOf(p));
+  return answer == 0 ? 1 : answer == ENOENT ? 0 : -1;
+}
 
-FlushSupport probe() {
-  FlushSupport support;
-  std::thread worker([&support] {
-    try {
-      probeHere(support);
-    } catch (...) {  // bad_alloc: nothing counts as supported (deletes go entry by entry), the process goes on
-      support = FlushSupport{};
-    }
-  });
-  worker.join();
-  return support;
+// In the probe's fresh (empty) namespace: the entries, one filtered flush, then who is left.
+void probeIn(NetlinkSocket& socket, FlushSupport& support) {
+  for (const ProbeEntry& p : {kMatchesAll, kOtherMark, kOtherStatus, kOtherZone, kOtherFamily}) {
+    if (!create(socket, p)) return;
+  }
+  Filter filter;
+  filter.family = AF_INET6;
+  filter.markValue = 1;
+  filter.markMask = 0xffffffff;
+  filter.statusSet = IPS_ASSURED;
+  filter.zone = 7;
+  std::vector<uint8_t> request(256);
+  if (exchange(socket, request, buildFilteredFlushRequest(request.data(), request.size(), 0, filter)) != 0) return;
+  // What matches everything must be gone, or the kernel did not flush at all: nothing is honoured.
+  if (present(socket, kMatchesAll) != 0) return;
+  support.mark = present(socket, kOtherMark) == 1;
+  support.status = present(socket, kOtherStatus) == 1;
+  support.zone = present(socket, kOtherZone) == 1;
+  support.family = present(socket, kOtherFamily) == 1;
 }
 
 // The probe's body, on a thread that is about to end: it leaves this process's namespace for one of its own.
@@ -140,19 +142,20 @@ void probeHere(FlushSupport& support) {
     support.problem = "cannot open a netfilter socket to probe the kernel's filtered flush: " + err.op;
     return;
   }
-  Filter mark;
-  mark.markValue = 1;
-  mark.markMask = 0xffffffff;
-  support.mark = honours(socket, mark, 0);
-  Filter status;
-  status.statusSet = IPS_ASSURED;
-  support.status = honours(socket, status, 1);
-  Filter zone;
-  zone.zone = 7;
-  support.zone = honours(socket, zone, 2);
-  Filter family;
-  family.family = AF_INET6;
-  support.family = honours(socket, family, 3);
+  probeIn(socket, support);
+}
+
+FlushSupport probe() {
+  FlushSupport support;
+  std::thread worker([&support] {
+    try {
+      probeHere(support);
+    } catch (...) {  // bad_alloc: nothing counts as supported (deletes go entry by entry), the process goes on
+      support = FlushSupport{};
+    }
+  });
+  worker.join();
+  return support;
 }
 
 }  // namespace
@@ -164,9 +167,14 @@ const FlushSupport& flushSupport() {
   return support;
 }
 
-bool flushCovers(const Filter& f, const FlushSupport& s) {
+bool flushCanExpress(const Filter& f) {
   if (f.empty()) return false;  // a flush of everything is flush(), not a filter
-  if (f.protocol >= 0 || f.tcpStates != 0 || !f.addresses.empty() || !f.ports.empty()) return false;
+  if (f.zone == 0) return false;  // the kernel reads zone 0 as "any"
+  return f.protocol < 0 && f.tcpStates == 0 && f.addresses.empty() && f.ports.empty();
+}
+
+bool flushCovers(const Filter& f, const FlushSupport& s) {
+  if (!flushCanExpress(f)) return false;
   if (f.family != 0 && !s.family) return false;
   if (f.markMask != 0 && !s.mark) return false;
   if ((f.statusSet != 0 || f.statusUnset != 0) && !s.status) return false;

@@ -2,8 +2,8 @@
 // A kernel that does not know an attribute ignores it and flushes more than asked (older ones
 // read only the family and the mark; status and zone came later), and nothing in its answer
 // says so. So the kernel is asked in a network namespace of its own, made for the
-// probe on a thread of its own and gone with it: entries are made there, flushed by each
-// attribute, and what remains is compared. Once per process; without the right to make a
+// probe on a thread of its own and gone with it: entries are made there, one filtered flush
+// with every attribute is sent, and what remains tells which attributes were honoured. Once per process; without the right to make a
 // namespace (CAP_SYS_ADMIN) nothing counts as supported, and deletes go entry by entry.
 #pragma once
 
@@ -23,6 +23,10 @@ struct FlushSupport {
 
 // The probe's answer; the first call runs it (a few milliseconds), later ones wait for and reuse it.
 const FlushSupport& flushSupport();
+
+// True when `filter` has only what a filtered flush can carry (family, mark, status, a zone other
+// than 0): worth probing the kernel for.
+bool flushCanExpress(const Filter& filter);
 
 // True when one filtered flush deletes exactly what `filter` selects on this kernel.
 bool flushCovers(const Filter& filter, const FlushSupport& support);

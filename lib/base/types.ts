@@ -292,7 +292,7 @@ export interface BulkResult<T> {
 
 export interface BulkOptions {
   signal?: AbortSignal;
-  /** Items per native batch (default 4096); two batches are in flight, one filling, one sent. */
+  /** Items per native batch (default 1024); two batches are in flight, one filling, one sent. */
   batchSize?: number;
   /** How many failures to keep with their item (default 1000). */
   maxFailures?: number;
