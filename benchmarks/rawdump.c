@@ -6,7 +6,7 @@
  * a 64 KiB buffer until NLMSG_DONE and only counts: nothing is decoded beyond
  * the netlink headers. This is what any user-space reader pays at minimum.
  *
- *   rawdump [--netns PATH] [--family inet|inet6|unspec] [--save FILE]
+ *   rawdump [--netns PATH] [--family inet|inet6|unspec] [--expect] [--save FILE]
  *   rawdump [--netns PATH] --stats N
  *
  * Dump mode prints  {"messages":..,"bytes":..,"datagrams":..,"seconds":..,...}
@@ -14,7 +14,8 @@
  * waits for each answer, and prints {"calls":..,"seconds":..,"nsPerCall":..}.
  *
  * --save FILE writes every received datagram as [u32 little-endian length][bytes]
- * (used to record real kernel messages as test fixtures).
+ * (used to record real kernel messages as test fixtures); --expect dumps the expectation
+ * table instead (IPCTNL_MSG_EXP_GET).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,7 +43,7 @@ static void die(const char *what)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: rawdump [--netns PATH] [--family inet|inet6|unspec] [--save FILE]\n"
+		"usage: rawdump [--netns PATH] [--family inet|inet6|unspec] [--expect] [--save FILE]\n"
 		"       rawdump [--netns PATH] --stats N\n");
 	exit(2);
 }
@@ -62,6 +63,9 @@ static void put_le32(unsigned char *p, uint32_t v)
 	p[3] = (v >> 24) & 0xff;
 }
 
+/* NFNL_SUBSYS_CTNETLINK, or NFNL_SUBSYS_CTNETLINK_EXP with --expect. */
+static uint16_t subsys = NFNL_SUBSYS_CTNETLINK;
+
 static void send_request(int fd, uint16_t msgtype, uint16_t flags, uint32_t seq, uint8_t family)
 {
 	struct {
@@ -72,7 +76,7 @@ static void send_request(int fd, uint16_t msgtype, uint16_t flags, uint32_t seq,
 
 	memset(&req, 0, sizeof(req));
 	req.nlh.nlmsg_len = sizeof(req);
-	req.nlh.nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | msgtype;
+	req.nlh.nlmsg_type = (subsys << 8) | msgtype;
 	req.nlh.nlmsg_flags = flags;
 	req.nlh.nlmsg_seq = seq;
 	req.nfg.nfgen_family = family;
@@ -139,6 +143,8 @@ int main(int argc, char **argv)
 			netns = argv[++i];
 		else if (!strcmp(argv[i], "--save") && i + 1 < argc)
 			save = argv[++i];
+		else if (!strcmp(argv[i], "--expect"))
+			subsys = NFNL_SUBSYS_CTNETLINK_EXP; /* IPCTNL_MSG_EXP_GET is IPCTNL_MSG_CT_GET's number */
 		else if (!strcmp(argv[i], "--stats") && i + 1 < argc)
 			stats = strtol(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--family") && i + 1 < argc) {

@@ -18,6 +18,8 @@
 //          only e.id, count(), count() latency; the `conntrack count` CLI
 //   events new-entry events during a burst of EVENT_BURST entries: ct.events() against
 //          conntrack -E with the same receive buffer, one listener at a time
+//   bulk   benchmarks/bulk.mjs after the rest (its own sandbox and lock): deleteMatching()
+//          against conntrack -D and -F, createMany() against create() in a loop and conntrack -I
 //
 // Writes the markdown table to stdout and benchmarks/results/latest.md (raw figures in
 // latest.json). Dump times are measured inside the measuring process (rawdump, lib-child);
@@ -49,7 +51,7 @@ const TARGETS = {
 // Options
 
 function parseArgs(argv) {
-  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib', 'events']), calls: 100000, cpus: null, wait: 0 };
+  const o = { sizes: [100000, 1000000], reps: 5, only: new Set(['floor', 'cli', 'lib', 'events', 'bulk']), calls: 100000, cpus: null, wait: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -66,7 +68,7 @@ function parseArgs(argv) {
       if (!Number.isInteger(o.reps) || o.reps < 1) usage('--reps: positive integer');
     } else if (a.startsWith('--only')) {
       o.only = new Set(val().split(','));
-      for (const g of o.only) if (!['floor', 'cli', 'lib', 'events'].includes(g)) usage(`--only: unknown group ${g}`);
+      for (const g of o.only) if (!['floor', 'cli', 'lib', 'events', 'bulk'].includes(g)) usage(`--only: unknown group ${g}`);
     } else if (a.startsWith('--cpus')) {
       o.cpus = val();
       if (!/^[0-9,-]+$/.test(o.cpus)) usage('--cpus: a taskset CPU list such as 1 or 0-1');
@@ -87,7 +89,7 @@ function parseArgs(argv) {
 
 function usage(msg) {
   if (msg) console.error(`bench: ${msg}`);
-  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib,events] [--calls N] [--cpus LIST] [--wait SECONDS]');
+  console.error('usage: npm run bench -- [--sizes 100000,1000000] [--reps N] [--only floor,cli,lib,events,bulk] [--calls N] [--cpus LIST] [--wait SECONDS]');
   process.exit(msg ? 2 : 0);
 }
 
@@ -927,7 +929,13 @@ async function main() {
     cleanupSync();
   }
 
-  const md = report(meta, opts, bySize, latency, fills, describeOthers(others), events);
+  let md = report(meta, opts, bySize, latency, fills, describeOthers(others), events);
+  if (opts.only.has('bulk')) {
+    // Its own process, sandbox and turn at the global-limits lock, released above.
+    const bulk = await run(process.execPath, [join(HERE, 'bulk.mjs'), '--reps', String(opts.reps)], { timeout: 3_600_000 });
+    if (bulk.code !== 0) throw new Error(`benchmarks/bulk.mjs failed: ${bulk.stderr.trim().slice(-400)}`);
+    md += `\n${bulk.stdout.replace(/^# .*\n/, '## Bulk changes\n')}`;
+  }
   process.stdout.write(md);
   writeFileSync(join(RESULTS, 'latest.md'), md);
   writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ meta, opts: { ...opts, only: [...opts.only] }, bySize, latency, events, fills, foreignBySize, warnings }, null, 2));

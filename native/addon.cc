@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "addon.h"
+#include "addon_bulk.h"
 #include "addon_dump.h"
 #include "addon_mirror.h"
 #include "addon_handle.h"
@@ -17,7 +18,7 @@
 namespace ct::addon {
 namespace {
 
-// decode(datagram, filter | null, events?, summaryKeys?): one captured datagram's batch (tests).
+// decode(datagram, filter | null, events?, summaryKeys?, expectations?): one captured datagram's batch (tests).
 Napi::Value Decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
@@ -30,11 +31,13 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
   // Fourth argument, summary key numbers: the datagram's group counts instead of its entries.
   std::unique_ptr<ct::Grouper> grouper;
   if (info.Length() > 3 && info[3].IsArray()) grouper = std::make_unique<ct::Grouper>(readSummaryKeys(env, info[3]));
+  // Fifth argument true: the datagram's expectation messages, as expectation records.
+  bool expectations = info.Length() > 4 && info[4].ToBoolean().Value();
   ct::Batch batch;
   ct::KeySet seen;
   SysError err;
   if (!ct::decodeDatagramToBatch(data.Data(), data.ByteLength(), hasFilter ? &filter : nullptr,
-                                 events ? nullptr : &seen, batch, err, events, grouper.get()))
+                                 events ? nullptr : &seen, batch, err, events, grouper.get(), expectations))
     throw toJsError(env, err);
   return batchToJs(env, std::move(batch));
 }
@@ -44,6 +47,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->dumpConstructor = Napi::Persistent(defineDumpClass(env));
   data->handleConstructor = Napi::Persistent(defineHandleClass(env));
   data->mirrorConstructor = Napi::Persistent(defineMirrorClass(env));
+  data->bulkConstructor = Napi::Persistent(defineBulkClass(env));
+  data->deleteRunConstructor = Napi::Persistent(defineDeleteRunClass(env));
   env.SetInstanceData(data);  // deleted with the environment
   exports.Set("open", Napi::Function::New(env, openHandle));
   exports.Set("netnsReadFile", Napi::Function::New(env, netnsReadFile));
@@ -51,6 +56,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsListDir", Napi::Function::New(env, netnsListDir));
   exports.Set("decode", Napi::Function::New(env, Decode));
   exports.Set("layout", layoutToJs(env));
+  exports.Set("flushSupport", Napi::Function::New(env, flushSupportToJs));
   return exports;
 }
 

@@ -11,6 +11,8 @@ struct AddonData {
   Napi::FunctionReference dumpConstructor;
   Napi::FunctionReference handleConstructor;
   Napi::FunctionReference mirrorConstructor;
+  Napi::FunctionReference bulkConstructor;
+  Napi::FunctionReference deleteRunConstructor;
 };
 
 }  // namespace ct::addon

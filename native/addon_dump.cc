@@ -107,7 +107,8 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
   }
 
   void Begin(Napi::Env env, int nsFd, const ct::Filter* filter, size_t batchSize,
-             const ct::EventOptions* events = nullptr, std::vector<ct::SummaryKey> summary = {}) {
+             const ct::EventOptions* events = nullptr, std::vector<ct::SummaryKey> summary = {},
+             uint8_t message = 0) {
     state_ = std::make_shared<DumpState>(env);
     std::shared_ptr<DumpState> state = state_;
     state->wake = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
@@ -126,6 +127,7 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
       }
     }, events);
     if (!summary.empty()) state->session->summarizeBy(std::move(summary));
+    if (message != 0) state->session->dumpMessage(message);
     // The session calls `wake` from its thread until stop() joins it; stop() runs before Release().
     // The environment may end before this wrapper is collected: stop the thread then.
     napi_add_env_cleanup_hook(env, &DumpState::OnTeardown, state.get());
@@ -191,9 +193,9 @@ class DumpWrap : public Napi::ObjectWrap<DumpWrap> {
 Napi::Function defineDumpClass(Napi::Env env) { return DumpWrap::Init(env); }
 
 Napi::Object newDump(Napi::Env env, int nsFd, const ct::Filter* filter, size_t batchSize,
-                     const ct::EventOptions* events, std::vector<ct::SummaryKey> summary) {
+                     const ct::EventOptions* events, std::vector<ct::SummaryKey> summary, uint8_t message) {
   Napi::Object obj = env.GetInstanceData<AddonData>()->dumpConstructor.New({});
-  DumpWrap::Unwrap(obj)->Begin(env, nsFd, filter, batchSize, events, std::move(summary));
+  DumpWrap::Unwrap(obj)->Begin(env, nsFd, filter, batchSize, events, std::move(summary), message);
   return obj;
 }
 

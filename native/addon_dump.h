@@ -17,7 +17,8 @@ namespace ct::addon {
 Napi::Function defineDumpClass(Napi::Env env);
 
 // A started NativeDump; throws the session's start error.
+// `message`: the dump's request message (ct::DumpSession::dumpMessage), 0 for the table.
 Napi::Object newDump(Napi::Env env, int nsFd, const ct::Filter* filter, size_t batchSize,
-                     const ct::EventOptions* events, std::vector<ct::SummaryKey> summary);
+                     const ct::EventOptions* events, std::vector<ct::SummaryKey> summary, uint8_t message = 0);
 
 }  // namespace ct::addon

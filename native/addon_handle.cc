@@ -7,11 +7,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
 #include <algorithm>
 #include <memory>
 #include <vector>
 
 #include "addon.h"
+#include "addon_bulk.h"
 #include "addon_dump.h"
 #include "addon_mirror.h"
 #include "addon_values.h"
@@ -25,6 +28,8 @@ namespace {
 
 // The bounds lib/table/conntrack.ts gives these options, checked again here.
 constexpr double kMaxBatchSize = 65536;
+// Every entry is checked against each filter of a delete pass; lib/table/bulk.ts has the same bound.
+constexpr uint32_t kMaxDeleteFilters = 4096;
 constexpr double kMinEventBufferBytes = 4096;
 constexpr double kMaxEventBufferBytes = 1 << 30;
 
@@ -66,6 +71,9 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
                         InstanceMethod<&HandleWrap::WriteFile>("writeFile"),
                         InstanceMethod<&HandleWrap::ListDir>("listDir"),
                         InstanceMethod<&HandleWrap::NamespaceInode>("namespaceInode"),
+                        InstanceMethod<&HandleWrap::ExpectationRequest>("expectationRequest"),
+                        InstanceMethod<&HandleWrap::OpenBulk>("openBulk"),
+                        InstanceMethod<&HandleWrap::StartDelete>("startDelete"),
                         InstanceMethod<&HandleWrap::Close>("close")});
   }
 
@@ -160,7 +168,7 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
   // empty) or a promise of one. flush(family): every entry of the namespace.
   Napi::Value EntryRequest(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto op = static_cast<ct::EntryOp>(integerArgument(info[0], "entry request op", 0, 3));
+    auto op = static_cast<ct::EntryOp>(integerArgument(info[0], "entry request op", 0, static_cast<double>(ct::EntryOp::kGetZero)));
     ct::EntrySpec spec;
     readEntrySpec(info[1], spec);
     std::vector<uint8_t> request(1024);
@@ -192,7 +200,49 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     // Third argument, key numbers (ct::SummaryKey): group counts instead of entries.
     std::vector<ct::SummaryKey> summary = info.Length() > 2 ? readSummaryKeys(env, info[2]) : std::vector<ct::SummaryKey>{};
-    return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary));
+    // Fourth argument, the dump's message (IPCTNL_MSG_CT_GET_CTRZERO, _GET_DYING, _GET_UNCONFIRMED).
+    // 0 is IPCTNL_MSG_CT_NEW, which a dump never sends: it stands for the plain IPCTNL_MSG_CT_GET.
+    uint8_t message = 0;
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      message = static_cast<uint8_t>(integerArgument(info[3], "dump message", 0, IPCTNL_MSG_CT_GET_UNCONFIRMED));
+      if (message != 0 && message != IPCTNL_MSG_CT_GET_CTRZERO && message != IPCTNL_MSG_CT_GET_DYING &&
+          message != IPCTNL_MSG_CT_GET_UNCONFIRMED)
+        throw Napi::RangeError::New(env, "dump message must be IPCTNL_MSG_CT_GET_CTRZERO, _GET_DYING or _GET_UNCONFIRMED");
+    }
+    return newDump(env, nsFd_, hasFilter ? &filter : nullptr, batchSize, nullptr, std::move(summary), message);
+  }
+
+  // expectationRequest(op, spec): list, get, create or delete expectations (ct::ExpectationOp); a
+  // batch of expectation records (or a promise of one).
+  Napi::Value ExpectationRequest(const Napi::CallbackInfo& info) {
+    auto op = static_cast<ct::ExpectationOp>(
+        integerArgument(info[0], "expectation request op", 0, static_cast<double>(ct::ExpectationOp::kDelete)));
+    ct::ExpectationSpec spec;
+    readExpectationSpec(info[1], spec);
+    std::vector<uint8_t> request(2048);
+    size_t len = ct::buildExpectationRequest(request.data(), request.size(), op, 0, spec);
+    return RunRequest(info.Env(), std::move(request), len);
+  }
+
+  // openBulk(): a NativeBulk for createMany() / updateMany() in this handle's namespace.
+  Napi::Value OpenBulk(const Napi::CallbackInfo& info) {
+    if (closed_) throw Napi::Error::New(info.Env(), "closed");
+    return newBulk(info.Env(), nsFd_);
+  }
+
+  // startDelete(filters[], allowFlush): a NativeDeleteRun deleting what any filter selects.
+  Napi::Value StartDelete(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) throw Napi::Error::New(env, "closed");
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "delete filters must be an array");
+    Napi::Array list = info[0].As<Napi::Array>();
+    if (list.Length() == 0 || list.Length() > kMaxDeleteFilters)
+      throw Napi::RangeError::New(env, "delete takes 1 to " + std::to_string(kMaxDeleteFilters) + " filters");
+    std::vector<ct::Filter> filters(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      if (!readFilter(list.Get(i), filters[i])) throw Napi::TypeError::New(env, "each delete filter must be an object");
+    }
+    return newDeleteRun(env, nsFd_, std::move(filters), info[1].ToBoolean().Value());
   }
 
   // startMirror(filter | null, receiveBufferBytes, maxReceiveBufferBytes, onSync, resyncIntervalMs, onChange): a NativeMirror.
@@ -221,8 +271,11 @@ class HandleWrap : public Napi::ObjectWrap<HandleWrap> {
     bool hasFilter = readFilter(info[0], filter);
     auto batchSize = static_cast<size_t>(integerArgument(info[1], "batchSize", 1, kMaxBatchSize));
     ct::EventOptions events;
-    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY: bits 0 to 2.
-    events.groups = static_cast<uint32_t>(integerArgument(info[2], "event groups", 1, 7));
+    // Seventh argument true: the groups are NFNLGRP_CONNTRACK_EXP_*, whose messages are expectations.
+    events.expectations = info.Length() > 6 && info[6].ToBoolean().Value();
+    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY: bits 0 to 2; NFNLGRP_CONNTRACK_EXP_*: bits 3 to 5.
+    events.groups = static_cast<uint32_t>(events.expectations ? integerArgument(info[2], "event groups", 8, 56)
+                                                              : integerArgument(info[2], "event groups", 1, 7));
     // 0 would leave the receiver waiting for room that never comes; 2^31 and more turn negative.
     events.receiveBufferBytes = static_cast<int>(integerArgument(info[3], "receiveBufferBytes", kMinEventBufferBytes, kMaxEventBufferBytes));
     events.reliable = info.Length() > 4 && info[4].ToBoolean().Value();

@@ -214,6 +214,59 @@ void readEntrySpec(const Napi::Value& value, ct::EntrySpec& s) {
   };
   bits("labels", s.hasLabels, s.labels);
   bits("labelsMask", s.hasLabelsMask, s.labelsMask);
+  // { min, max: Uint8Array (an address of the entry's family), minPort?, maxPort? }
+  auto nat = [&](const char* key, ct::NatRange& n) {
+    if (!given(o, key)) return;
+    Napi::Object r = objectOf(o.Get(key), key);
+    size_t want = ct::addressLength(s.family);
+    Napi::Uint8Array min = typedArrayOf<Napi::Uint8Array>(r.Get("min"), napi_uint8_array, want, "NAT min");
+    Napi::Uint8Array max = typedArrayOf<Napi::Uint8Array>(r.Get("max"), napi_uint8_array, want, "NAT max");
+    std::memcpy(n.minAddr, min.Data(), want);
+    std::memcpy(n.maxAddr, max.Data(), want);
+    if (given(r, "minPort")) {
+      n.hasPorts = true;
+      n.minPort = static_cast<uint16_t>(u32Of(r, "minPort", 65535));
+      n.maxPort = static_cast<uint16_t>(u32Of(r, "maxPort", 65535));
+    }
+    n.given = true;
+  };
+  nat("natSrc", s.natSrc);
+  nat("natDst", s.natDst);
+}
+
+void readExpectationSpec(const Napi::Value& value, ct::ExpectationSpec& s) {
+  Napi::Object o = objectOf(value, "expectation spec");
+  // Family 0 (a dump of every family) carries no tuple: there is no address length to read by.
+  s.family = familyOf(o, true);
+  for (const char* key : {"master", "tuple", "mask", "natTuple"}) {
+    if (s.family == 0 && given(o, key)) throw Napi::RangeError::New(o.Env(), std::string(key) + " needs family AF_INET or AF_INET6");
+  }
+  readTuple(o.Get("master"), s.master, s.family, "master");
+  readTuple(o.Get("tuple"), s.tuple, s.family, "tuple");
+  readTuple(o.Get("mask"), s.mask, s.family, "mask");
+  readTuple(o.Get("natTuple"), s.natTuple, s.family, "natTuple");
+  auto optional = [&](const char* key, bool& has, auto& field, uint32_t max) {
+    if (!given(o, key)) return;
+    has = true;
+    field = static_cast<std::remove_reference_t<decltype(field)>>(u32Of(o, key, max));
+  };
+  optional("timeout", s.hasTimeout, s.timeout, 0xffffffffu);
+  optional("id", s.hasId, s.id, 0xffffffffu);
+  optional("zone", s.hasZone, s.zone, 65535);
+  optional("flags", s.hasFlags, s.flags, 0xffffffffu);
+  optional("class", s.hasClass, s.klass, 0xffffffffu);
+  optional("natDir", s.hasNat, s.natDir, 1);  // IP_CT_DIR_ORIGINAL or IP_CT_DIR_REPLY
+  // NF_CT_HELPER_NAME_LEN is 16 with its NUL; expectation function names are as short.
+  auto name = [&](const char* key, std::string& out, size_t maxLength) {
+    if (!given(o, key)) return;
+    Napi::Value v = o.Get(key);
+    if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a string");
+    out = v.As<Napi::String>().Utf8Value();
+    if (out.empty() || out.size() > maxLength || out.find('\0') != std::string::npos)
+      throw Napi::RangeError::New(o.Env(), std::string(key) + " must be 1 to " + std::to_string(maxLength) + " bytes without NUL");
+  };
+  name("helper", s.helper, 15);
+  name("fn", s.fn, 63);
 }
 
 std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& value) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "expectation.h"
 #include "filter.h"
 #include "record_layout.h"
 #include "records.h"
@@ -58,6 +59,10 @@ void readEntrySpec(const Napi::Value& value, ct::EntrySpec& s);
 
 // An integer argument in [min, max], else a TypeError or RangeError naming it.
 double integerArgument(const Napi::Value& value, const char* what, double min, double max);
+
+// { family, master?, tuple?, mask?, natTuple? (tuples as readEntrySpec's), timeout?, id?, zone?,
+// flags?, class?, natDir?, helper?, fn? }, validated by lib/table/expectations.ts.
+void readExpectationSpec(const Napi::Value& value, ct::ExpectationSpec& s);
 
 // Summary key numbers (ct::SummaryKey); anything but an array is no summary.
 std::vector<ct::SummaryKey> readSummaryKeys(Napi::Env env, const Napi::Value& value);

@@ -5,10 +5,12 @@
 #include <cstdint>
 
 #include "decode.h"
+#include "expectation.h"
 
 namespace ct {
 
 bool EntrySink::onMessage(const MessageView& m, SysError& err) {
+  if (expectations) return m.kind == MessageKind::kExpectation ? onExpectation(m, err) : true;
   if (m.kind != MessageKind::kEntry) return true;
   if (counters_) {
     counters_->messages.fetch_add(1, std::memory_order_relaxed);
@@ -43,14 +45,30 @@ bool EntrySink::onMessage(const MessageView& m, SysError& err) {
   return true;
 }
 
+// Expectation messages (expectation.*), as event subscriptions to the expectation groups get them:
+// one record each, unfiltered (filters describe entries), not de-duplicated (events come once).
+bool EntrySink::onExpectation(const MessageView& m, SysError& err) {
+  if (counters_) counters_->messages.fetch_add(1, std::memory_order_relaxed);
+  Expectation e;
+  if (!decodeExpectation(m, e, err)) return false;
+  if (classifyEvents) e.event = eventTypeOf(m);
+  appendExpectationRecord(batch_, e);
+  if (batchFull_ && (batch_.count >= batchSize_ || batch_.text.size() >= kMaxBatchText) && !batchFull_()) {
+    stopped = true;
+    return false;
+  }
+  return true;
+}
+
 bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
-                           Batch& batch, SysError& err, bool events, Grouper* grouper) {
+                           Batch& batch, SysError& err, bool events, Grouper* grouper, bool expectations) {
   EntrySink sink(filter, seen, batch);
   sink.classifyEvents = events;
-  sink.grouper = grouper;
+  sink.grouper = expectations ? nullptr : grouper;
+  sink.expectations = expectations;
   bool done = false;
   if (!walkDatagram(data, len, 0, sink, done, err)) return false;
-  if (grouper) grouper->emit(batch, SIZE_MAX, [] { return true; });
+  if (sink.grouper) grouper->emit(batch, SIZE_MAX, [] { return true; });
   return true;
 }
 

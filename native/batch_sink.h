@@ -38,6 +38,9 @@ class EntrySink : public MessageSink {
         batchFull_(std::move(batchFull)) {}
 
   bool onMessage(const MessageView& message, SysError& err) override;
+  // Expectation messages become expectation records (record_layout.h expect_slot) and entries
+  // are skipped; otherwise the other way round: a batch holds records of one kind.
+  bool expectations = false;
   bool stopped = false;
   // Event messages: record each one's EventType (dump answers carry the same message types).
   bool classifyEvents = false;
@@ -47,6 +50,7 @@ class EntrySink : public MessageSink {
   std::function<void(const Entry&)> consumer;
 
  private:
+  bool onExpectation(const MessageView& message, SysError& err);
   const Filter* filter_;
   KeySet* seen_;
   Batch& batch_;
@@ -59,7 +63,9 @@ class EntrySink : public MessageSink {
 // through `seen` when given; with `events`, recording each message's EventType). Used by the
 // binding's decode() for tests, by the fuzzer and by the decoder benchmark.
 // With `grouper`, the entries are counted there and its groups written as the batch's records.
+// With `expectations`, the datagram's expectation messages instead (no filter, no grouping).
 bool decodeDatagramToBatch(const uint8_t* data, size_t len, const Filter* filter, KeySet* seen,
-                           Batch& batch, SysError& err, bool events = false, Grouper* grouper = nullptr);
+                           Batch& batch, SysError& err, bool events = false, Grouper* grouper = nullptr,
+                           bool expectations = false);
 
 }  // namespace ct

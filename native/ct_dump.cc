@@ -65,17 +65,10 @@ Control scanControl(const uint8_t* data, size_t len, uint32_t seq) {
 
 DumpSession::DumpSession(int nsFd, const Filter* filter, size_t batchSize, std::function<void()> notify,
                          const EventOptions* events)
-    : hasFilter_(filter != nullptr), batchSize_(batchSize == 0 ? 1 : batchSize), notify_(std::move(notify)),
+    : netns_(nsFd), hasFilter_(filter != nullptr), batchSize_(batchSize == 0 ? 1 : batchSize), notify_(std::move(notify)),
       listening_(events != nullptr) {
   if (filter) filter_ = *filter;
   if (events) events_ = *events;
-  if (nsFd >= 0) {
-    inNetns_ = true;
-    nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
-    // Without its own descriptor the session cannot enter the namespace: start() says why,
-    // rather than reading this process's table instead.
-    if (nsFd_ < 0) dupErrno_ = errno;
-  }
 }
 
 DumpSession::~DumpSession() {
@@ -83,10 +76,9 @@ DumpSession::~DumpSession() {
 }
 
 bool DumpSession::start(SysError& err) {
-  if (inNetns_ && nsFd_ < 0) {
-    err = SysError::fromErrno(dupErrno_, "dup netns");
-    return false;
-  }
+  // Without its own descriptor the session cannot enter the namespace: say why, rather than
+  // reading this process's table instead.
+  if (!netns_.check(err)) return false;
   wakeFd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wakeFd_ < 0) {
     err = SysError::fromErrno(errno, "eventfd");
@@ -140,10 +132,7 @@ void DumpSession::stop() {
     std::lock_guard<std::mutex> lock(mu_);
     std::deque<Batch>().swap(ready_);
   }
-  if (nsFd_ >= 0) {
-    ::close(nsFd_);
-    nsFd_ = -1;
-  }
+  netns_.reset();
   if (wakeFd_ >= 0) {
     ::close(wakeFd_);
     wakeFd_ = -1;
@@ -269,7 +258,7 @@ void DumpSession::receive() {
   SysError err;
   bool ok = false;
   try {
-    ok = (!inNetns_ || enterNetns(nsFd_, err)) && (listening_ ? listen(err) : receiveAll(err));
+    ok = netns_.enter(err) && (listening_ ? listen(err) : receiveAll(err));
   } catch (...) {  // bad_alloc: ends like any receive error
     err = SysError::fromCurrentException("dump receiver");
   }
@@ -312,7 +301,7 @@ bool DumpSession::receiveAll(SysError& err) {
       std::lock_guard<std::mutex> lock(rawMu_);
       expectedSeq_ = seq;
     }
-    size_t len = buildDumpRequest(request.data(), request.size(), seq, hasFilter_ ? &sent : nullptr);
+    size_t len = buildDumpRequest(request.data(), request.size(), seq, hasFilter_ ? &sent : nullptr, dumpMessage_);
     if (len == 0) {
       err = SysError::fromErrno(EMSGSIZE, "build dump request");
       return false;
@@ -460,6 +449,7 @@ void DumpSession::decode() {
   EntrySink sink(nativeFilter, listening_ ? nullptr : &seen, batch, &decoded_, batchSize_,
                  [this, &batch] { return publish(batch); });
   sink.classifyEvents = listening_;
+  sink.expectations = events_.expectations;
   sink.grouper = grouper_.get();
   sink.consumer = consumer_;
   SysError err;

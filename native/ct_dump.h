@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "batch_sink.h"
+#include "netns.h"
 #include "sys_error.h"
 
 namespace ct {
@@ -43,6 +44,7 @@ struct EventOptions {
   int maxReceiveBufferBytes = 0;
   // Runs on the receiver thread once every group is joined (a mirror dumps only after that).
   std::function<void()> subscribed;
+  bool expectations = false;    // the expectation groups: expectation records (batch_sink.h)
 };
 
 class DumpSession {
@@ -59,6 +61,9 @@ class DumpSession {
     consumer_ = std::move(consumer);
     onOverflow_ = std::move(onOverflow);
   }
+  // Which table a dump asks for (buildDumpRequest's `msg`): the counters-zeroing dump, the dying
+  // or the unconfirmed list. Before start().
+  void dumpMessage(uint8_t msg) { dumpMessage_ = msg; }
   ~DumpSession();
   DumpSession(const DumpSession&) = delete;
   DumpSession& operator=(const DumpSession&) = delete;
@@ -90,9 +95,7 @@ class DumpSession {
   void finish(const SysError* err);
   bool pushRaw(std::vector<uint8_t>&& datagram, size_t len);  // false when stopping
 
-  bool inNetns_ = false;  // a namespace was given: the threads must enter it
-  int nsFd_ = -1;         // our own copy of its descriptor
-  int dupErrno_ = 0;      // why the copy failed
+  NetnsCopy netns_;  // the namespace the threads enter, if one was given
   Filter filter_;
   bool hasFilter_;
   size_t batchSize_;
@@ -101,6 +104,7 @@ class DumpSession {
   std::unique_ptr<Grouper> grouper_;
   std::function<void(const Entry&)> consumer_;
   std::function<void()> onOverflow_;
+  uint8_t dumpMessage_ = 0;  // 0: IPCTNL_MSG_CT_GET
   EventOptions events_;
   std::atomic<uint64_t> overflows_{0};
   std::atomic<uint64_t> receiveBufferBytes_{0};

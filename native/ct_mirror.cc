@@ -9,13 +9,13 @@ namespace ct {
 
 MirrorSession::MirrorSession(int nsFd, const Filter* filter, EventOptions events, uint32_t resyncIntervalMs,
                              std::function<void(const SyncReport&)> synced, std::function<void()> changed)
-    : hasFilter_(filter != nullptr),
+    : netns_(nsFd),
+      hasFilter_(filter != nullptr),
       eventOptions_(std::move(events)),
       resyncIntervalMs_(resyncIntervalMs),
       synced_(std::move(synced)),
       changed_(std::move(changed)) {
   if (filter) filter_ = *filter;
-  if (nsFd >= 0) nsFd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
 }
 
 MirrorSession::~MirrorSession() { stop(); }
@@ -27,10 +27,11 @@ void MirrorSession::requestSync() {
 }
 
 bool MirrorSession::start(SysError& err) {
+  if (!netns_.check(err)) return false;
   EventOptions options = eventOptions_;
   // Subscribed first, dumped after: nothing happens between the two unseen.
   options.subscribed = [this] { requestSync(); };
-  events_ = std::make_unique<DumpSession>(nsFd_, hasFilter_ ? &filter_ : nullptr, 256, [] {}, &options);
+  events_ = std::make_unique<DumpSession>(netns_.fd(), hasFilter_ ? &filter_ : nullptr, 256, [] {}, &options);
   events_->consumeWith([this](const Entry& e) {
                          if (store_.applyEvent(e) != MirrorChange::kNone && watching_.load(std::memory_order_relaxed)) recordChange(e);
                        },
@@ -50,10 +51,7 @@ void MirrorSession::stop() {
   }
   if (events_) events_->stop();
   if (thread_.joinable()) thread_.join();
-  if (nsFd_ >= 0) {
-    ::close(nsFd_);
-    nsFd_ = -1;
-  }
+  netns_.reset();
 }
 
 void MirrorSession::watchChanges(bool on) {
@@ -109,7 +107,7 @@ void MirrorSession::run() {
       dumpEnded_ = false;
     }
     store_.beginSync();
-    DumpSession dump(nsFd_, hasFilter_ ? &filter_ : nullptr, 1024, [this] {
+    DumpSession dump(netns_.fd(), hasFilter_ ? &filter_ : nullptr, 1024, [this] {
       std::lock_guard<std::mutex> lock(mu_);
       dumpEnded_ = true;
       wake_.notify_all();

@@ -16,6 +16,7 @@
 #include "ct_dump.h"
 #include "filter.h"
 #include "mirror.h"
+#include "netns.h"
 #include "sys_error.h"
 
 namespace ct {
@@ -55,7 +56,7 @@ class MirrorSession {
   void requestSync();
   void recordChange(const Entry& e);
 
-  int nsFd_ = -1;
+  NetnsCopy netns_;
   Filter filter_;
   bool hasFilter_;
   EventOptions eventOptions_;

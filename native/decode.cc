@@ -382,4 +382,6 @@ EventType eventTypeOf(const MessageView& m) {
   return kEventUpdate;
 }
 
+bool decodeTupleAttr(const Attr& nest, Tuple& tuple, SysError& err) { return decodeTuple(nest, tuple, err); }
+
 }  // namespace ct

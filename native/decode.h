@@ -21,4 +21,7 @@ bool decodeCounters(const MessageView& message, std::vector<uint32_t>& pairs, Sy
 // What an event message reports (its type and flags; see EventType).
 EventType eventTypeOf(const MessageView& message);
 
+// A nested tuple attribute (CTA_TUPLE_*, and the expectation's tuples) into `tuple`.
+bool decodeTupleAttr(const Attr& nest, Tuple& tuple, SysError& err);
+
 }  // namespace ct

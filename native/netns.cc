@@ -150,4 +150,33 @@ std::string threadLocalProcPath(const std::string& path) {
   return path;
 }
 
+NetnsCopy::NetnsCopy(int nsFd) : wanted_(nsFd >= 0) {
+  if (!wanted_) return;
+  fd_ = ::fcntl(nsFd, F_DUPFD_CLOEXEC, 0);
+  if (fd_ < 0) dupErrno_ = errno;
+}
+
+bool NetnsCopy::check(SysError& err) const {
+  if (!wanted_ || fd_ >= 0) return true;
+  err = SysError::fromErrno(dupErrno_ != 0 ? dupErrno_ : EBADF, "dup netns");
+  return false;
+}
+
+bool NetnsCopy::run(const std::function<void()>& work, SysError& err) const {
+  if (!check(err)) return false;
+  if (!wanted_) {
+    work();
+    return true;
+  }
+  return runInNetns(fd_, work, err);
+}
+
+bool NetnsCopy::enter(SysError& err) const { return check(err) && (!wanted_ || enterNetns(fd_, err)); }
+
+void NetnsCopy::reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  dupErrno_ = EBADF;  // closed: a later use is an error, not this process's namespace
+}
+
 }  // namespace ct

@@ -29,6 +29,34 @@ bool runInNetns(int nsFd, const std::function<void()>& work, SysError& err);
 // an error (EBADF), never "stay in this namespace": that must be the caller's explicit choice.
 bool enterNetns(int nsFd, SysError& err);
 
+// A session's own copy of a namespace descriptor (the handle that lent it may close first). A
+// copy that failed remembers why: the session must report that, never fall back to working in
+// this process's namespace.
+class NetnsCopy {
+ public:
+  NetnsCopy() = default;          // no namespace: the caller's own
+  explicit NetnsCopy(int nsFd);   // a negative nsFd: no namespace
+  ~NetnsCopy() { reset(); }
+  NetnsCopy(const NetnsCopy&) = delete;
+  NetnsCopy& operator=(const NetnsCopy&) = delete;
+
+  bool wanted() const { return wanted_; }
+  int fd() const { return fd_; }
+  // False with `err` when a namespace was given and the copy failed.
+  bool check(SysError& err) const;
+  // Runs `work` inside the namespace on a short-lived thread (runInNetns), or here when none
+  // was given.
+  bool run(const std::function<void()>& work, SysError& err) const;
+  // Enters it on the calling thread (a thread this library owns); nothing when none was given.
+  bool enter(SysError& err) const;
+  void reset();
+
+ private:
+  bool wanted_ = false;
+  int fd_ = -1;
+  int dupErrno_ = 0;
+};
+
 // procfs paths under /proc/net and /proc/self/net follow the process's namespace, not the
 // thread's: rewrite them to /proc/thread-self/net so a thread inside a netns sees its own.
 std::string threadLocalProcPath(const std::string& path);

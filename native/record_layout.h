@@ -1,8 +1,10 @@
 // The record layout handed to JS, defined once: one entry is slot::kCount little-endian u32 slots
-// (records.cc writes them). Every slot, sub-offset, bit, shift and enum value that
-// lib/table/records.ts and lib/table/summary.ts read is listed in kLayoutConstants, which the
-// binding exports as `layout` ({ group: { name: value } }); the TypeScript reads its numbers from
-// there, so renumbering one here cannot make JS misread a record.
+// (records.cc writes them); an expectation is a record of the same size (expect_slot), and the
+// entries JS hands over for bulk changes are spec records (spec_slot). Every slot, sub-offset,
+// bit, shift and enum value that lib/table/records.ts, summary.ts, expectations.ts and
+// entry-spec.ts use is listed in kLayoutConstants, which the binding exports as `layout`
+// ({ group: { name: value } }); the TypeScript reads its numbers from there, so renumbering one
+// here cannot make JS misread a record.
 #pragma once
 
 #include <linux/netfilter/nf_conntrack_common.h>
@@ -180,6 +182,99 @@ enum class SummaryKey : uint8_t {
 constexpr uint8_t kSummaryKeyCount = 14;
 static_assert(static_cast<uint8_t>(SummaryKey::kSeenReply) + 1 == kSummaryKeyCount, "kSummaryKeyCount");
 
+// ---- expectation records ------------------------------------------------------------------------
+// An expectation (expectation.*) is a record of slot::kCount slots too, so batches of either kind
+// are handled alike; its slots are these. Tuple blocks have the entry's tuple layout (slot::kTuple*).
+namespace expect_slot {
+enum : uint32_t {
+  kPresent = 0,  // ExpectPresent bits
+  kFamily = 1,
+  kId = 2,
+  kTimeout = 3,
+  kFlags = 4,    // NF_CT_EXPECT_* bits
+  kClass = 5,
+  kZone = 6,
+  kNatDir = 7,   // 0 original, 1 reply
+  kTuple = 8,    // the expected connection's tuple
+  kMask = 14,    // which parts of kTuple must match (addresses and ports as the kernel masks them)
+  kMaster = 20,  // the master connection's original tuple
+  kNatTuple = 26,
+  kHelper = 32,  // string ref
+  kFn = 33,      // string ref: the expectation function's name
+  kEvent = 34,   // EventType of an event message; kEventNone in dumps
+  kUsed = 35,
+};
+}
+static_assert(static_cast<uint32_t>(expect_slot::kUsed) <= static_cast<uint32_t>(slot::kCount), "an expectation record fits an entry record's size");
+
+enum ExpectPresent : uint32_t {
+  kExpectHasTuple = 1u << 0,
+  kExpectHasMask = 1u << 1,
+  kExpectHasMaster = 1u << 2,
+  kExpectHasTimeout = 1u << 3,
+  kExpectHasId = 1u << 4,
+  kExpectHasHelper = 1u << 5,
+  kExpectHasZone = 1u << 6,
+  kExpectHasFlags = 1u << 7,
+  kExpectHasClass = 1u << 8,
+  kExpectHasNat = 1u << 9,
+  kExpectHasFn = 1u << 10,
+};
+
+// ---- spec records: what JS sends for bulk changes -----------------------------------------------
+// createMany() and updateMany() hand native code their validated entries as fixed-size records of
+// spec_slot::kCount u32 slots (entry_specs.* reads them into an EntrySpec), not as objects.
+// Addresses are network-order bytes in four slots (the bytes in memory order, whatever the host's).
+namespace spec_slot {
+enum : uint32_t {
+  kFields = 0,     // SpecField bits: which parts are given
+  kFamily = 1,
+  kOrig = 2,       // spec tuple block, kTupleSlots each
+  kReply = 14,
+  kId = 26,
+  kMark = 27,
+  kTimeout = 28,
+  kStatus = 29,
+  kTcpState = 30,
+  kZone = 31,
+  kLabels = 32,      // kLabelWords slots
+  kLabelsMask = 36,  // kLabelWords slots
+  kNatSrc = 40,      // spec NAT block, kNatSlots each
+  kNatDst = 50,
+  kCount = 60,
+  // Within a spec tuple block.
+  kTupleHas = 0,    // TupleHas bits (src, dst, proto, ports, icmp, zone)
+  kTupleProto = 1,  // tuple_word layout: u8 protocol (kHas unused here)
+  kTuplePorts = 2,  // tuple_word layout: sport, dport
+  kTupleIcmp = 3,   // tuple_word layout: type, code, id
+  kTupleSrc = 4,    // 4 slots of address bytes
+  kTupleDst = 8,    // 4 slots of address bytes
+  kTupleSlots = 12,
+  // Within a spec NAT block: an address range and a port range.
+  kNatMin = 0,      // 4 slots of address bytes
+  kNatMax = 4,      // 4 slots of address bytes
+  kNatPorts = 8,    // min port (low 16 bits), max port (high 16 bits)
+  kNatHasPorts = 9, // 1 when a port range is given
+  kNatSlots = 10,
+};
+}
+static_assert(spec_slot::kNatDst + spec_slot::kNatSlots == spec_slot::kCount, "spec slots add up");
+
+enum SpecField : uint32_t {
+  kSpecHasOrig = 1u << 0,
+  kSpecHasReply = 1u << 1,
+  kSpecHasId = 1u << 2,
+  kSpecHasMark = 1u << 3,
+  kSpecHasTimeout = 1u << 4,
+  kSpecHasStatus = 1u << 5,
+  kSpecHasTcpState = 1u << 6,
+  kSpecHasZone = 1u << 7,
+  kSpecHasLabels = 1u << 8,
+  kSpecHasLabelsMask = 1u << 9,
+  kSpecHasNatSrc = 1u << 10,
+  kSpecHasNatDst = 1u << 11,
+};
+
 // ---- what JS reads ----------------------------------------------------------------------------
 struct LayoutConstant {
   const char* group;
@@ -329,6 +424,71 @@ inline constexpr LayoutConstant kLayoutConstants[] = {
     {"summaryKey", "assured", static_cast<uint32_t>(SummaryKey::kAssured)},
     {"summaryKey", "nat", static_cast<uint32_t>(SummaryKey::kNat)},
     {"summaryKey", "seenReply", static_cast<uint32_t>(SummaryKey::kSeenReply)},
+
+    {"expectSlot", "present", expect_slot::kPresent},
+    {"expectSlot", "family", expect_slot::kFamily},
+    {"expectSlot", "id", expect_slot::kId},
+    {"expectSlot", "timeout", expect_slot::kTimeout},
+    {"expectSlot", "flags", expect_slot::kFlags},
+    {"expectSlot", "class", expect_slot::kClass},
+    {"expectSlot", "zone", expect_slot::kZone},
+    {"expectSlot", "natDir", expect_slot::kNatDir},
+    {"expectSlot", "tuple", expect_slot::kTuple},
+    {"expectSlot", "mask", expect_slot::kMask},
+    {"expectSlot", "master", expect_slot::kMaster},
+    {"expectSlot", "natTuple", expect_slot::kNatTuple},
+    {"expectSlot", "helper", expect_slot::kHelper},
+    {"expectSlot", "fn", expect_slot::kFn},
+    {"expectSlot", "event", expect_slot::kEvent},
+    {"expectPresent", "tuple", kExpectHasTuple},
+    {"expectPresent", "mask", kExpectHasMask},
+    {"expectPresent", "master", kExpectHasMaster},
+    {"expectPresent", "timeout", kExpectHasTimeout},
+    {"expectPresent", "id", kExpectHasId},
+    {"expectPresent", "helper", kExpectHasHelper},
+    {"expectPresent", "zone", kExpectHasZone},
+    {"expectPresent", "flags", kExpectHasFlags},
+    {"expectPresent", "class", kExpectHasClass},
+    {"expectPresent", "nat", kExpectHasNat},
+    {"expectPresent", "fn", kExpectHasFn},
+
+    {"specSlot", "count", spec_slot::kCount},
+    {"specSlot", "fields", spec_slot::kFields},
+    {"specSlot", "family", spec_slot::kFamily},
+    {"specSlot", "orig", spec_slot::kOrig},
+    {"specSlot", "reply", spec_slot::kReply},
+    {"specSlot", "id", spec_slot::kId},
+    {"specSlot", "mark", spec_slot::kMark},
+    {"specSlot", "timeout", spec_slot::kTimeout},
+    {"specSlot", "status", spec_slot::kStatus},
+    {"specSlot", "tcpState", spec_slot::kTcpState},
+    {"specSlot", "zone", spec_slot::kZone},
+    {"specSlot", "labels", spec_slot::kLabels},
+    {"specSlot", "labelsMask", spec_slot::kLabelsMask},
+    {"specSlot", "natSrc", spec_slot::kNatSrc},
+    {"specSlot", "natDst", spec_slot::kNatDst},
+    {"specTuple", "has", spec_slot::kTupleHas},
+    {"specTuple", "proto", spec_slot::kTupleProto},
+    {"specTuple", "ports", spec_slot::kTuplePorts},
+    {"specTuple", "icmp", spec_slot::kTupleIcmp},
+    {"specTuple", "src", spec_slot::kTupleSrc},
+    {"specTuple", "dst", spec_slot::kTupleDst},
+    {"specNat", "min", spec_slot::kNatMin},
+    {"specNat", "max", spec_slot::kNatMax},
+    {"specNat", "ports", spec_slot::kNatPorts},
+    {"specNat", "hasPorts", spec_slot::kNatHasPorts},
+    {"specField", "orig", kSpecHasOrig},
+    {"specField", "reply", kSpecHasReply},
+    {"specField", "id", kSpecHasId},
+    {"specField", "mark", kSpecHasMark},
+    {"specField", "timeout", kSpecHasTimeout},
+    {"specField", "status", kSpecHasStatus},
+    {"specField", "tcpState", kSpecHasTcpState},
+    {"specField", "zone", kSpecHasZone},
+    {"specField", "labels", kSpecHasLabels},
+    {"specField", "labelsMask", kSpecHasLabelsMask},
+    {"specField", "natSrc", kSpecHasNatSrc},
+    {"specField", "natDst", kSpecHasNatDst},
 };
 
 }  // namespace ct

@@ -150,4 +150,9 @@ void appendRecord(Batch& batch, const Entry& e) {
   ++batch.count;
 }
 
+void writeTupleBlock(Batch& batch, uint32_t* block, const Tuple& tuple) {
+  uint32_t srcRef = 0, dstRef = 0;
+  writeTuple(batch, block, tuple, nullptr, 0, 0, srcRef, dstRef);
+}
+
 }  // namespace ct

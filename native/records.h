@@ -39,6 +39,10 @@ static_assert(kMaxBatchText < string_ref::kOffsetMask, "batch text must fit stri
 // (string_ref::kMaxLength) is cut; the security context has an offset and a length of its own.
 void appendRecord(Batch& batch, const Entry& entry);
 
+// Writes `tuple` as a tuple block (slot::kTuple*) at `block`, its addresses into the batch text.
+// For records other than entries (expectations), which share the tuple layout.
+void writeTupleBlock(Batch& batch, uint32_t* block, const Tuple& tuple);
+
 // Formats an address as conntrack-tools prints it (inet_ntop form).
 size_t formatAddress(uint8_t family, const uint8_t* addr, char* out /* >= 46 bytes */);
 

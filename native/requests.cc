@@ -26,13 +26,16 @@ size_t buildRequest(uint8_t* buf, size_t cap, uint16_t type, uint16_t flags, uin
   return finishMessage(w);
 }
 
-size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* filter) {
+size_t buildDumpRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter* filter, uint8_t msg) {
   Writer w(buf, cap);
+  if (msg == 0) msg = IPCTNL_MSG_CT_GET;
   // The family is a kernel-side filter too (nfgen_family): only send it when asked to filter there.
   uint8_t family = filter && filter->kernel ? filter->family : 0;
-  writeHeader(w, static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET),
+  writeHeader(w, static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | msg),
               NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0);
   if (filter == nullptr || !filter->kernel) return finishMessage(w);
+  // The dying and unconfirmed lists filter by family only.
+  if (msg == IPCTNL_MSG_CT_GET_DYING || msg == IPCTNL_MSG_CT_GET_UNCONFIRMED) return finishMessage(w);
 
   if (filter->markMask != 0) {
     w.putBe32(CTA_MARK, filter->markValue & filter->markMask);
@@ -138,11 +141,29 @@ void putTuple(Writer& w, uint16_t type, const Tuple& t, uint8_t family) {
   w.endNest(tuple);
 }
 
+// CTA_NAT_SRC / CTA_NAT_DST: nfnetlink_parse_nat() reads a missing maximum as the minimum.
+void putNat(Writer& w, uint16_t type, const NatRange& n, uint8_t family) {
+  size_t nest = w.beginNest(type);
+  size_t addrLen = addressLength(family);
+  w.put(family == AF_INET6 ? CTA_NAT_V6_MINIP : CTA_NAT_V4_MINIP, n.minAddr, addrLen);
+  w.put(family == AF_INET6 ? CTA_NAT_V6_MAXIP : CTA_NAT_V4_MAXIP, n.maxAddr, addrLen);
+  if (n.hasPorts) {
+    size_t proto = w.beginNest(CTA_NAT_PROTO);
+    w.putBe16(CTA_PROTONAT_PORT_MIN, n.minPort);
+    w.putBe16(CTA_PROTONAT_PORT_MAX, n.maxPort);
+    w.endNest(proto);
+  }
+  w.endNest(nest);
+}
+
 }  // namespace
 
 size_t buildEntryRequest(uint8_t* buf, size_t cap, EntryOp op, uint32_t seq, const EntrySpec& s) {
   Writer w(buf, cap);
-  uint16_t msg = op == EntryOp::kGet ? IPCTNL_MSG_CT_GET : op == EntryOp::kDelete ? IPCTNL_MSG_CT_DELETE : IPCTNL_MSG_CT_NEW;
+  uint16_t msg = op == EntryOp::kGet       ? IPCTNL_MSG_CT_GET
+                 : op == EntryOp::kGetZero ? IPCTNL_MSG_CT_GET_CTRZERO
+                 : op == EntryOp::kDelete  ? IPCTNL_MSG_CT_DELETE
+                                           : IPCTNL_MSG_CT_NEW;
   uint16_t flags = NLM_F_REQUEST | NLM_F_ACK;
   // Without NLM_F_CREATE a NEW only changes an existing entry (ENOENT otherwise); with
   // NLM_F_EXCL creating one that exists is EEXIST rather than an update.
@@ -157,6 +178,10 @@ size_t buildEntryRequest(uint8_t* buf, size_t cap, EntryOp op, uint32_t seq, con
   if (s.hasStatus) w.putBe32(CTA_STATUS, s.status);
   if (s.hasLabels) putLabelBits(w, CTA_LABELS, s.labels);
   if (s.hasLabelsMask) putLabelBits(w, CTA_LABELS_MASK, s.labelsMask);
+  if (op == EntryOp::kCreate) {
+    if (s.natSrc.given) putNat(w, CTA_NAT_SRC, s.natSrc, s.family);
+    if (s.natDst.given) putNat(w, CTA_NAT_DST, s.natDst, s.family);
+  }
   if (s.hasTcpState) {
     size_t info = w.beginNest(CTA_PROTOINFO);
     size_t tcp = w.beginNest(CTA_PROTOINFO_TCP);
@@ -175,5 +200,24 @@ size_t buildFlushRequest(uint8_t* buf, size_t cap, uint32_t seq, uint8_t family)
               NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, family != 0 ? 1 : NFNETLINK_V0);
   return finishMessage(w);
 }
+
+size_t buildFilteredFlushRequest(uint8_t* buf, size_t cap, uint32_t seq, const Filter& f) {
+  Writer w(buf, cap);
+  writeHeader(w, static_cast<uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE),
+              NLM_F_REQUEST | NLM_F_ACK, seq, f.family, 0, f.family != 0 ? 1 : NFNETLINK_V0);
+  if (f.markMask != 0) {
+    // The kernel compares (mark & mask) with the value as sent: send it masked.
+    w.putBe32(CTA_MARK, f.markValue & f.markMask);
+    w.putBe32(CTA_MARK_MASK, f.markMask);
+  }
+  if (f.statusSet != 0 || f.statusUnset != 0) {
+    w.putBe32(CTA_STATUS, f.statusSet);
+    w.putBe32(CTA_STATUS_MASK, f.statusSet | f.statusUnset);
+  }
+  if (f.zone > 0) w.putBe16(CTA_ZONE, static_cast<uint16_t>(f.zone));
+  return finishMessage(w);
+}
+
+void putTupleAttr(Writer& w, uint16_t type, const Tuple& t, uint8_t family) { putTuple(w, type, t, family); }
 
 }  // namespace ct

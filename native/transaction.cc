@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "decode.h"
+#include "expectation.h"
 #include "requests.h"
 
 namespace ct {
@@ -80,6 +81,14 @@ bool Transaction::onMessage(const MessageView& message, SysError& err) {
       if (kind_ != Kind::kExpectationCpuStats) return true;
       rows_.push_back(CpuRow{message.resId, {}});
       return decodeCounters(message, rows_.back().pairs, err);
+    case MessageKind::kExpectation: {
+      // An expectation request's answer: one expectation, or (a dump) all of them, into batch().
+      if (kind_ != Kind::kEntry) return true;
+      Expectation e;
+      if (!decodeExpectation(message, e, err)) return false;
+      appendExpectationRecord(batch_, e);
+      return true;
+    }
     case MessageKind::kStatsCpu:
     case MessageKind::kExpStatsCpu: {
       bool wanted = (message.kind == MessageKind::kStatsCpu) == (kind_ == Kind::kCpuStats);

@@ -1,5 +1,6 @@
-// Short request/answer exchanges on a handle's socket: global stats, per-CPU stats, and
-// requests about one entry (get, create, update, delete, flush).
+// Short request/answer exchanges on a handle's socket: global stats, per-CPU stats, requests
+// about one entry (get, create, update, delete, flush) and the expectation requests (the whole
+// expectation table, small by design, arrives as one batch).
 // The kernel answers within the send call, so a non-blocking socket normally completes the
 // whole exchange at once; pump() can be called again after poll() when it did not.
 #pragma once
@@ -23,8 +24,9 @@ class Transaction : public MessageSink {
  public:
   enum class Kind { kGlobalStats, kCpuStats, kExpectationCpuStats, kEntry };
   explicit Transaction(Kind kind) : kind_(kind) {}
-  // kEntry: sends `request` (built by buildEntryRequest / buildFlushRequest; its sequence number
-  // is set here) and completes on the kernel's acknowledgement. A GET's entry lands in batch().
+  // kEntry: sends `request` (built by buildEntryRequest / buildFlushRequest /
+  // buildExpectationRequest; its sequence number is set here) and completes on the kernel's
+  // acknowledgement or NLMSG_DONE. Entries and expectations answered land in batch().
   explicit Transaction(std::vector<uint8_t> request) : kind_(Kind::kEntry), request_(std::move(request)) {}
 
   // Starts (or restarts: the answer vectors keep their capacity, so a reused transaction

@@ -41,13 +41,16 @@ MessageKind kindOf(uint16_t type) {
   uint16_t subsys = NFNL_SUBSYS_ID(type);
   uint16_t msg = NFNL_MSG_TYPE(type);
   if (subsys == NFNL_SUBSYS_CTNETLINK) {
+    // Kernels before 5.19 label dying and unconfirmed list answers with the request's type.
     if (msg == IPCTNL_MSG_CT_NEW || msg == IPCTNL_MSG_CT_GET || msg == IPCTNL_MSG_CT_DELETE ||
-        msg == IPCTNL_MSG_CT_GET_CTRZERO)
+        msg == IPCTNL_MSG_CT_GET_CTRZERO || msg == IPCTNL_MSG_CT_GET_DYING || msg == IPCTNL_MSG_CT_GET_UNCONFIRMED)
       return MessageKind::kEntry;
     if (msg == IPCTNL_MSG_CT_GET_STATS) return MessageKind::kStatsGlobal;
     if (msg == IPCTNL_MSG_CT_GET_STATS_CPU) return MessageKind::kStatsCpu;
-  } else if (subsys == NFNL_SUBSYS_CTNETLINK_EXP && msg == IPCTNL_MSG_EXP_GET_STATS_CPU) {
-    return MessageKind::kExpStatsCpu;
+  } else if (subsys == NFNL_SUBSYS_CTNETLINK_EXP) {
+    if (msg == IPCTNL_MSG_EXP_GET_STATS_CPU) return MessageKind::kExpStatsCpu;
+    if (msg == IPCTNL_MSG_EXP_NEW || msg == IPCTNL_MSG_EXP_GET || msg == IPCTNL_MSG_EXP_DELETE)
+      return MessageKind::kExpectation;
   }
   return MessageKind::kOther;
 }

@@ -1,7 +1,7 @@
 // Netlink on the wire: message framing, attribute iteration and length checks, the message
 // writer, acknowledgements and extended acks, and the walk over one datagram's messages. Knows
-// nfnetlink's header and which ctnetlink messages are entries or statistics, nothing about their
-// attributes (decode.*). No Node headers, no I/O.
+// nfnetlink's header and which ctnetlink messages are entries, expectations or statistics,
+// nothing about their attributes (decode.*, expectation.*). No Node headers, no I/O.
 #pragma once
 
 #include <endian.h>
@@ -130,7 +130,7 @@ inline bool kernelErrno(int code, int& errnum) {
 
 // What an nfnetlink message carries (NLMSG_DONE and NLMSG_ERROR never reach a sink: the walk
 // itself ends on them).
-enum class MessageKind { kEntry, kStatsGlobal, kStatsCpu, kExpStatsCpu, kOther };
+enum class MessageKind { kEntry, kStatsGlobal, kStatsCpu, kExpStatsCpu, kExpectation, kOther };
 
 // One nfnetlink message of our sequence number, as walkDatagram() hands it to a sink.
 struct MessageView {

@@ -13,11 +13,11 @@ const ROOT = resolve(process.argv[2] ?? join(dirname(fileURLToPath(import.meta.u
 const LAYERS = {
   errors: { files: ['sys_error'], uses: [] },
   codec: {
-    files: ['record_layout', 'wire', 'entry', 'decode', 'filter', 'records', 'dedup', 'requests', 'summary', 'batch_sink', 'mirror'],
+    files: ['record_layout', 'wire', 'entry', 'decode', 'filter', 'records', 'dedup', 'requests', 'expectation', 'entry_specs', 'summary', 'batch_sink', 'mirror'],
     uses: ['errors'],
   },
   io: { files: ['netlink_socket', 'netns'], uses: ['errors'] },
-  sessions: { files: ['transaction', 'ct_dump', 'ct_mirror'], uses: ['errors', 'codec', 'io'] },
+  sessions: { files: ['transaction', 'ct_dump', 'ct_mirror', 'pipeline', 'flush_probe', 'bulk_delete', 'bulk_changes'], uses: ['errors', 'codec', 'io'] },
   binding: { files: [/^addon(_|$)/], uses: ['errors', 'codec', 'io', 'sessions'] },
   // Symbols for loading on older glibc (the README's Development section); includes only the C++ library.
   platform: { files: ['glibc_compat'], uses: [] },

@@ -19,7 +19,7 @@ build=build-fuzz
 cmake -S native -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" --target "${targets[@]}" -j 2 >/dev/null
 
-# The decoder's seeds: every recorded datagram, one file each (dumps and events alike).
+# The decoder's seeds: every recorded datagram, one file each (dumps, events and expectations).
 seed_datagrams() {
   node -e '
 const fs = require("fs"), path = require("path");
@@ -32,7 +32,7 @@ for (const capture of process.argv.slice(2)) {
     fs.writeFileSync(path.join(out, `seed-${name}-${i}`), data.subarray(o + 4, o + 4 + n));
     o += 4 + n;
   }
-}' "$1" test/fixtures/kernel/dump.bin test/fixtures/kernel/events.bin
+}' "$1" test/fixtures/kernel/dump.bin test/fixtures/kernel/events.bin test/fixtures/kernel/expect.bin
 }
 
 share=$((seconds / ${#targets[@]}))

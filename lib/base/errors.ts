@@ -32,7 +32,9 @@ export type ConntrackErrorCode =
   /** create(): an entry with this tuple exists already. */
   | 'ERR_CONNTRACK_EXISTS'
   /** The process ran out of threads, file descriptors or memory; `errno` and `syscall` say which. */
-  | 'ERR_CONNTRACK_RESOURCE';
+  | 'ERR_CONNTRACK_RESOURCE'
+  /** A bulk change's item named an entry (or an expectation's master) that does not exist. */
+  | 'ERR_CONNTRACK_NOT_FOUND';
 
 export interface ConntrackErrorDetails {
   errno?: number;

@@ -2,6 +2,7 @@
  * Public data types of the library. Field names follow conntrack-tools where they exist,
  * spelled out in camelCase; the CTA_* attribute each one comes from is named in its comment.
  */
+import type { ConntrackErrorCode } from './errors.js';
 
 /** Where a handle operates: a netns path (`/run/netns/NAME`, `/proc/PID/ns/net`) or a pid. */
 export type NetnsSpec = string | number;
@@ -174,6 +175,24 @@ export interface EntriesOptions {
   batchSize?: number;
   /** Ask the kernel to filter what it can (default true). The native re-check always runs. */
   kernelFilter?: boolean;
+  /**
+   * Read and zero the counters (IPCTNL_MSG_CT_GET_CTRZERO, like `conntrack -L -z`): each entry
+   * comes with the counts up to now, and the kernel starts them again from zero. As with the
+   * tool, the kernel zeroes every entry it sends: what the kernel cannot filter (see Filters) is
+   * zeroed too, though not returned.
+   */
+  zeroCounters?: boolean;
+  /**
+   * Which of the kernel's lists (`conntrack -L [table]`): the table (default); `dying`, entries
+   * deleted whose destroy event is still to be delivered; `unconfirmed`, entries not yet in the
+   * table (always empty since Linux 5.19, which no longer keeps that list).
+   */
+  table?: 'conntrack' | 'dying' | 'unconfirmed';
+}
+
+export interface GetOptions {
+  /** Read and zero the entry's counters (IPCTNL_MSG_CT_GET_CTRZERO). */
+  zeroCounters?: boolean;
 }
 
 /**
@@ -229,6 +248,155 @@ export interface NewEntryFields {
   flags?: readonly StatusFlag[];
   /** Label bits (0-127). The kernel keeps labels only where a rule uses `ct label`. */
   labels?: readonly number[];
+  /**
+   * Source NAT (`conntrack -I --src-nat`): the original's source becomes this address (and port)
+   * in the reply tuple, which the kernel computes (a `reply` given is its starting point).
+   */
+  srcNat?: NatSpec;
+  /** Destination NAT (`conntrack -I --dst-nat`): the original's destination, likewise. */
+  dstNat?: NatSpec;
+}
+
+/** Where NAT maps one end: an address or an inclusive range, and (TCP, UDP, UDP-Lite, SCTP, DCCP) a port or range. */
+export interface NatSpec {
+  address: string | readonly [string, string];
+  port?: number | readonly [number, number];
+}
+
+/** One item of updateMany(): which entry, and what changes. */
+export interface EntryUpdate {
+  target: EntryTarget;
+  changes: EntryChanges;
+}
+
+/** An item a bulk change could not apply: which (its index in the input), and why. */
+export interface BulkFailure<T> {
+  index: number;
+  item: T;
+  /** ERR_CONNTRACK_INVALID_ARGUMENT (nothing sent), ERR_CONNTRACK_EXISTS, ERR_CONNTRACK_NOT_FOUND, ERR_CONNTRACK_UNAVAILABLE, ERR_CONNTRACK_KERNEL. */
+  code: ConntrackErrorCode;
+  errno: number | undefined;
+  message: string;
+}
+
+export interface BulkResult<T> {
+  /** Items read from the input. */
+  total: number;
+  succeeded: number;
+  failed: number;
+  /** Failures counted by code. */
+  failedByCode: Partial<Record<ConntrackErrorCode, number>>;
+  /** The first `maxFailures` failures (default 1000), in input order; the counts above are complete. */
+  failures: BulkFailure<T>[];
+}
+
+export interface BulkOptions {
+  signal?: AbortSignal;
+  /** Items per native batch (default 1024); two batches are in flight, one filling, one sent. */
+  batchSize?: number;
+  /** How many failures to keep with their item (default 1000). */
+  maxFailures?: number;
+}
+
+/** What deleteMatching() did. */
+export interface DeleteResult {
+  /** Entries deleted. */
+  deleted: number;
+  /** Entries that matched a filter: deleted + alreadyGone + failed. */
+  matched: number;
+  /** Matched, but gone before their delete arrived (expired, deleted by someone else). */
+  alreadyGone: number;
+  /** Matched, and the kernel refused to delete them (`errno`: the first refusal's). */
+  failed: number;
+  errno: number | undefined;
+  /** Entries the scan read (0 for a kernel flush). */
+  scanned: number;
+  /** Entries each filter matched, in the order given (an entry may match several). */
+  matchedByFilter: number[];
+  /**
+   * One filtered flush did it (the filter had only family, mark, status and zone, and this kernel
+   * was probed to honour them): the kernel reports no count, so `deleted` is the drop in the
+   * namespace's count, which an entry made meanwhile makes smaller.
+   */
+  kernelFlush: boolean;
+}
+
+export interface DeleteOptions {
+  signal?: AbortSignal;
+  /** Let one filtered flush do it where the kernel can (default true); false: entry by entry, exact counts. */
+  kernelFlush?: boolean;
+}
+
+/** NF_CT_EXPECT_* bits. */
+export type ExpectFlag = 'PERMANENT' | 'INACTIVE' | 'USERSPACE';
+
+/** One expectation (`conntrack -L expect`), fully decoded. Absent parts are undefined. */
+export interface ConntrackExpectation {
+  /** CTA_EXPECT_ID. */
+  id: number;
+  family: Family;
+  /** CTA_EXPECT_TUPLE: the connection expected. */
+  tuple: Tuple;
+  /**
+   * CTA_EXPECT_MASK: which bits of `tuple` must match, as a tuple (an address of all ones is an
+   * exact address, a port of 0 any port).
+   */
+  mask: Tuple;
+  /** CTA_EXPECT_MASTER: the original tuple of the connection that expects it. */
+  master: Tuple;
+  /** CTA_EXPECT_TIMEOUT in seconds. */
+  timeout: number | undefined;
+  /** CTA_EXPECT_HELP_NAME: the master's helper. */
+  helper: string | undefined;
+  /** CTA_EXPECT_CLASS: the helper's class of expectation. */
+  class: number | undefined;
+  /** CTA_EXPECT_FLAGS as bits, and as names. */
+  flagBits: number;
+  flags: readonly ExpectFlag[];
+  /** CTA_EXPECT_ZONE. */
+  zone: number | undefined;
+  /** CTA_EXPECT_NAT: the direction and where the expected connection is NATed to. */
+  nat: { dir: 'original' | 'reply'; tuple: Tuple } | undefined;
+  /** CTA_EXPECT_FN: the helper function run on the expected connection (e.g. `nat-follow-master`). */
+  fn: string | undefined;
+}
+
+/** Which expectations expectations() lists: everything given must match. */
+export interface ExpectationFilter {
+  family?: Family;
+  /** Of the expected tuple. */
+  protocol?: ProtocolName | number;
+  helper?: string;
+  /** Only those of this master connection (its original tuple; the kernel selects them). */
+  master?: TupleSpec & { zone?: number };
+}
+
+/** An expectation for createExpectation() (`conntrack -I expect`). */
+export interface NewExpectation {
+  /** The master connection's original tuple: it must exist and have a helper (or `helper` names one). */
+  master: TupleSpec;
+  /** The connection to expect. */
+  tuple: TupleSpec;
+  /** Which parts must match: default the whole tuple but the source port (any). */
+  mask?: { src?: string; dst?: string; sport?: number; dport?: number };
+  /** Seconds until it expires. */
+  timeout: number;
+  helper?: string;
+  zone?: number;
+  flags?: readonly ExpectFlag[];
+  class?: number;
+  /** Where the expected connection is NATed to (address and port), for one direction. */
+  nat?: { dir: 'original' | 'reply'; address: string; port?: number };
+  /** An expectation function by name (e.g. `nat-follow-master`). */
+  fn?: string;
+}
+
+/** Which expectation: its expected tuple (and zone), or an expectation as listed (then also its id). */
+export type ExpectationTarget = (TupleSpec & { zone?: number }) | ConntrackExpectation;
+
+export interface ExpectationEvent {
+  type: ConntrackEventType;
+  expectation: ConntrackExpectation;
 }
 
 /** What an event reports: the kernel's NFNLGRP_CONNTRACK_NEW, _UPDATE and _DESTROY groups. */

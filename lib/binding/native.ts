@@ -47,6 +47,72 @@ export interface NativeEntrySpec {
   /** Label bits as four words (bit b: word b >> 5, bit b & 31). */
   labels?: Uint32Array;
   labelsMask?: Uint32Array;
+  /** Create only: NAT ranges (addresses of the spec's family). */
+  natSrc?: NativeNatRange;
+  natDst?: NativeNatRange;
+}
+
+/** The binding's form of a NAT range (native/addon_values.cc readEntrySpec). */
+export interface NativeNatRange {
+  min: Uint8Array;
+  max: Uint8Array;
+  minPort?: number;
+  maxPort?: number;
+}
+
+/** The binding's form of an expectation request (native/addon_values.cc readExpectationSpec). */
+export interface NativeExpectationSpec {
+  family: number;
+  master?: NativeTupleSpec;
+  tuple?: NativeTupleSpec;
+  mask?: NativeTupleSpec;
+  natTuple?: NativeTupleSpec;
+  timeout?: number;
+  id?: number;
+  zone?: number;
+  flags?: number;
+  class?: number;
+  natDir?: number;
+  helper?: string;
+  fn?: string;
+}
+
+/** createMany() / updateMany() batches on a socket of their own (native/addon_bulk.cc). */
+export interface NativeBulk {
+  /** Sends `count` spec records (lib/table/entry-spec.ts encodeSpec) as ENTRY_OP create or update; one errno per item (0: done). */
+  apply(op: number, records: Uint32Array, count: number): Promise<Int32Array>;
+  close(): void;
+}
+
+/** What a deleteMatching() pass did so far (native/bulk_delete.h DeleteCounters). */
+export interface NativeDeleteCounters {
+  scanned: number;
+  duplicates: number;
+  matched: number;
+  deleted: number;
+  alreadyGone: number;
+  failed: number;
+  firstErrno: number;
+  kernelFlush: boolean;
+  matchedBy: number[];
+}
+
+/** One deleteMatching() pass on the thread pool. */
+export interface NativeDeleteRun {
+  /** The final counters; `stopped` after abort(). Rejects with the error (carrying `counters`). */
+  done(): Promise<NativeDeleteCounters & { stopped: boolean }>;
+  abort(): void;
+  counters(): NativeDeleteCounters;
+}
+
+/** Which filtered flushes this kernel honours (native/flush_probe.h). */
+export interface NativeFlushSupport {
+  family: boolean;
+  mark: boolean;
+  status: boolean;
+  zone: boolean;
+  /** Why the probe could not run (then nothing is supported). */
+  problem?: string;
 }
 
 /** The filter as native code takes it: already validated and normalised by lib/table/filter.ts. */
@@ -116,11 +182,14 @@ export interface NativeHandle {
   globalStatsFunction(): { call: () => number | Promise<NativeAttrPairs>; out: Uint32Array };
   /** IPCTNL_MSG_CT_GET_STATS_CPU (expectations: IPCTNL_MSG_EXP_GET_STATS_CPU) as a dump. */
   cpuStats(expectations: boolean): NativeCpuRow[] | Promise<NativeCpuRow[]>;
-  /** A dump; with `summaryKeys`, of group records with counts (lib/table/summary.ts) instead of entries. */
-  startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[]): NativeDump;
+  /**
+   * A dump; with `summaryKeys`, of group records with counts (lib/table/summary.ts) instead of
+   * entries; `message` picks the request (IPCTNL_MSG_CT_GET_CTRZERO, _GET_DYING, _GET_UNCONFIRMED).
+   */
+  startDump(filter: NativeFilter | null, batchSize: number, summaryKeys?: number[] | null, message?: number): NativeDump;
   /** Subscribes to NFNLGRP_CONNTRACK_* (bit n - 1 for group n); reads never end until close(). */
   startEvents(filter: NativeFilter | null, batchSize: number, groups: number, receiveBufferBytes: number,
-    reliable?: boolean, maxReceiveBufferBytes?: number): NativeDump;
+    reliable?: boolean, maxReceiveBufferBytes?: number, expectations?: boolean): NativeDump;
   /**
    * A live mirror of the table (lib/table/mirror.ts states its shape); `onSync` after each dump,
    * `onChange` when change records wait (takeChanges), a resync every `resyncIntervalMs` (0: never).
@@ -141,6 +210,12 @@ export interface NativeHandle {
   listDir(path: string): Promise<string[]>;
   /** Inode number of the handle's namespace. */
   namespaceInode(): number;
+  /** Lists, gets, creates or deletes expectations (EXPECTATION_OP); answers as a batch of expectation records. */
+  expectationRequest(op: number, spec: NativeExpectationSpec): NativeBatch | Promise<NativeBatch>;
+  /** A NativeBulk in this handle's namespace. */
+  openBulk(): NativeBulk;
+  /** Starts deleting what any of `filters` selects; `allowFlush`: one filtered flush where the kernel can. */
+  startDelete(filters: NativeFilter[], allowFlush: boolean): NativeDeleteRun;
   close(): void;
 }
 
@@ -154,10 +229,12 @@ export interface Binding {
   netnsReadFile(netnsPath: string, path: string): Promise<string>;
   netnsWriteFile(netnsPath: string, path: string, data: string): Promise<void>;
   netnsListDir(netnsPath: string, path: string): Promise<string[]>;
-  /** Decodes one captured datagram (tests); `events`: as event messages. */
-  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[]): NativeBatch;
+  /** Decodes one captured datagram (tests); `events`: as event messages; `expectations`: its expectation messages. */
+  decode(datagram: Uint8Array, filter: NativeFilter | null, events?: boolean, summaryKeys?: number[] | null, expectations?: boolean): NativeBatch;
   /** The record layout (native/record_layout.h), read by lib/binding/layout.ts. */
   layout: NativeLayout;
+  /** Probes (once per process, in a namespace of its own) which filtered flushes the kernel honours. */
+  flushSupport(): NativeFlushSupport;
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
- * `conntrack delete [filters]` and `conntrack flush`: the table-changing commands of
- * `conntrack -D` and `conntrack -F`.
+ * `conntrack delete [filters]`, `conntrack flush` and `conntrack fill`: the table-changing
+ * commands of `conntrack -D` and `conntrack -F`, and a filler of synthetic entries for rehearsing
+ * a full table.
  */
 import { parseArgs } from 'node:util';
 
@@ -23,13 +24,18 @@ export const deleteCommand: Command = (argv, io) =>
     if (Object.keys(filter).length === 0) throw new UsageError('give at least one filter (conntrack flush empties the table)');
     const ct = await Conntrack.open(netnsOption(values.netns));
     try {
-      const deleted = await ct.deleteMatching(filter);
-      if (values.json) json(io.stdout, { deleted });
-      else write(io.stderr, `conntrack: ${deleted} flow entries deleted`);
+      const result = await ct.deleteMatching(filter);
+      if (values.json) {
+        json(io.stdout, result);
+      } else {
+        const gone = result.alreadyGone > 0 ? `, ${result.alreadyGone} gone before their turn` : '';
+        const failed = result.failed > 0 ? `, ${result.failed} refused (errno ${result.errno})` : '';
+        write(io.stderr, `conntrack: ${result.deleted} flow entries deleted${gone}${failed}`);
+      }
+      return result.failed > 0 ? 1 : 0;
     } finally {
       await ct.close();
     }
-    return 0;
   });
 
 export const flushCommand: Command = (argv, io) =>

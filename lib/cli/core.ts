@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 
 import { Conntrack } from '../table/conntrack.js';
 import { readSysctl } from '../tuning/sysctl.js';
-import type { ConntrackEntry, EntryFilter, Family, StatusFlag, TcpState, Tuple } from '../base/types.js';
+import type { ConntrackEntry, ConntrackExpectation, EntryFilter, ExpectationFilter, Family, StatusFlag, TcpState, Tuple } from '../base/types.js';
 import { json, netnsOption, run, UsageError, write, type Command, type CommandIo } from './common.js';
 
 const NETNS_OPTIONS = {
@@ -94,8 +94,12 @@ export const FILTER_USAGE = `filters: -f/--family ipv4|ipv6  -p/--proto NAME|NUM
          --reply-src CIDR  --reply-dst CIDR  --reply-sport P[-Q]  --reply-dport P[-Q]
          --mark VALUE[/MASK]  --zone N  --status FLAG[,FLAG..]  (prefix a flag with ! to require it clear)`;
 
-const LIST_USAGE = `usage: conntrack list [filters] [--netns PATH|PID] [--json|--jsonl]
-${FILTER_USAGE}`;
+const LIST_USAGE = `usage: conntrack list [conntrack|expect|dying|unconfirmed] [filters] [-z/--zero] [--netns PATH|PID] [--json|--jsonl]
+${FILTER_USAGE}
+  expect       the expectation table (filters: -f, -p, --helper NAME)
+  dying        entries deleted whose destroy event is still to be delivered
+  unconfirmed  entries not yet in the table (always empty since Linux 5.19)
+  -z/--zero    zero the counters as they are read, like conntrack -L -z`;
 
 function portOption(text: string | undefined, name: string): number | [number, number] | undefined {
   if (text === undefined) return undefined;
@@ -205,12 +209,68 @@ export async function writeLines(io: CommandIo, lines: AsyncIterable<string>): P
   }
 }
 
+/** One expectation in the layout of `conntrack -L expect`. */
+export function formatExpectation(x: ConntrackExpectation): string {
+  const ports = (t: Tuple) => (t.sport !== undefined ? ` sport=${t.sport} dport=${t.dport}` : '');
+  const parts = [
+    String(x.timeout ?? 0),
+    `proto=${x.tuple.protocolNumber}`,
+    `src=${x.tuple.src} dst=${x.tuple.dst}${ports(x.tuple)}`,
+    `mask-src=${x.mask.src} mask-dst=${x.mask.dst}${ports(x.mask)}`,
+    `master-src=${x.master.src} master-dst=${x.master.dst}${ports(x.master)}`,
+  ];
+  if (x.flags.length > 0) parts.push(x.flags.join(','));
+  if (x.class !== undefined) parts.push(`class=${x.class}`);
+  if (x.helper !== undefined) parts.push(`helper=${x.helper}`);
+  if (x.zone !== undefined) parts.push(`zone=${x.zone}`);
+  if (x.nat !== undefined) parts.push(`nat-dir=${x.nat.dir} nat-src=${x.nat.tuple.src}${x.nat.tuple.sport !== undefined ? ` nat-sport=${x.nat.tuple.sport}` : ''}`);
+  if (x.fn !== undefined) parts.push(`fn=${x.fn}`);
+  parts.push(`id=${x.id}`);
+  return parts.join(' ');
+}
+
+const TABLES = ['conntrack', 'expect', 'dying', 'unconfirmed'] as const;
+
+async function listExpectations(io: CommandIo, values: Record<string, string | boolean | undefined>): Promise<void> {
+  for (const key of ['state', 'src', 'dst', 'sport', 'dport', 'reply-src', 'reply-dst', 'reply-sport', 'reply-dport', 'mark', 'zone', 'status']) {
+    if (values[key] !== undefined) throw new UsageError(`--${key} filters entries; the expectation table takes -f, -p and --helper`);
+  }
+  if (values.zero === true) throw new UsageError('--zero is for the conntrack table');
+  const filter: ExpectationFilter = {};
+  if (typeof values.family === 'string') filter.family = values.family as Family;
+  if (typeof values.proto === 'string') filter.protocol = /^\d+$/.test(values.proto) ? Number(values.proto) : (values.proto.toLowerCase() as ExpectationFilter['protocol']);
+  if (typeof values.helper === 'string') filter.helper = values.helper;
+  const list = await withHandle(values.netns as string | undefined, (ct) => ct.expectations(filter));
+  if (values.json) {
+    write(io.stdout, toJson(list, 2));
+    return;
+  }
+  await writeLines(io, (async function* () {
+    for (const x of list) yield values.jsonl ? toJson(x) : formatExpectation(x);
+  })());
+  if (!values.jsonl) write(io.stderr, `conntrack: ${list.length} expectations listed`);
+}
+
 export const listCommand: Command = (argv, io) =>
   run(io, LIST_USAGE, async () => {
-    const { values } = parseArgs({ args: argv, options: LIST_OPTIONS, strict: true });
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...LIST_OPTIONS, zero: { type: 'boolean', short: 'z', default: false }, helper: { type: 'string' } },
+      strict: true,
+      allowPositionals: true,
+    });
+    if (positionals.length > 1) throw new UsageError(`one table at most, got ${positionals.join(' ')}`);
+    const table = (positionals[0] ?? 'conntrack') as (typeof TABLES)[number];
+    if (!TABLES.includes(table)) throw new UsageError(`the table is one of ${TABLES.join(', ')}, got "${table}"`);
+    if (table === 'expect') {
+      await listExpectations(io, values);
+      return 0;
+    }
+    if (values.helper !== undefined) throw new UsageError('--helper filters the expectation table (conntrack list expect)');
+    if (values.zero && table !== 'conntrack') throw new UsageError(`--zero is for the conntrack table, not ${table}`);
     const filter = filterFromOptions(values);
     await withHandle(values.netns, async (ct) => {
-      const entries = ct.entries(filter);
+      const entries = ct.entries(filter, { zeroCounters: values.zero, table });
       if (values.json) {
         const all: ConntrackEntry[] = [];
         for await (const e of entries) all.push(e);

@@ -5,12 +5,14 @@
 import { parseArgs } from 'node:util';
 
 import { Conntrack } from '../table/conntrack.js';
-import type { ConntrackEvent, ConntrackEventType, OverflowEvent } from '../base/types.js';
+import type { ConntrackEvent, ConntrackEventType, ExpectationEvent, OverflowEvent } from '../base/types.js';
 import { integerOption, netnsOption, run, stopOnTermination, UsageError, write, type Command } from './common.js';
-import { FILTER_USAGE, LIST_OPTIONS, filterFromOptions, formatEntry, toJson, writeLines } from './core.js';
+import { FILTER_USAGE, LIST_OPTIONS, filterFromOptions, formatEntry, formatExpectation, toJson, writeLines } from './core.js';
 
 const USAGE = `usage: conntrack events [filters] [--types new,update,destroy] [--count N] [--netns PATH|PID] [--jsonl]
+       conntrack events --expect [--types new,destroy] [--count N] [--netns PATH|PID] [--jsonl]
 ${FILTER_USAGE}
+--expect: the expectation table's events instead, like conntrack -E expect (filters do not apply).
 Runs until Ctrl-C (or N events). An [OVERFLOW] line marks events the kernel had to drop because
 this reader fell behind; dump the table again (conntrack list) to resynchronise.`;
 
@@ -25,6 +27,12 @@ function typesOption(text: string | undefined): ConntrackEventType[] | undefined
   return types as ConntrackEventType[];
 }
 
+/** One expectation event in the layout of `conntrack -E expect`. */
+export function formatExpectationEvent(event: ExpectationEvent | OverflowEvent): string {
+  if (event.type === 'overflow') return formatEvent(event);
+  return `${`[${event.type.toUpperCase()}]`.padStart(9)} ${formatExpectation(event.expectation)}`;
+}
+
 /** One event in the layout of `conntrack -E -o extended,id`. */
 export function formatEvent(event: ConntrackEvent | OverflowEvent): string {
   if (event.type === 'overflow') {
@@ -37,11 +45,12 @@ export const eventsCommand: Command = (argv, io) =>
   run(io, USAGE, async () => {
     const { values } = parseArgs({
       args: argv,
-      options: { ...LIST_OPTIONS, types: { type: 'string' }, count: { type: 'string' } },
+      options: { ...LIST_OPTIONS, types: { type: 'string' }, count: { type: 'string' }, expect: { type: 'boolean', default: false } },
       strict: true,
     });
     if (values.json) throw new UsageError('events are a stream: use --jsonl');
     const filter = filterFromOptions(values);
+    if (values.expect && Object.keys(filter).length > 0) throw new UsageError('filters select entries: --expect takes none');
     const types = typesOption(values.types);
     const limit = integerOption('count', values.count, 1);
 
@@ -51,13 +60,16 @@ export const eventsCommand: Command = (argv, io) =>
     try {
       const ct = await Conntrack.open(netnsOption(values.netns));
       try {
-        const events = ct.events(filter, { types, signal: stop.signal });
+        const events: AsyncIterable<ConntrackEvent | ExpectationEvent | OverflowEvent> = values.expect
+          ? ct.expectationEvents({ types, signal: stop.signal })
+          : ct.events(filter, { types, signal: stop.signal });
         await writeLines(io, (async function* () {
           try {
             for await (const event of events) {
               if (event.type === 'overflow') lost += event.count;
               else shown++;
-              yield values.jsonl ? toJson(event) : formatEvent(event);
+              const line = 'expectation' in event ? formatExpectationEvent(event) : formatEvent(event);
+              yield values.jsonl ? toJson(event) : line;
               if (limit !== undefined && shown >= limit) return;
             }
           } catch (err) {

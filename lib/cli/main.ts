@@ -16,6 +16,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   delete: async () => (await import('./changes.js')).deleteCommand,
   top: async () => (await import('./top.js')).topCommand,
   flush: async () => (await import('./changes.js')).flushCommand,
+  fill: async () => (await import('./fill.js')).fillCommand,
   sysctl: async () => (await import('./tuning.js')).sysctlCommand,
   size: async () => (await import('./tuning.js')).sizeCommand,
   persist: async () => (await import('./tuning.js')).persistCommand,
@@ -29,11 +30,12 @@ const HELP = `usage: conntrack [COMMAND] [options]
   (none)     status summary: entries, limit, usage, buckets, drop counters
   count      entries and limit (one GET_STATS request)
   stats      per-CPU counters, like conntrack -S (--expect: expectation table)
-  list       stream entries, with filters (conntrack list --help)
-  events     new/update/destroy events as they happen, like conntrack -E; lost events are shown
+  list       stream entries, with filters (conntrack list --help); list expect: the expectations
+  events     new/update/destroy events as they happen, like conntrack -E (--expect: expectations); lost events are shown
   top        the largest groups of entries (--by dport,tcpState,src…), once or every --interval
   delete     delete the entries the filters select, like conntrack -D
   flush      delete every entry (of one family with -f), like conntrack -F
+  fill       create N synthetic entries fast, to rehearse a full table (conntrack fill --help)
   sysctl     get, set or describe net.netfilter.nf_conntrack_* settings
   size       recommend nf_conntrack_max and buckets for N connections, with memory cost
   persist    render (or --apply) the files that keep settings across reboots

@@ -15,10 +15,16 @@ import { renderBatchText, type TextChunk, type TextLayout } from './text.js';
 import { readSysctl, readSysctlWith, type NetnsFiles } from '../tuning/sysctl.js';
 import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummarizeOptions } from './summary.js';
 import { AF_INET, AF_INET6, changesSpec, ENTRY_OP, newEntrySpec, targetSpec } from './entry-spec.js';
+import { applyMany, deleteMatchingNative, type ItemSpecs } from './bulk.js';
+import {
+  decodeExpectationBatch, decodeExpectationEventBatch, EXPECTATION_OP, expectationDumpSpec, expectationTargetSpec, newExpectationSpec,
+} from './expectations.js';
 import type {
-  ConntrackEntry, ConntrackEvent, ConntrackEventType, Count, EntryChanges, EntryTarget, Family, NewEntry, CpuCounterName, CpuCounters, CpuStats, EntriesOptions, EntryFilter, EventsOptions,
-  ExpectCounterName, ExpectStats, NetnsSpec, OpenOptions, OverflowEvent, Stats,
+  BulkOptions, BulkResult, ConntrackEntry, ConntrackEvent, ConntrackEventType, ConntrackExpectation, Count, DeleteOptions, DeleteResult, EntryChanges,
+  EntryTarget, EntryUpdate, ExpectationEvent, ExpectationFilter, ExpectationTarget, Family, GetOptions, NewEntry, NewExpectation, CpuCounterName,
+  CpuCounters, CpuStats, EntriesOptions, EntryFilter, EventsOptions, ExpectCounterName, ExpectStats, NetnsSpec, OpenOptions, OverflowEvent, Stats,
 } from '../base/types.js';
+import type { NativeExpectationSpec } from '../binding/native.js';
 
 /** CTA_STATS_* numbers (nfnetlink_conntrack.h) and the names conntrack -S prints. */
 const CPU_COUNTERS: Record<number, CpuCounterName> = {
@@ -38,7 +44,6 @@ const DEFAULT_EVENT_BUFFER_BYTES = 8 << 20;
 const MAX_EVENT_BUFFER_BYTES = 1 << 30;
 /** Where the buffer stops growing after overflows (without reliable delivery). */
 const DEFAULT_MAX_EVENT_BUFFER_BYTES = 64 << 20;
-/** In NFNLGRP_CONNTRACK_* order. */
 /** A mirror's periodic resync when nf_conntrack_events is 2 (see MirrorOptions.resyncInterval). */
 export const DEFAULT_RESYNC_INTERVAL_MS = 60_000;
 const MAX_RESYNC_INTERVAL_MS = 2 ** 31 - 1;
@@ -49,7 +54,11 @@ async function defaultResyncInterval(netns: string | undefined): Promise<number>
   return Number(value) === 2 ? DEFAULT_RESYNC_INTERVAL_MS : 0;
 }
 
+/** In NFNLGRP_CONNTRACK_* order (and NFNLGRP_CONNTRACK_EXP_*, three groups later). */
 const EVENT_GROUP_TYPES: readonly ConntrackEventType[] = ['new', 'update', 'destroy'];
+const EXPECTATION_GROUP_SHIFT = 3;
+/** IPCTNL_MSG_CT_* dump requests for EntriesOptions.zeroCounters and .table. */
+const DUMP_MESSAGE = { ctrZero: 3, dying: 6, unconfirmed: 7 } as const;
 
 /** Maps an addon error to a ConntrackError a person can act on. */
 export function toConntrackError(err: unknown, netns: string | undefined): ConntrackError {
@@ -223,6 +232,20 @@ function itemsOf<T>(run: DumpRun<T>, precondition?: Promise<Error | undefined>):
   return iterator;
 }
 
+/** The dump request EntriesOptions ask for (0: the table). */
+function dumpMessage(options: EntriesOptions): number {
+  const { zeroCounters, table } = options;
+  if (zeroCounters !== undefined && typeof zeroCounters !== 'boolean') throw invalidArgument('zeroCounters must be a boolean');
+  if (table !== undefined && table !== 'conntrack' && table !== 'dying' && table !== 'unconfirmed') {
+    throw invalidArgument("table must be 'conntrack', 'dying' or 'unconfirmed'");
+  }
+  if (table === 'dying' || table === 'unconfirmed') {
+    if (zeroCounters === true) throw invalidArgument(`zeroCounters is for the table, not the ${table} list`);
+    return DUMP_MESSAGE[table];
+  }
+  return zeroCounters === true ? DUMP_MESSAGE.ctrZero : 0;
+}
+
 function checkBatchSize(batchSize: number): void {
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
     throw invalidArgument(`batchSize must be an integer from 1 to ${MAX_BATCH_SIZE}`);
@@ -362,9 +385,14 @@ export class Conntrack implements AsyncDisposable {
     return { perCpu, total: sum(perCpu.map((r) => r.counters)), totalUnknown: sum(perCpu.map((r) => r.unknown)) as Record<number, number> };
   }
 
-  /** The entry with this original tuple, or this reply tuple (`{ reply }`) (IPCTNL_MSG_CT_GET); undefined when there is none. */
-  async get(target: EntryTarget): Promise<ConntrackEntry | undefined> {
-    const batch = await this.#entryRequest(ENTRY_OP.get, targetSpec(target));
+  /**
+   * The entry with this original tuple, or this reply tuple (`{ reply }`) (IPCTNL_MSG_CT_GET);
+   * undefined when there is none. `zeroCounters`: read its counters and zero them
+   * (IPCTNL_MSG_CT_GET_CTRZERO).
+   */
+  async get(target: EntryTarget, options: GetOptions = {}): Promise<ConntrackEntry | undefined> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const batch = await this.#entryRequest(options.zeroCounters === true ? ENTRY_OP.getZero : ENTRY_OP.get, targetSpec(target));
     return batch === null ? undefined : decodeBatch(batch)[0];
   }
 
@@ -377,16 +405,57 @@ export class Conntrack implements AsyncDisposable {
     return (await this.#entryRequest(ENTRY_OP.delete, targetSpec(target))) !== null;
   }
 
-  /** Deletes every entry that matches `filter` (a dump, then one delete each); how many went. */
-  async deleteMatching(filter: EntryFilter, options: { signal?: AbortSignal } = {}): Promise<number> {
-    if (filter === null || typeof filter !== 'object' || Object.keys(filter).length === 0) {
-      throw invalidArgument('deleteMatching() needs a non-empty filter; flush() empties the table');
+  /**
+   * Deletes every entry that matches `filter` (or any of several filters, in one scan), like
+   * `conntrack -D` with filters, in native code: one filtered flush where the kernel can do
+   * exactly that, else a dump whose thread queues a delete for each match (tuple, zone and id)
+   * while another sends them in batches. Entries gone meanwhile count as `alreadyGone`.
+   */
+  async deleteMatching(filter: EntryFilter | readonly EntryFilter[], options: DeleteOptions = {}): Promise<DeleteResult> {
+    return deleteMatchingNative(this.#handle(), filter, options, (err) => toConntrackError(err, this.netns));
+  }
+
+  /**
+   * Creates every entry of `entries` (an iterable or async iterable of what create() takes), in
+   * native batches sent many requests per sendmsg while the next batch is validated. A failing
+   * item (bad input, a taken tuple) is reported with its index and code; the others go on.
+   */
+  async createMany(entries: Iterable<NewEntry> | AsyncIterable<NewEntry>, options: BulkOptions = {}): Promise<BulkResult<NewEntry>> {
+    return this.#applyMany(ENTRY_OP.create, entries, (entry) => ({ first: newEntrySpec(entry) }), options);
+  }
+
+  /**
+   * Applies every `{ target, changes }` of `updates` as update() would, in native batches. An
+   * entry that is not there is a failure with code ERR_CONNTRACK_NOT_FOUND; the others go on.
+   */
+  async updateMany(updates: Iterable<EntryUpdate> | AsyncIterable<EntryUpdate>, options: BulkOptions = {}): Promise<BulkResult<EntryUpdate>> {
+    return this.#applyMany(ENTRY_OP.update, updates, (update) => {
+      if (update === null || typeof update !== 'object') throw invalidArgument('an update must be { target, changes }');
+      const spec = changesSpec(update.target, update.changes);
+      // As update(): labels first, alone, so a refusal leaves the entry as it was.
+      if (spec.labels !== undefined && (spec.mark !== undefined || spec.timeout !== undefined)) {
+        const { mark, timeout, labels, labelsMask, ...entry } = spec;
+        const rest: typeof spec = { ...entry };
+        if (mark !== undefined) rest.mark = mark;
+        if (timeout !== undefined) rest.timeout = timeout;
+        return { first: { ...entry, labels, labelsMask }, then: rest };
+      }
+      return { first: spec };
+    }, options);
+  }
+
+  async #applyMany<T>(op: number, items: Iterable<T> | AsyncIterable<T>, toSpecs: (item: T) => ItemSpecs, options: BulkOptions): Promise<BulkResult<T>> {
+    let bulk;
+    try {
+      bulk = this.#handle().openBulk();
+    } catch (err) {
+      throw toConntrackError(err, this.netns);
     }
-    let deleted = 0;
-    // The dump has its own socket: deleting on the handle's meanwhile is safe, and an entry
-    // gone in between (expired, deleted by someone else) is simply not counted.
-    for await (const entry of this.entries(filter, options)) if (await this.delete(entry)) deleted++;
-    return deleted;
+    try {
+      return await applyMany(bulk, op, items, toSpecs, options, (err) => toConntrackError(err, this.netns));
+    } finally {
+      bulk.close();
+    }
   }
 
   /** Changes the mark, timeout or labels of an existing entry (`conntrack -U`); false when there was none. */
@@ -435,6 +504,83 @@ export class Conntrack implements AsyncDisposable {
     await this.#request((native) => native.flush(family));
   }
 
+  /** The expectations (`conntrack -L expect`), of one master when the filter names it. */
+  async expectations(filter?: ExpectationFilter): Promise<ConntrackExpectation[]> {
+    const spec = expectationDumpSpec(filter);
+    const batch = await this.#expectationRequest(EXPECTATION_OP.dump, spec);
+    let list = batch === null ? [] : decodeExpectationBatch(batch);
+    const protocol = filter?.protocol;
+    if (protocol !== undefined) {
+      list = list.filter((e) => (typeof protocol === 'number' ? e.tuple.protocolNumber === protocol : e.tuple.protocol === protocol));
+    }
+    if (filter?.helper !== undefined) list = list.filter((e) => e.helper === filter.helper);
+    return list;
+  }
+
+  /** The expectation a connection with this tuple would match (its id too, given one), or undefined. */
+  async getExpectation(target: ExpectationTarget): Promise<ConntrackExpectation | undefined> {
+    const batch = await this.#expectationRequest(EXPECTATION_OP.get, expectationTargetSpec(target));
+    return batch === null ? undefined : decodeExpectationBatch(batch)[0];
+  }
+
+  /**
+   * Creates an expectation (`conntrack -I expect`): its master must exist and have a helper (or
+   * `helper` names one). ERR_CONNTRACK_EXISTS when the tuple is expected already,
+   * ERR_CONNTRACK_NOT_FOUND without the master.
+   */
+  async createExpectation(expectation: NewExpectation): Promise<void> {
+    const spec = newExpectationSpec(expectation);
+    try {
+      await this.#request((native) => native.expectationRequest(EXPECTATION_OP.create, spec));
+    } catch (err) {
+      const details = err instanceof ConntrackError ? { errno: err.errno, syscall: err.syscall, cause: err } : { cause: err };
+      if (err instanceof ConntrackError && err.errno === 17 /* EEXIST */) {
+        throw new ConntrackError('ERR_CONNTRACK_EXISTS', `an expectation with this tuple exists already in ${this.#where}`, details);
+      }
+      if (err instanceof ConntrackError && err.errno === 2 /* ENOENT */) {
+        throw new ConntrackError('ERR_CONNTRACK_NOT_FOUND', `the master connection does not exist in ${this.#where}`, details);
+      }
+      if (err instanceof ConntrackError && err.errno === 95 /* EOPNOTSUPP */) {
+        const why = spec.helper === undefined ? 'the master connection has no helper' : `the helper ${spec.helper} is unknown here, or the master has no helper`;
+        throw new ConntrackError('ERR_CONNTRACK_UNAVAILABLE', `${why} in ${this.#where}: expectations belong to a helper's connection (an nft \`ct helper\` rule assigns one)`, details);
+      }
+      throw err;
+    }
+  }
+
+  /** Deletes the expectation matching this tuple; false when there is none. */
+  async deleteExpectation(target: ExpectationTarget): Promise<boolean> {
+    const spec = expectationTargetSpec(target);
+    delete spec.id; // the kernel checks a delete's id against the wrong value (native/expectation.cc)
+    return (await this.#expectationRequest(EXPECTATION_OP.delete, spec)) !== null;
+  }
+
+  /** Deletes every expectation of this namespace, or those of one helper (`conntrack -F expect`). */
+  async flushExpectations(options: { helper?: string } = {}): Promise<void> {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+    const spec: NativeExpectationSpec = { family: 0 };
+    if (options.helper !== undefined) {
+      if (typeof options.helper !== 'string' || !/^[\w.-]{1,15}$/.test(options.helper)) throw invalidArgument('helper must be a helper name');
+      spec.helper = options.helper;
+    }
+    await this.#request((native) => native.expectationRequest(EXPECTATION_OP.delete, spec));
+  }
+
+  /** Expectation events as they happen (`conntrack -E expect`), until the iteration ends, `signal` aborts or the handle closes. */
+  expectationEvents(options: EventsOptions = {}): EntryIterator<ExpectationEvent | OverflowEvent> {
+    return this.#events(undefined, options, true, decodeExpectationEventBatch);
+  }
+
+  /** An expectation request; null when the kernel has no such expectation (ENOENT). */
+  async #expectationRequest(op: number, spec: NativeExpectationSpec): Promise<NativeBatch | null> {
+    try {
+      return await this.#request((native) => native.expectationRequest(op, spec));
+    } catch (err) {
+      if (err instanceof ConntrackError && err.errno === 2 /* ENOENT */ && err.syscall?.startsWith('ctnetlink')) return null;
+      throw err;
+    }
+  }
+
   /** An entry request; null when the kernel has no such entry (ENOENT). */
   async #entryRequest(op: number, spec: NativeEntrySpec): Promise<NativeBatch | null> {
     try {
@@ -459,6 +605,10 @@ export class Conntrack implements AsyncDisposable {
    * `{ type: 'overflow' }` item stands where they were lost.
    */
   events(filter?: EntryFilter, options: EventsOptions = {}): EntryIterator<ConntrackEvent | OverflowEvent> {
+    return this.#events(filter, options, false, decodeEventBatch);
+  }
+
+  #events<T>(filter: EntryFilter | undefined, options: EventsOptions, expectations: boolean, decode: (batch: NativeBatch) => Array<T | OverflowEvent>): EntryIterator<T | OverflowEvent> {
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
     const batchSize = options.batchSize ?? DEFAULT_EVENT_BATCH_SIZE;
     checkBatchSize(batchSize);
@@ -476,21 +626,21 @@ export class Conntrack implements AsyncDisposable {
     if (!Array.isArray(types) || types.length === 0 || types.some((t) => !EVENT_GROUP_TYPES.includes(t))) {
       throw invalidArgument(`types must be a non-empty list of ${EVENT_GROUP_TYPES.join(', ')}`);
     }
-    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY are groups 1, 2, 3: bit group - 1.
-    const groups = types.reduce((bits, t) => bits | (1 << EVENT_GROUP_TYPES.indexOf(t)), 0);
+    // NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY are groups 1, 2, 3 (the expectation groups 4, 5, 6): bit group - 1.
+    const shift = expectations ? EXPECTATION_GROUP_SHIFT : 0;
+    const groups = types.reduce((bits, t) => bits | (1 << (EVENT_GROUP_TYPES.indexOf(t) + shift)), 0);
     // Events are filtered in native code only: the kernel has no filter for multicast groups.
     const compiled = compileFilter(filter, false);
     // An overflow item says how large the buffer is after it (it may just have grown).
     let dump: NativeDump | undefined;
-    const decode = (batch: NativeBatch): Array<ConntrackEvent | OverflowEvent> => {
-      const items = decodeEventBatch(batch);
-      if (batch.overflowsBefore > 0 && items[0]?.type === 'overflow') {
-        items[0].receiveBufferBytes = dump?.counters().receiveBufferBytes ?? 0;
-      }
+    const withBufferSize = (batch: NativeBatch): Array<T | OverflowEvent> => {
+      const items = decode(batch);
+      const first = items[0] as OverflowEvent | undefined;
+      if (batch.overflowsBefore > 0 && first?.type === 'overflow') first.receiveBufferBytes = dump?.counters().receiveBufferBytes ?? 0;
       return items;
     };
-    const run = this.#startRun(options.signal, decode, (native) => {
-      dump = native.startEvents(compiled, batchSize, groups, receiveBufferBytes, reliable, maxReceiveBufferBytes);
+    const run = this.#startRun<T | OverflowEvent>(options.signal, withBufferSize, (native) => {
+      dump = native.startEvents(compiled, batchSize, groups, receiveBufferBytes, reliable, maxReceiveBufferBytes, expectations);
       return dump;
     });
     // With net.netfilter.nf_conntrack_events = 0 the kernel sends nothing at all: say so at the
@@ -617,8 +767,9 @@ export class Conntrack implements AsyncDisposable {
     if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
     const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     checkBatchSize(batchSize);
+    const message = dumpMessage(options);
     const compiled = compileFilter(filter, options.kernelFilter ?? true);
-    return this.#startRun(options.signal, decode, (native) => native.startDump(compiled, batchSize, summaryKeys));
+    return this.#startRun(options.signal, decode, (native) => native.startDump(compiled, batchSize, summaryKeys ?? null, message));
   }
 
   #startRun<T>(signal: AbortSignal | undefined, decode: (batch: NativeBatch) => T[], start: (native: NativeHandle) => NativeDump): DumpRun<T> {

@@ -5,15 +5,15 @@
 import { invalidArgument } from '../base/errors.js';
 import { parseAddress, tcpStateNumber } from './filter.js';
 import { PROTOCOL_NUMBERS, STATUS_FLAGS, TCP_STATES } from './records.js';
-import type { NativeEntrySpec, NativeTupleSpec } from '../binding/native.js';
-import type { EntryChanges, EntryTarget, NewEntry, ProtocolName, TupleSpec } from '../base/types.js';
+import type { NativeEntrySpec, NativeNatRange, NativeTupleSpec } from '../binding/native.js';
+import type { EntryChanges, EntryTarget, NatSpec, NewEntry, ProtocolName, TupleSpec } from '../base/types.js';
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 
 
 /** IPCTNL_MSG_CT_* operation numbers of native/requests.h EntryOp. */
-export const ENTRY_OP = { get: 0, create: 1, update: 2, delete: 3 } as const;
+export const ENTRY_OP = { get: 0, create: 1, update: 2, delete: 3, getZero: 4 } as const;
 
 const PORT_PROTOCOLS = new Set([6, 17, 33, 132, 136]);
 const ICMP = 1;
@@ -167,6 +167,29 @@ export function changesSpec(target: EntryTarget, changes: EntryChanges): NativeE
   return spec;
 }
 
+function natRange(nat: NatSpec, what: string, family: number, proto: number): NativeNatRange {
+  if (nat === null || typeof nat !== 'object') throw invalidArgument(`${what} must be { address, port? }`);
+  const [low, high] = Array.isArray(nat.address) ? nat.address : [nat.address, nat.address];
+  const min = address(low, `${what}.address`);
+  const max = address(high, `${what}.address`);
+  if (min.family !== family || max.family !== family) throw invalidArgument(`${what}.address must be of the entry's family`);
+  if (compareBytes(min.bytes, max.bytes) > 0) throw invalidArgument(`${what}.address: the range's first address is after its last`);
+  const range: NativeNatRange = { min: min.bytes, max: max.bytes };
+  if (nat.port !== undefined) {
+    if (!PORT_PROTOCOLS.has(proto)) throw invalidArgument(`${what}.port: protocol ${proto} has no ports`);
+    const [minPort, maxPort] = Array.isArray(nat.port) ? nat.port : [nat.port, nat.port];
+    range.minPort = integer(minPort, 65535, `${what}.port`);
+    range.maxPort = integer(maxPort, 65535, `${what}.port`);
+    if (range.minPort > range.maxPort) throw invalidArgument(`${what}.port: the range's first port is after its last`);
+  }
+  return range;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return (a[i] as number) - (b[i] as number);
+  return 0;
+}
+
 export function newEntrySpec(entry: NewEntry): NativeEntrySpec {
   if (entry === null || typeof entry !== 'object') throw invalidArgument('the new entry must be an object');
   if (entry.original === undefined && entry.reply === undefined) throw invalidArgument('the new entry needs an original or a reply tuple');
@@ -202,6 +225,8 @@ export function newEntrySpec(entry: NewEntry): NativeEntrySpec {
     throw invalidArgument('tcpState is for TCP entries only');
   }
   if (entry.labels !== undefined) spec.labels = labelWords(entry.labels, 'labels');
+  if (entry.srcNat !== undefined) spec.natSrc = natRange(entry.srcNat, 'srcNat', spec.family, proto);
+  if (entry.dstNat !== undefined) spec.natDst = natRange(entry.dstNat, 'dstNat', spec.family, proto);
   if (entry.flags !== undefined) {
     if (!Array.isArray(entry.flags)) throw invalidArgument('flags must be a list of status flags');
     let bits = 0;

@@ -54,8 +54,41 @@ export function tcpStateNumber(name: unknown): number {
   return name === 'LISTEN' ? TCP_STATES.indexOf('SYN_SENT2') : TCP_STATES.indexOf(name as TcpState);
 }
 
+/**
+ * Dotted-quad text as bytes, or undefined: the octets of node:net's isIPv4() (0-255, no leading
+ * zeros), read char by char. createMany() parses two addresses per entry: a regex and a split
+ * cost more than the rest of the entry's validation.
+ */
+function fastIpv4(text: string): Uint8Array | undefined {
+  const n = text.length;
+  if (n < 7 || n > 15) return undefined;
+  const out = new Uint8Array(4);
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? text.charCodeAt(i) : 46; // a final '.' closes the last octet
+    if (c === 46) {
+      if (digits === 0 || part > 3) return undefined;
+      out[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && value === 0) return undefined; // leading zero
+      value = value * 10 + (c - 48);
+      if (value > 255) return undefined;
+      digits++;
+    } else {
+      return undefined;
+    }
+  }
+  return part === 4 ? out : undefined;
+}
+
 /** An IPv4 or IPv6 address (no zone index) as family and network-order bytes; undefined if it is none. */
 export function parseAddress(text: string): { family: number; bytes: Uint8Array } | undefined {
+  const v4 = fastIpv4(text);
+  if (v4 !== undefined) return { family: AF_INET, bytes: v4 };
   if (isIPv4(text)) return { family: AF_INET, bytes: ipv4Bytes(text) };
   if (isIPv6(text) && !text.includes('%')) return { family: AF_INET6, bytes: ipv6Bytes(text) };
   return undefined;

@@ -363,6 +363,17 @@ function emptyTuple(): Tuple {
   };
 }
 
+/** A string of the batch text by its string ref (for other records sharing the layout). */
+export function recordText(strings: string, ref: number): string {
+  return text(strings, ref);
+}
+
+/** The tuple block at `base` with its addresses (for other records sharing the tuple layout). */
+export function decodeTupleAt(r: Uint32Array, base: number, strings: string): Tuple {
+  const [src, dst] = tupleAddresses(r, base);
+  return decodeTuple(r, base, src >= 0 ? text(strings, src) : '', dst >= 0 ? text(strings, dst) : '');
+}
+
 /** Decodes a whole batch. */
 export function decodeBatch(batch: NativeBatch): ConntrackEntry[] {
   checkLayout();

@@ -80,6 +80,26 @@ const OPS = {
       await ct.delete(tuple);
     }
   },
+  // Bulk changes: a batch of creates, then the native delete pass over them (scan path: by
+  // source port, which no filtered flush can carry), and the filtered flush by mark.
+  async bulk() {
+    const ct = await opened();
+    const batch = Array.from({ length: 200 }, (_, i) => ({ original: { ...tuple, sport: 20000 + i }, timeout: 5, mark: 77 }));
+    ready();
+    for (;;) {
+      await ct.createMany(batch);
+      await ct.deleteMatching({ src: tuple.src, sport: [20000, 20099] });
+      await ct.deleteMatching({ mark: 77 });
+    }
+  },
+  async expectations() {
+    const ct = await opened();
+    ready();
+    for (;;) {
+      await ct.expectations();
+      await ct.expectationStats();
+    }
+  },
   // Closing a handle while a dump and a subscription run on it.
   async close() {
     ready();

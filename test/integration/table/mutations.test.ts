@@ -130,7 +130,7 @@ describeIntegration('changing the table: create, get, update, delete, flush', ()
     await ct.create({ original: UDP6, timeout: 300, mark: 1 });
     const expected = (await oracleEntries(ns, { labels: false, filter: ['-p', 'tcp', '--mark', '1'] })).map((e) => e.id);
     expect(expected).toHaveLength(10);
-    expect(await ct.deleteMatching({ protocol: 'tcp', mark: { value: 1, mask: 0xffffffff } })).toBe(10);
+    expect(await ct.deleteMatching({ protocol: 'tcp', mark: { value: 1, mask: 0xffffffff } })).toMatchObject({ deleted: 10, matched: 10, alreadyGone: 0, failed: 0 });
     const left = await oracleEntries(ns, { labels: false });
     expect(left).toHaveLength(11);
     expect(left.some((e) => expected.includes(e.id))).toBe(false);
@@ -244,7 +244,7 @@ describeIntegration('changing the table: create, get, update, delete, flush', ()
     await ct.create({ original: UDP6, timeout: 100 });
     const deleted = await runCommand(deleteCommand, ['--netns', ns.path, '-p', 'tcp', '--sport', '43001-43002', '--json']);
     expect(deleted).toMatchObject({ code: 0, err: '' });
-    expect(JSON.parse(deleted.out)).toEqual({ deleted: 2 });
+    expect(JSON.parse(deleted.out)).toMatchObject({ deleted: 2, matched: 2, alreadyGone: 0, failed: 0 });
     expect(await oracleCount(ns)).toBe(3);
     const text = await runCommand(deleteCommand, ['--netns', ns.path, '-f', 'ipv6']);
     expect(text).toEqual({ code: 0, out: '', err: 'conntrack: 1 flow entries deleted\n' });

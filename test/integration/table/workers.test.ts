@@ -21,7 +21,7 @@ const WORKER_CHILD = fileURLToPath(new URL('../../helpers/worker-child.mjs', imp
 const EXIT_CHILD = fileURLToPath(new URL('../../helpers/exit-child.mjs', import.meta.url));
 const ENTRIES = 20_000;
 /** Every operation of worker-op.mjs. */
-const OPERATIONS = ['open', 'count', 'stats', 'dump', 'summary', 'eventsStart', 'eventsSteady', 'entry', 'close'];
+const OPERATIONS = ['open', 'count', 'stats', 'dump', 'summary', 'eventsStart', 'eventsSteady', 'entry', 'bulk', 'expectations', 'close'];
 const ROUNDS = 6;
 
 /** The child ended by itself with `status`: not aborted, not killed by the timeout. */

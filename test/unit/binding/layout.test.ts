@@ -1,7 +1,7 @@
 /**
  * The record layout has one source, native/record_layout.h, which the addon exports as `layout`:
- * every constant lib/table/records.ts and summary.ts read must come from there, and the layout
- * itself must be one a record can hold (slots inside the record and apart, bits distinct, packed
+ * every constant lib/table/records.ts, summary.ts, expectations.ts and spec-records.ts read must
+ * come from there, and the layout itself must be one a record can hold (slots inside the record and apart, bits distinct, packed
  * fields inside their word). That decoding with it still matches conntrack-tools is checked field
  * by field on recorded kernel messages in test/unit/table/decode.test.ts.
  */
@@ -50,9 +50,9 @@ describe('record layout', () => {
 
   it('exports only groups this test checks', () => {
     expect(Object.keys(groups).sort()).toEqual([
-      'counter', 'dccpHas', 'dccpWord', 'event', 'present', 'record', 'sctpHas', 'sctpWord', 'seqAdj', 'slot', 'status',
-      'stringRef', 'summaryKey', 'synproxy', 'tcpFlagsWord', 'tcpHas', 'tcpWord', 'timestamp', 'tuple', 'tupleHas',
-      'tupleWord', 'u64',
+      'counter', 'dccpHas', 'dccpWord', 'event', 'expectPresent', 'expectSlot', 'present', 'record', 'sctpHas', 'sctpWord',
+      'seqAdj', 'slot', 'specField', 'specNat', 'specSlot', 'specTuple', 'status', 'stringRef', 'summaryKey', 'synproxy',
+      'tcpFlagsWord', 'tcpHas', 'tcpWord', 'timestamp', 'tuple', 'tupleHas', 'tupleWord', 'u64',
     ]);
     for (const group of Object.keys(groups)) {
       for (const v of values(group)) expect(Number.isInteger(v) && v >= 0 && v <= 0xffffffff, group).toBe(true);
@@ -91,8 +91,30 @@ describe('record layout', () => {
     for (const group of ['seqAdj', 'synproxy']) expect(new Set(values(group)).size, group).toBe(values(group).length);
   });
 
+  it('keeps an expectation record inside an entry record\'s size, and a spec record\'s parts apart', () => {
+    const { expectSlot, specSlot, specTuple, specNat, tuple, record } = layout;
+    /** Slots of `group` (each `size[name]` long, else one) inside [0, limit) and apart. */
+    const apart = (group: Record<string, number>, limit: number, size: Record<string, number>, skip: string[] = []) => {
+      const used = new Map<number, string>();
+      for (const [name, at] of Object.entries(group)) {
+        if (skip.includes(name)) continue;
+        for (let i = 0; i < (size[name] ?? 1); i++) {
+          expect(at + i, name).toBeLessThan(limit);
+          expect(used.get(at + i), `${name} overlaps`).toBeUndefined();
+          used.set(at + i, name);
+        }
+      }
+    };
+    apart(expectSlot, record.slots, { tuple: tuple.slots, mask: tuple.slots, master: tuple.slots, natTuple: tuple.slots });
+    const tupleSize = Math.max(...Object.values(specTuple)) + 4;
+    const natSize = Math.max(...Object.values(specNat)) + 1;
+    apart(specSlot, specSlot.count, { orig: tupleSize, reply: tupleSize, labels: record.labelWords, labelsMask: record.labelWords, natSrc: natSize, natDst: natSize }, ['count']);
+    apart(specTuple, tupleSize, { src: 4, dst: 4 });
+    apart(specNat, natSize, { min: 4, max: 4 });
+  });
+
   it('gives every flag its own bit', () => {
-    for (const group of ['present', 'tupleHas', 'tcpHas', 'sctpHas', 'dccpHas']) {
+    for (const group of ['present', 'tupleHas', 'tcpHas', 'sctpHas', 'dccpHas', 'expectPresent', 'specField']) {
       const bits = values(group);
       for (const bit of bits) expect(bit !== 0 && (bit & (bit - 1)) === 0, `${group}: ${bit}`).toBe(true);
       expect(new Set(bits).size, group).toBe(bits.length);

@@ -89,13 +89,18 @@ describe('the binding refuses values it cannot use safely', () => {
       [{ zone: 65_536 }, RangeError],
       [{ tcpState: 256 }, RangeError],
       [{ timeout: 'long' }, TypeError],
+      // NAT ranges: addresses of the entry's family, ports of 16 bits.
+      [{ natSrc: 'nat' }, TypeError],
+      [{ natSrc: { min: new Uint8Array(16), max: new Uint8Array(16) } }, RangeError],
+      [{ natSrc: { min: new Uint8Array(4), max: new Uint16Array(2) } }, TypeError],
+      [{ natDst: { min: new Uint8Array(4), max: new Uint8Array(4), minPort: 70_000, maxPort: 70_000 } }, RangeError],
     ];
     for (const [overrides, type] of bad) {
       expect(() => handle.entryRequest(0, { ...spec, ...overrides } as never), JSON.stringify(Object.keys(overrides))).toThrow(type);
     }
     expect(() => handle.entryRequest(0, null as never)).toThrow(TypeError);
-    // Operations are 0 (get) to 3 (delete); anything else was an update before.
-    for (const op of [4, 99, -1, 1.5]) expect(() => handle.entryRequest(op, spec as never)).toThrow(RangeError);
+    // Operations are 0 (get) to 4 (get and zero counters); anything else was an update before.
+    for (const op of [5, 99, -1, 1.5]) expect(() => handle.entryRequest(op, spec as never)).toThrow(RangeError);
   });
 
   it('receiveBufferBytes of 0 or 2^31 and more, batch sizes and event groups out of range', () => {
@@ -110,6 +115,50 @@ describe('the binding refuses values it cannot use safely', () => {
     expect(() => handle.startDump(null, 65_537)).toThrow(RangeError);
     expect(() => handle.startDump(null, 16, ['dport' as never])).toThrow(TypeError);
     expect(() => handle.startDump(null, 16, [99])).toThrow(RangeError);
+  });
+
+  it('dump messages other than CTRZERO, DYING and UNCONFIRMED; delete filter lists; expectation specs', () => {
+    // IPCTNL_MSG_CT_GET_CTRZERO is 3, _GET_DYING 6, _GET_UNCONFIRMED 7: a delete (2) must never pass.
+    for (const message of [1, 2, 4, 5, 8, 255, -1]) expect(() => handle.startDump(null, 16, null, message)).toThrow(RangeError);
+    expect(() => handle.startDump(null, 16, null, 'dying' as never)).toThrow(TypeError);
+    expect(() => handle.startDelete([] as never, true)).toThrow(RangeError);
+    expect(() => handle.startDelete(new Array(4097).fill(filter()), true)).toThrow(RangeError);
+    expect(() => handle.startDelete(filter() as never, true)).toThrow(TypeError);
+    expect(() => handle.startDelete([null] as never, true)).toThrow(TypeError);
+    expect(() => handle.startDelete([filter({ zone: 70_000 })], true)).toThrow(RangeError);
+    const expectation = { family: AF_INET, tuple, master: tuple, mask: tuple, timeout: 10 };
+    const bad: Array<[number, Record<string, unknown>, ErrorConstructor]> = [
+      [4, expectation, RangeError],
+      [-1, expectation, RangeError],
+      [2, { ...expectation, family: 3 }, RangeError],
+      [0, { family: 0, master: tuple }, RangeError], // a tuple without a family to read it by
+      [2, { ...expectation, tuple: { ...tuple, src: new Uint8Array(16) } }, RangeError],
+      [2, { ...expectation, zone: 65_536 }, RangeError],
+      [2, { ...expectation, natDir: 2, natTuple: tuple }, RangeError],
+      [2, { ...expectation, helper: 7 }, TypeError],
+      [2, { ...expectation, helper: 'a-name-of-16-chr' }, RangeError],
+      [2, { ...expectation, helper: 'ftp\0x' }, RangeError],
+      [2, { ...expectation, fn: '' }, RangeError],
+    ];
+    for (const [op, spec, type] of bad) expect(() => handle.expectationRequest(op, spec as never), JSON.stringify(spec)).toThrow(type);
+    expect(() => handle.expectationRequest(0, null as never)).toThrow(TypeError);
+  });
+
+  it('bulk changes: create or update only, spec records in a Uint32Array, no more than it holds', () => {
+    const bulk = handle.openBulk();
+    try {
+      const records = new Uint32Array(64);
+      expect(() => bulk.apply(0, records, 0)).toThrow(RangeError); // get
+      expect(() => bulk.apply(3, records, 0)).toThrow(RangeError); // delete
+      expect(() => bulk.apply(1, new Int32Array(64) as never, 0)).toThrow(TypeError);
+      expect(() => bulk.apply(1, [0, 0] as never, 0)).toThrow(TypeError);
+      expect(() => bulk.apply(1, records, 2 ** 32)).toThrow(RangeError);
+      expect(() => bulk.apply(1, records, -1)).toThrow(RangeError);
+      // More records than the array holds would be read past its end.
+      expect(() => bulk.apply(1, records, 1_000)).toThrow(RangeError);
+    } finally {
+      bulk.close();
+    }
   });
 
   it('flush families other than 0, AF_INET and AF_INET6; datagrams that are not Uint8Arrays', () => {
