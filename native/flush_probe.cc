@@ -161,9 +161,10 @@ FlushSupport probe() {
 }  // namespace
 
 const FlushSupport& flushSupport() {
-  static std::once_flag once;
-  static FlushSupport support;
-  std::call_once(once, [] { support = probe(); });
+  // A function-local static, not std::call_once: that calls pthread_once, which asks for
+  // GLIBC_2.34 and the prebuilds may ask for no more than 2.28. Initialization is thread-safe
+  // all the same, and a probe that throws (no thread) is retried by the next call.
+  static const FlushSupport support = probe();
   return support;
 }
 
