@@ -5,10 +5,10 @@
  */
 import { ConntrackError } from '../base/errors.js';
 import { Conntrack } from '../table/conntrack.js';
-import type { ConntrackEntry, EntryChanges, EntryFilter, NewEntry, TcpState, TupleSpec } from '../base/types.js';
+import type { ConntrackEntry, EntryChanges, EntryFilter, NatSpec, NewEntry, TcpState, TupleSpec } from '../base/types.js';
 import { netnsOption, stopOnTermination, type CommandIo } from './common.js';
 import { toJson } from './core.js';
-import { eventTimestamp, formatCpuStats, formatExpectStats, formatLine, formatXmlFlow, XML_FOOTER, XML_HEADER, type LineFlags } from './ct-format.js';
+import { eventTimestamp, formatCpuStats, formatExpectationLine, formatExpectStats, formatLine, formatXmlFlow, XML_FOOTER, XML_HEADER, type LineFlags } from './ct-format.js';
 import { CtFailure, CtParameterError, isConntrackToolsSyntax, parseConntrackArgs, type CtArgs, type NatOption } from './ct-syntax.js';
 
 export { isConntrackToolsSyntax };
@@ -128,16 +128,33 @@ function openHandle(args: CtArgs): Promise<Conntrack> {
 
 // ---------------------------------------------------------------------------------------------
 
+async function listExpectations(args: CtArgs, io: CommandIo): Promise<number> {
+  if (args.output.has('xml')) throw unsupported('-o xml for the expectation table');
+  const ct = await openHandle(args);
+  let shown = 0;
+  try {
+    const all = await ct.expectations(args.family === undefined ? undefined : { family: args.family });
+    shown = all.length;
+    if (args.output.has('json')) await put(io, `${toJson(all, 2)}\n`);
+    else if (all.length > 0) await put(io, all.map((x) => `${args.output.has('jsonl') ? toJson(x) : formatExpectationLine(x)}\n`).join(''));
+  } finally {
+    await ct.close();
+  }
+  say(io, `${shown} expectations have been shown.`);
+  return 0;
+}
+
 async function list(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.table === 'expect') throw unsupported('the expectation table (-L expect)');
-  if (args.table !== 'conntrack') throw unsupported(`the ${args.table} table`);
+  if (args.table === 'expect') return listExpectations(args, io);
   const filter = entryFilter(args);
   if (args.zero) {
     if (Object.keys(filter).length > 0 || args.secmark !== undefined || args.label !== undefined) {
       throw new CtParameterError("Can't use -z with filtering parameters");
     }
-    throw unsupported('-z (zeroing counters while listing)');
   }
+  // The table's own dump, or the kernel's dying or unconfirmed list; -z reads and zeroes counters
+  // of the table (conntrack-tools takes -z with the lists too, and lists them as they are).
+  const dump = args.table === 'conntrack' ? { zeroCounters: args.zero } : { table: args.table };
   if (args.output.has('save')) throw unsupported('-o save');
   const extra = extraPredicate(args);
   const flags = lineFlags(args);
@@ -148,18 +165,18 @@ async function list(args: CtArgs, io: CommandIo): Promise<number> {
     const plain = !xml && !args.output.has('json') && !args.output.has('jsonl') && !args.output.has('ktimestamp') && !args.output.has('labels');
     if (plain && extra === undefined) {
       // The fast path: lines written from the records, no entry objects.
-      for await (const chunk of ct.text(filter, { extended: flags.layer3, id: flags.id }, { batchSize: TEXT_BATCH })) {
+      for await (const chunk of ct.text(filter, { extended: flags.layer3, id: flags.id }, { batchSize: TEXT_BATCH, ...dump })) {
         shown += chunk.count;
         if (!io.stdout.write(chunk.text)) await new Promise((resolve) => io.stdout.once('drain', resolve));
       }
     } else if (args.output.has('json')) {
       const all: ConntrackEntry[] = [];
-      for await (const batch of ct.batches(filter)) for (const e of batch) if (extra === undefined || extra(e)) all.push(e);
+      for await (const batch of ct.batches(filter, dump)) for (const e of batch) if (extra === undefined || extra(e)) all.push(e);
       shown = all.length;
       await put(io, `${toJson(all, 2)}\n`);
     } else {
       const jsonl = args.output.has('jsonl');
-      for await (const batch of ct.batches(filter)) {
+      for await (const batch of ct.batches(filter, dump)) {
         const now = nowSeconds();
         let text = '';
         for (const e of batch) {
@@ -220,7 +237,13 @@ async function get(args: CtArgs, io: CommandIo): Promise<number> {
 async function create(args: CtArgs, io: CommandIo): Promise<number> {
   if (args.command === 'add') throw unsupported('-A/--add');
   if (args.table !== 'conntrack') throw unsupported('creating expectations (-I expect)');
-  if (args.srcNat !== undefined || args.dstNat !== undefined) throw unsupported('--src-nat/--dst-nat with -I');
+  const nat = (option: NatOption | undefined, name: string): NatSpec | undefined => {
+    if (option === undefined) return undefined;
+    if (option.address === undefined) throw new CtParameterError(`--${name} needs an address (IP[:PORT]) with -I`);
+    return option.port === undefined ? { address: option.address } : { address: option.address, port: option.port };
+  };
+  const srcNat = nat(args.srcNat, 'src-nat');
+  const dstNat = nat(args.dstNat, 'dst-nat');
   if (args.origZone !== undefined || args.replyZone !== undefined) throw unsupported('--orig-zone/--reply-zone with -I');
   const original = tupleSpec(args, 'original');
   const reply = tupleSpec(args, 'reply');
@@ -231,6 +254,8 @@ async function create(args: CtArgs, io: CommandIo): Promise<number> {
     ...(args.state !== undefined ? { tcpState: args.state as NewEntry['tcpState'] } : {}),
     ...(args.status !== undefined ? { flags: args.status.set } : {}),
     ...(args.labelAdd !== undefined ? { labels: args.labelAdd } : {}),
+    ...(srcNat !== undefined ? { srcNat } : {}),
+    ...(dstNat !== undefined ? { dstNat } : {}),
   };
   const entry: NewEntry = original !== undefined ? { ...common, original, ...(reply !== undefined ? { reply } : {}) } : { ...common, reply: reply as TupleSpec };
   const ct = await openHandle(args);
@@ -321,22 +346,21 @@ async function update(args: CtArgs, io: CommandIo): Promise<number> {
 }
 
 async function flush(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.table !== 'conntrack') throw unsupported('flushing the expectation table (-F expect)');
   const ct = await openHandle(args);
   try {
-    await ct.flush(args.family === undefined ? {} : { family: args.family });
+    if (args.table === 'expect') await ct.flushExpectations();
+    else await ct.flush(args.family === undefined ? {} : { family: args.family });
   } finally {
     await ct.close();
   }
-  say(io, 'connection tracking table has been emptied.');
+  say(io, args.table === 'expect' ? 'expectation table has been emptied.' : 'connection tracking table has been emptied.');
   return 0;
 }
 
 async function count(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.table !== 'conntrack') throw unsupported('counting expectations (-C expect)');
   const ct = await openHandle(args);
   try {
-    await put(io, `${(await ct.count()).entries}\n`);
+    await put(io, `${args.table === 'expect' ? (await ct.expectations()).length : (await ct.count()).entries}\n`);
   } finally {
     await ct.close();
   }

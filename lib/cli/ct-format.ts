@@ -5,7 +5,7 @@
  * Field order, spacing and the conditions for each field follow what conntrack-tools prints for
  * the same entry; test/integration/cli/ct-output.test.ts compares both line by line.
  */
-import type { ConntrackEntry, ConntrackEventType, CpuStats, ExpectCpuStats, Tuple } from '../base/types.js';
+import type { ConntrackEntry, ConntrackEventType, ConntrackExpectation, CpuStats, ExpectCpuStats, Tuple } from '../base/types.js';
 
 export interface LineFlags {
   /** `-o extended`: the family name and number first. */
@@ -209,3 +209,20 @@ export function formatXmlFlow(e: ConntrackEntry, nowSeconds: number, flags: Line
 
 export const XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n';
 export const XML_FOOTER = '</conntrack>\n';
+
+/**
+ * One expectation as `conntrack -L expect` prints it (libnetfilter_conntrack's default layout):
+ * timeout, protocol, the expected tuple, its mask and the master's tuple, then zone, flags, class
+ * and helper. The NAT part and the function name are not printed by the tool.
+ */
+export function formatExpectationLine(x: ConntrackExpectation): string {
+  const tuple = (prefix: string, t: Tuple) =>
+    `${prefix}src=${t.src} ${prefix}dst=${t.dst} ${t.sport !== undefined ? `sport=${t.sport} dport=${t.dport} ` : ''}`;
+  let line = `${x.timeout ?? 0} proto=${x.tuple.protocolNumber} ${tuple('', x.tuple)}${tuple('mask-', x.mask)}${tuple('master-', x.master)}`;
+  if (x.zone !== undefined) line += `zone=${x.zone} `;
+  if (x.flags.length > 0) line += `${x.flags.join(',')} `;
+  if (x.class !== undefined) line += `class=${x.class} `;
+  if (x.helper !== undefined) line += `helper=${x.helper} `;
+  return line.trimEnd();
+}
+

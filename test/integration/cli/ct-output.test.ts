@@ -44,7 +44,8 @@ function masked(line: string): string {
     .replace(/<packets>\d+<\/packets><bytes>\d+<\/bytes>/g, '<packets>P</packets><bytes>B</bytes>')
     .replace(/<timeout>\d+<\/timeout>/g, '<timeout>T</timeout>')
     .replace(/<deltatime>\d+<\/deltatime>/g, '<deltatime>D</deltatime>')
-    .replace(/^\[\d+\.\d+\]\t/, '[TIME]\t');
+    .replace(/^\[\d+\.\d+\]\t/, '[TIME]\t')
+    .replace(/^\d+ proto=/, 'T proto=');
 }
 
 const lines = (text: string) => text.split('\n').filter((l) => l !== '').map(masked).sort();
@@ -165,6 +166,34 @@ describeIntegration("conntrack-tools' output, line for line", () => {
     await expectSame(['-S', 'expect']);
   });
 
+  it('the expect, dying and unconfirmed tables: -L, -C expect and -F expect print the same', async () => {
+    // A fresh expectation: the FTP helper expects the data connection PASV announces.
+    await ftp.pasv();
+    await expectSame(['-L', 'expect'], 1);
+    await expectSame(['-L', 'expect', '-f', 'ipv4'], 1);
+    await expectSame(['-L', 'expect', '-f', 'ipv6'], 0);
+    await expectSame(['-C', 'expect'], 1);
+    // Both lists are empty here (no reliable listener holds back a destroy; 6.18 keeps no unconfirmed list).
+    await expectSame(['-L', 'dying'], 0);
+    await expectSame(['-L', 'unconfirmed'], 0);
+    await expectSame(['-L', 'dying', '-z'], 0);
+    await expectSame(['-F', 'expect'], 0);
+    expect((await theirs(['-C', 'expect'])).stdout.trim()).toBe('0');
+  });
+
+  it('-L -z: the counters as they were, and zero afterwards', async () => {
+    const counted = (text: string) => text.split('\n').filter((l) => /packets=[1-9]/.test(l)).length;
+    const before = await theirs(['-L', '-o', 'extended,id']);
+    expect(counted(before.stdout)).toBeGreaterThanOrEqual(5);
+    const zeroed = await ours(['-L', '-z', '-o', 'extended,id']);
+    expect(zeroed.status).toBe(0);
+    expect(lines(zeroed.stdout)).toEqual(lines(before.stdout));
+    expect(messages(zeroed.stderr)).toEqual(messages(before.stderr));
+    // What the tool reads next: every entry that had counts shows zero (one may have seen a packet since).
+    const after = await theirs(['-L', '-o', 'extended,id']);
+    expect(counted(after.stdout)).toBeLessThanOrEqual(1);
+  });
+
   it('bad command lines: the same message and status 2', async () => {
     for (const args of [
       ['-L', '-o', 'bogus'], ['-L', '--state', 'LISTEN'], ['-L', '-p', 'tcp', '--state', 'BOGUS'], ['-L', '-r', '1.2.3.0/24'],
@@ -172,7 +201,7 @@ describeIntegration("conntrack-tools' output, line for line", () => {
       ['-I', '-s', '1.1.1.1', '-d', '2.2.2.2', '-p', 'udp', '--sport', '1', '-t', '5'],
       ['-G', '-s', '1.1.1.1', '-p', 'tcp', '--sport', '1', '--dport', '2'],
       ['-L', '-t', '5'], ['-L', 'bogus'], ['-L', '-D'], ['-L', '--foo'], ['-L', '-p', 'nosuchproto'], ['-L', '-s', '1.2.3.4', '-d', '::1'],
-      ['-E', '-e', 'bogus'], ['-L', '-z', '-s', '1.1.1.1'],
+      ['-E', '-e', 'bogus'], ['-L', '-z', '-s', '1.1.1.1'], ['-C', 'dying'], ['-U', 'unconfirmed', '-m', '1'],
     ]) {
       await expectSame(args, 0);
     }
@@ -258,6 +287,9 @@ describeIntegration('-D, -U and -I: the same lines and messages as conntrack-too
     ['-I', '-p', 'udp', '-s', '10.8.0.4', '-d', '10.8.0.1', '--sport', '53', '--dport', '5353', '-t', '900', '--zone', '2'],
     ['-I', '-p', 'icmp', '-s', '10.8.0.5', '-d', '10.8.0.1', '--icmp-type', '8', '--icmp-code', '0', '--icmp-id', '9', '-t', '900'],
     ['-I', '-p', 'udp', '-s', 'fd00::1', '-d', 'fd00::2', '--sport', '1', '--dport', '2', '-t', '900', '-m', '0x10'],
+    // NAT: the kernel computes the reply tuple from the mapping.
+    ['-I', '-p', 'tcp', '-s', '10.8.0.6', '-d', '10.8.0.7', '--sport', '1002', '--dport', '80', '--state', 'ESTABLISHED', '-t', '900', '--src-nat', '192.168.1.1:5000'],
+    ['-I', '-p', 'udp', '-s', '10.8.0.6', '-d', '10.8.0.8', '--sport', '1003', '--dport', '53', '-t', '900', '--dst-nat', '10.9.9.9'],
   ];
 
   beforeAll(async () => {

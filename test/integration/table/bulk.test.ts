@@ -186,6 +186,15 @@ describeIntegration('deleteMatching(), against conntrack -D with the same filter
 
   it('an abort stops the pass (AbortError) and leaves the rest; a pre-aborted signal deletes nothing; bad filters are refused', async () => {
     await ctMine.flush();
+    // The pass is aborted once it has deleted something, whatever the machine's speed: at the
+    // first destroy event. Subscribed before the entries exist: with nf_conntrack_events = 2 an
+    // entry made while nobody listens never reports its destroy. A sentinel's destroy shows the
+    // subscription is live.
+    const watching = ctMine.events({ protocol: 'udp' }, { types: ['destroy'] });
+    const sentinel: TupleSpec = { protocol: 'udp', src: '10.99.99.1', dst: '10.99.99.2', sport: 9, dport: 9 };
+    await ctMine.create({ original: sentinel, timeout: 60 });
+    await ctMine.delete(sentinel);
+    await watching.next();
     const many: NewEntry[] = [];
     for (let i = 0; i < 60000; i++) many.push({ original: { protocol: 'udp', src: `10.6.${i >> 8}.${i & 255}`, dst: '10.8.0.1', sport: 1024 + (i % 60000), dport: 53 }, timeout: 600 });
     await ctMine.createMany(many);
@@ -195,8 +204,9 @@ describeIntegration('deleteMatching(), against conntrack -D with the same filter
     expect(await oracleCount(mine)).toBe(many.length);
     const during = new AbortController();
     const pass = ctMine.deleteMatching({ protocol: 'udp' }, { signal: during.signal });
-    setTimeout(() => during.abort(), 5);
+    void watching.next().then(() => during.abort());
     await expect(pass).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
+    await watching.return?.();
     const left = await oracleCount(mine);
     expect(left).toBeGreaterThan(0);
     expect(left).toBeLessThan(many.length);
