@@ -191,10 +191,17 @@ describeIntegration('deleteMatching(), against conntrack -D with the same filter
     // entry made while nobody listens never reports its destroy. A sentinel's destroy shows the
     // subscription is live.
     const watching = ctMine.events({ protocol: 'udp' }, { types: ['destroy'] });
-    const sentinel: TupleSpec = { protocol: 'udp', src: '10.99.99.1', dst: '10.99.99.2', sport: 9, dport: 9 };
-    await ctMine.create({ original: sentinel, timeout: 60 });
-    await ctMine.delete(sentinel);
-    await watching.next();
+    // The subscription starts on its own thread: sentinels until one's destroy arrives (one made
+    // before it listened reports nothing).
+    const firstDestroy = watching.next();
+    let live = false;
+    for (let sport = 1; !live; sport++) {
+      expect(sport, 'no destroy event for 100 sentinels').toBeLessThan(100);
+      const sentinel: TupleSpec = { protocol: 'udp', src: '10.99.99.1', dst: '10.99.99.2', sport, dport: 9 };
+      await ctMine.create({ original: sentinel, timeout: 60 });
+      await ctMine.delete(sentinel);
+      live = await Promise.race([firstDestroy.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 50))]);
+    }
     const many: NewEntry[] = [];
     for (let i = 0; i < 60000; i++) many.push({ original: { protocol: 'udp', src: `10.6.${i >> 8}.${i & 255}`, dst: '10.8.0.1', sport: 1024 + (i % 60000), dport: 53 }, timeout: 600 });
     await ctMine.createMany(many);

@@ -184,11 +184,17 @@ describeIntegration('expectations: the FTP helper\'s, against conntrack -L expec
       }
     })();
     const ours = () => seen.filter((e): e is ExpectationEvent => e.type !== 'overflow');
-    // Both listeners subscribe on their own: make and remove expectations until both saw one.
+    // Both listeners subscribe on their own: make and remove expectations until both saw one come
+    // and go (a listener that subscribed between the two sees only the destroy).
+    const sawBoth = (dport: number) =>
+      new RegExp(`\\[NEW\\].*dport=${dport}\\b`).test(toolOut) && new RegExp(`\\[DESTROY\\].*dport=${dport}\\b`).test(toolOut) &&
+      ours().filter((e) => e.expectation.tuple.dport === dport).length === 2;
     const deadline = Date.now() + 10_000;
-    let port = 47100;
-    while ((ours().length === 0 || !toolOut.includes('[DESTROY]')) && Date.now() < deadline) {
-      const tuple: TupleSpec = { protocol: 'tcp', src: '127.0.0.1', dst: '127.0.0.2', sport: 0, dport: port++ };
+    const tried: number[] = [];
+    while (!tried.some(sawBoth) && Date.now() < deadline) {
+      const port = 47100 + tried.length;
+      tried.push(port);
+      const tuple: TupleSpec = { protocol: 'tcp', src: '127.0.0.1', dst: '127.0.0.2', sport: 0, dport: port };
       await ct.createExpectation({ master, tuple, timeout: 100, helper: 'ftp' });
       await ct.deleteExpectation(tuple);
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -197,12 +203,13 @@ describeIntegration('expectations: the FTP helper\'s, against conntrack -L expec
     stop.abort();
     await listening;
     tool.kill('SIGINT');
-    const last = ours().filter((e) => e.expectation.tuple.dport === port - 1);
+    const port = tried.find(sawBoth) ?? -1;
+    const last = ours().filter((e) => e.expectation.tuple.dport === port);
     expect(last.map((e) => e.type)).toEqual(['new', 'destroy']);
     expect(last[0]?.expectation).toMatchObject({ helper: 'ftp', master: { sport: master.sport, dport: 21 } });
     // The tool saw the same expectation come and go.
-    expect(toolOut).toMatch(new RegExp(`\\[NEW\\].*dport=${port - 1}`));
-    expect(toolOut).toMatch(new RegExp(`\\[DESTROY\\].*dport=${port - 1}`));
+    expect(toolOut).toMatch(new RegExp(`\\[NEW\\].*dport=${port}\\b`));
+    expect(toolOut).toMatch(new RegExp(`\\[DESTROY\\].*dport=${port}\\b`));
   });
 
   it('conntrack list expect prints the table as conntrack -L expect does (and --json)', async () => {
