@@ -13,22 +13,10 @@ import { binding, type NativeError } from '../../../lib/binding/native.js';
 import { decodeExpectationBatch } from '../../../lib/table/expectations.js';
 import type { ConntrackExpectation, Tuple } from '../../../lib/base/types.js';
 import type { OracleExpectation, OracleTuplePart } from '../../helpers/expect-oracle.js';
-
-const fixtures = join(import.meta.dirname, '..', '..', 'fixtures', 'kernel');
-
-function readCapture(name: string): Buffer[] {
-  const data = readFileSync(join(fixtures, name));
-  const out: Buffer[] = [];
-  for (let offset = 0; offset + 4 <= data.length;) {
-    const length = data.readUInt32LE(offset);
-    out.push(data.subarray(offset + 4, offset + 4 + length));
-    offset += 4 + length;
-  }
-  return out;
-}
+import { KERNEL_FIXTURES, readCapture } from '../../helpers/captures.js';
 
 const datagrams = readCapture('expect.bin');
-const oracle: OracleExpectation[] = JSON.parse(readFileSync(join(fixtures, 'expect.oracle.json'), 'utf8'));
+const oracle: OracleExpectation[] = JSON.parse(readFileSync(join(KERNEL_FIXTURES, 'expect.oracle.json'), 'utf8'));
 
 function decodeAll(list: readonly Buffer[]): ConntrackExpectation[] {
   return list.flatMap((d) => decodeExpectationBatch(binding().decode(d, null, false, null, true)));

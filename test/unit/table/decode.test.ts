@@ -13,23 +13,11 @@ import { decodeBatch, decodeEventBatch } from '../../../lib/table/records.js';
 import { SUMMARY_KEYS, SummaryBuilder, summaryKeyNumbers, type SummaryKey } from '../../../lib/table/summary.js';
 import type { ConntrackEntry, EntryFilter } from '../../../lib/base/types.js';
 import { flagsOfStatus, parseEnum } from '../../helpers/kernel-uapi.js';
+import { KERNEL_FIXTURES, readCapture } from '../../helpers/captures.js';
 
-const fixtures = join(import.meta.dirname, '..', '..', 'fixtures', 'kernel');
-
-/** Datagrams as rawdump --save writes them: [u32 LE length][bytes]... */
-function readCapture(name: string): Buffer[] {
-  const data = readFileSync(join(fixtures, name));
-  const out: Buffer[] = [];
-  for (let offset = 0; offset + 4 <= data.length;) {
-    const length = data.readUInt32LE(offset);
-    out.push(data.subarray(offset + 4, offset + 4 + length));
-    offset += 4 + length;
-  }
-  return out;
-}
 
 type OracleJson = Record<string, unknown> & { id: number };
-const oracle: OracleJson[] = JSON.parse(readFileSync(join(fixtures, 'dump.oracle.json'), 'utf8'));
+const oracle: OracleJson[] = JSON.parse(readFileSync(join(KERNEL_FIXTURES, 'dump.oracle.json'), 'utf8'));
 const datagrams = readCapture('dump.bin');
 
 function decodeAll(filter?: EntryFilter): ConntrackEntry[] {

@@ -4,26 +4,15 @@
  * they hold what the recording made: new, update and destroy events of TCP, UDP and ICMP over IPv4
  * and IPv6, with a mark, a zone and a label. The same datagrams seed the decoder's fuzzer.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { binding } from '../../../lib/binding/native.js';
 import { decodeEventBatch } from '../../../lib/table/records.js';
 import type { ConntrackEvent } from '../../../lib/base/types.js';
+import { readCapture } from '../../helpers/captures.js';
 
-const capture = readFileSync(join(import.meta.dirname, '..', '..', 'fixtures', 'kernel', 'events.bin'));
-
-function datagrams(): Buffer[] {
-  const out: Buffer[] = [];
-  for (let offset = 0; offset + 4 <= capture.length;) {
-    const length = capture.readUInt32LE(offset);
-    out.push(capture.subarray(offset + 4, offset + 4 + length));
-    offset += 4 + length;
-  }
-  return out;
-}
+const datagrams = (): Buffer[] => readCapture('events.bin');
 
 describe('recorded event datagrams', () => {
   const events = datagrams().flatMap((d) => decodeEventBatch(binding().decode(d, null, true))) as ConntrackEvent[];

@@ -3,8 +3,6 @@
  * events and -G, on the recorded kernel dump: every layout gives the same lines. Both are held to
  * conntrack-tools' own output by test/integration/cli/ct-output.test.ts.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
@@ -12,14 +10,9 @@ import { binding } from '../../../lib/binding/native.js';
 import { decodeBatch } from '../../../lib/table/records.js';
 import { renderBatchText } from '../../../lib/table/text.js';
 import { formatLine } from '../../../lib/cli/ct-format.js';
+import { readCapture } from '../../helpers/captures.js';
 
-const capture = readFileSync(join(import.meta.dirname, '..', '..', 'fixtures', 'kernel', 'dump.bin'));
-const datagrams: Buffer[] = [];
-for (let offset = 0; offset + 4 <= capture.length;) {
-  const length = capture.readUInt32LE(offset);
-  datagrams.push(capture.subarray(offset + 4, offset + 4 + length));
-  offset += 4 + length;
-}
+const datagrams = readCapture('dump.bin');
 
 describe('conntrack -L lines from records', () => {
   const now = 2_000_000_000;
