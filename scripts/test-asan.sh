@@ -42,9 +42,19 @@ if (!file.startsWith(process.env.CONNTRACK_PREBUILD)) throw new Error(`loads ${f
 require(file);
 console.log(`sanitizer build: ${file}, runtime preloaded`);'
 
+# Left to the plain build: what the sanitizers themselves change. The lifecycle cycles measure
+# native memory (ASan's quarantine holds freed blocks), the descriptor-limit test counts
+# descriptors (the runtime opens its own), the wake-up test times a decoder held by gdb, and the
+# prebuild test reads the prebuilds, not this build.
+excluded=(
+  --exclude 'test/integration/table/cycles.test.ts'
+  --exclude 'test/integration/table/limits.test.ts'
+  --exclude 'test/integration/table/wakeup.test.ts'
+  --exclude 'test/unit/package/prebuilds.test.ts'
+)
 started=$SECONDS
 status=0
-LD_PRELOAD="$runtime${LD_PRELOAD:+:$LD_PRELOAD}" npx vitest run "$@" || status=$?
+LD_PRELOAD="$runtime${LD_PRELOAD:+:$LD_PRELOAD}" npx vitest run "${excluded[@]}" "$@" || status=$?
 echo "suite under sanitizers: exit $status after $((SECONDS - started)) s"
 
 if compgen -G "$reports/*" >/dev/null; then
