@@ -382,7 +382,7 @@ const MIN_EVENT_BUFFER = 4096;
 const MAX_EVENT_BUFFER = 1 << 30;
 
 async function events(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.table !== 'conntrack') throw unsupported('expectation events (-E expect)');
+  if (args.table === 'expect') return expectationEvents(args, io);
   if (args.output.has('json')) throw new CtParameterError('events are a stream: use -o jsonl');
   if (args.output.has('save')) throw unsupported('-o save');
   const filter = entryFilter(args);
@@ -411,7 +411,7 @@ async function events(args: CtArgs, io: CommandIo): Promise<number> {
       try {
         for await (const event of stream) {
           if (event.type === 'overflow') {
-            io.stderr.write('WARNING: We have hit ENOBUFS! We are losing events.\nThis message means that the current netlink socket buffer size is too small.\nPlease, check --buffer-size in conntrack(8) manpage.\n');
+            io.stderr.write(OVERFLOW_WARNING);
             continue;
           }
           if (extra !== undefined && !extra(event.entry)) continue;
@@ -438,6 +438,43 @@ async function events(args: CtArgs, io: CommandIo): Promise<number> {
   }
   if (headerDone) await put(io, XML_FOOTER);
   say(io, `${shown} flow events have been shown.`);
+  return 0;
+}
+
+const OVERFLOW_WARNING = 'WARNING: We have hit ENOBUFS! We are losing events.\nThis message means that the current netlink socket buffer size is too small.\nPlease, check --buffer-size in conntrack(8) manpage.\n';
+
+/** `-E expect`: the expectation events, as conntrack-tools prints them. */
+async function expectationEvents(args: CtArgs, io: CommandIo): Promise<number> {
+  if (args.output.has('xml')) throw unsupported('-o xml for expectation events');
+  if (args.output.has('json')) throw new CtParameterError('events are a stream: use -o jsonl');
+  const jsonl = args.output.has('jsonl');
+  const stop = stopOnTermination();
+  let shown = 0;
+  try {
+    const ct = await openHandle(args);
+    try {
+      const stream = ct.expectationEvents({ signal: stop.signal, ...(args.events !== undefined ? { types: args.events } : {}) });
+      try {
+        for await (const event of stream) {
+          if (event.type === 'overflow') {
+            io.stderr.write(OVERFLOW_WARNING);
+            continue;
+          }
+          // libnetfilter_conntrack's "%9s " of [NEW], [UPDATE], [DESTROY].
+          const text = jsonl ? toJson(event) : `${`[${event.type.toUpperCase()}]`.padStart(9)} ${formatExpectationLine(event.expectation)}`;
+          await put(io, `${text}\n`);
+          shown++;
+        }
+      } catch (err) {
+        if ((err as Error).name !== 'AbortError') throw err;
+      }
+    } finally {
+      await ct.close();
+    }
+  } finally {
+    stop.dispose();
+  }
+  say(io, `${shown} expectation events have been shown.`);
   return 0;
 }
 

@@ -12,6 +12,13 @@ import { FTP_NAT_LONGER, ftpNatRules, startFtp, type FtpSession } from '../../he
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { requireTool } from '../../helpers/tools.js';
 import { openFlows, type OpenFlows } from '../../helpers/traffic.js';
+import { Conntrack, type Tuple, type TupleSpec } from '../../../lib/index.js';
+
+async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
 
 interface Run {
   status: number | null;
@@ -84,6 +91,9 @@ describeIntegration("conntrack-tools' output, line for line", () => {
       { kind: 'icmp-echo', family: 4 },
       { kind: 'icmp-echo', family: 6 },
     ]);
+    // Events for every entry, also those made before a listener (the default, 2, gives an entry
+    // no event cache when nobody listens, and the FTP master's expectations would report nothing).
+    await ns.exec(requireTool('sysctl'), ['-q', '-w', 'net.netfilter.nf_conntrack_events=1']);
     // FTP through DNAT and SNAT with the helper: NAT tuples, helper=ftp, expected data entries.
     const s = FTP_NAT_LONGER;
     await ns.nft(ftpNatRules(s));
@@ -179,6 +189,50 @@ describeIntegration("conntrack-tools' output, line for line", () => {
     await expectSame(['-L', 'dying', '-z'], 0);
     await expectSame(['-F', 'expect'], 0);
     expect((await theirs(['-C', 'expect'])).stdout.trim()).toBe('0');
+  });
+
+  it('-E expect: the same expectation event lines, and "N expectation events have been shown." at SIGINT', async () => {
+    const theirsProcess = ns.spawn(conntrack, ['-E', 'expect'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    theirsProcess.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
+    theirsProcess.stderr?.on('data', (c: Buffer) => { err += c.toString(); });
+    const theirsClosed = new Promise((resolve) => theirsProcess.on('close', resolve));
+    const oursProcess = startCli(['-E', 'expect'], ns);
+    // Expectations of the FTP control connection, made and removed by the library. Neither program
+    // says when it has subscribed: one port after another until both printed the same new one.
+    await using ct = await Conntrack.open({ netns: ns.path });
+    const control = (await collect(ct.entries({ protocol: 'tcp', dport: 21 }))).find((e) => e.helper === 'ftp');
+    expect(control, 'the FTP control connection').toBeDefined();
+    const master = control?.original as Tuple;
+    const expectPort = async (dport: number) => {
+      const tuple: TupleSpec = { protocol: 'tcp', src: master.src, dst: master.dst, sport: 0, dport };
+      await ct.createExpectation({ master: { protocol: 'tcp', src: master.src, dst: master.dst, sport: master.sport, dport: master.dport }, tuple, timeout: 100, helper: 'ftp' });
+      await ct.deleteExpectation(tuple);
+    };
+    const newPorts = (text: string) => [...text.matchAll(/\[NEW\] \d+ proto=6 src=\S+ dst=\S+ sport=\d+ dport=(\d+) /g)].map((m) => Number(m[1]));
+    let common: number | undefined;
+    for (let port = 46000; port < 46050 && common === undefined; port++) {
+      await expectPort(port);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const ours = newPorts(oursProcess.stdout());
+      common = newPorts(out).find((p) => ours.includes(p));
+    }
+    expect(common, 'both listeners saw one expectation').toBeDefined();
+    await expectPort(46100); // a new and a destroy after the common line
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    theirsProcess.kill('SIGINT');
+    oursProcess.child.kill('SIGINT');
+    await theirsClosed;
+    await oursProcess.exited;
+    const fromCommon = (text: string) => {
+      const all = text.split('\n').filter((l) => l !== '');
+      return all.slice(all.findIndex((l) => l.includes('[NEW]') && l.includes(`dport=${common} `)));
+    };
+    expect(fromCommon(oursProcess.stdout())).toEqual(fromCommon(out));
+    expect(fromCommon(out).some((l) => l.includes('[DESTROY]'))).toBe(true);
+    expect(messages(oursProcess.stderr())).toEqual([expect.stringMatching(/^\d+ expectation events have been shown\.$/)]);
+    expect(messages(err)).toEqual([expect.stringMatching(/^\d+ expectation events have been shown\.$/)]);
   });
 
   it('-L -z: the counters as they were, and zero afterwards', async () => {
