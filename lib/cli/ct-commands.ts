@@ -397,48 +397,54 @@ async function events(args: CtArgs, io: CommandIo): Promise<number> {
     // The kernel doubles what SO_RCVBUFFORCE asks for, and conntrack-tools prints what it reads back.
     io.stderr.write(`NOTICE: Netlink socket buffer size has been set to ${receiveBufferBytes * 2} bytes.\n`);
   }
-  const stop = stopOnTermination();
   let shown = 0;
   let headerDone = false;
+  const subscribe = (ct: Conntrack, signal: AbortSignal) => ct.events(filter, {
+    signal,
+    ...(args.events !== undefined ? { types: args.events } : {}),
+    ...(receiveBufferBytes !== undefined ? { receiveBufferBytes } : {}),
+  });
+  await followEvents(args, subscribe, async (event) => {
+    if (event.type === 'overflow') {
+      io.stderr.write(OVERFLOW_WARNING);
+      return;
+    }
+    if (extra !== undefined && !extra(event.entry)) return;
+    let text: string;
+    if (jsonl) text = toJson(event);
+    else if (xml) {
+      text = (headerDone ? '' : XML_HEADER) + formatXmlFlow(event.entry, nowSeconds(), flags, event.type, args.output.has('timestamp') ? new Date() : undefined);
+      headerDone = true;
+    } else {
+      text = (stamp ? eventTimestamp(Math.round((performance.timeOrigin + performance.now()) * 1000)) : '') + formatLine(event.entry, flags, nowSeconds(), event.type);
+    }
+    await put(io, `${text}\n`);
+    shown++;
+  });
+  if (headerDone) await put(io, XML_FOOTER);
+  say(io, `${shown} flow events have been shown.`);
+  return 0;
+}
+
+/**
+ * Reads a subscription until it ends or Ctrl-C/SIGTERM stops it (conntrack-tools then reports
+ * what it showed), handing each item to `each`; the handle is closed last.
+ */
+async function followEvents<T>(args: CtArgs, subscribe: (ct: Conntrack, signal: AbortSignal) => AsyncIterable<T>,
+  each: (item: T) => Promise<void>): Promise<void> {
+  const stop = stopOnTermination();
   try {
     const ct = await openHandle(args);
     try {
-      const stream = ct.events(filter, {
-        signal: stop.signal,
-        ...(args.events !== undefined ? { types: args.events } : {}),
-        ...(receiveBufferBytes !== undefined ? { receiveBufferBytes } : {}),
-      });
-      try {
-        for await (const event of stream) {
-          if (event.type === 'overflow') {
-            io.stderr.write(OVERFLOW_WARNING);
-            continue;
-          }
-          if (extra !== undefined && !extra(event.entry)) continue;
-          let text: string;
-          if (jsonl) text = toJson(event);
-          else if (xml) {
-            text = (headerDone ? '' : XML_HEADER) + formatXmlFlow(event.entry, nowSeconds(), flags, event.type, args.output.has('timestamp') ? new Date() : undefined);
-            headerDone = true;
-          } else {
-            text = (stamp ? eventTimestamp(Math.round((performance.timeOrigin + performance.now()) * 1000)) : '') + formatLine(event.entry, flags, nowSeconds(), event.type);
-          }
-          await put(io, `${text}\n`);
-          shown++;
-        }
-      } catch (err) {
-        // Ctrl-C or SIGTERM ends the stream: conntrack-tools then reports what it showed.
-        if ((err as Error).name !== 'AbortError') throw err;
-      }
+      for await (const item of subscribe(ct, stop.signal)) await each(item);
+    } catch (err) {
+      if ((err as Error).name !== 'AbortError') throw err;
     } finally {
       await ct.close();
     }
   } finally {
     stop.dispose();
   }
-  if (headerDone) await put(io, XML_FOOTER);
-  say(io, `${shown} flow events have been shown.`);
-  return 0;
 }
 
 const OVERFLOW_WARNING = 'WARNING: We have hit ENOBUFS! We are losing events.\nThis message means that the current netlink socket buffer size is too small.\nPlease, check --buffer-size in conntrack(8) manpage.\n';
@@ -448,32 +454,19 @@ async function expectationEvents(args: CtArgs, io: CommandIo): Promise<number> {
   if (args.output.has('xml')) throw unsupported('-o xml for expectation events');
   if (args.output.has('json')) throw new CtParameterError('events are a stream: use -o jsonl');
   const jsonl = args.output.has('jsonl');
-  const stop = stopOnTermination();
   let shown = 0;
-  try {
-    const ct = await openHandle(args);
-    try {
-      const stream = ct.expectationEvents({ signal: stop.signal, ...(args.events !== undefined ? { types: args.events } : {}) });
-      try {
-        for await (const event of stream) {
-          if (event.type === 'overflow') {
-            io.stderr.write(OVERFLOW_WARNING);
-            continue;
-          }
-          // libnetfilter_conntrack's "%9s " of [NEW], [UPDATE], [DESTROY].
-          const text = jsonl ? toJson(event) : `${`[${event.type.toUpperCase()}]`.padStart(9)} ${formatExpectationLine(event.expectation)}`;
-          await put(io, `${text}\n`);
-          shown++;
-        }
-      } catch (err) {
-        if ((err as Error).name !== 'AbortError') throw err;
-      }
-    } finally {
-      await ct.close();
+  const subscribe = (ct: Conntrack, signal: AbortSignal) =>
+    ct.expectationEvents({ signal, ...(args.events !== undefined ? { types: args.events } : {}) });
+  await followEvents(args, subscribe, async (event) => {
+    if (event.type === 'overflow') {
+      io.stderr.write(OVERFLOW_WARNING);
+      return;
     }
-  } finally {
-    stop.dispose();
-  }
+    // libnetfilter_conntrack's "%9s " of [NEW], [UPDATE], [DESTROY].
+    const text = jsonl ? toJson(event) : `${`[${event.type.toUpperCase()}]`.padStart(9)} ${formatExpectationLine(event.expectation)}`;
+    await put(io, `${text}\n`);
+    shown++;
+  });
   say(io, `${shown} expectation events have been shown.`);
   return 0;
 }
