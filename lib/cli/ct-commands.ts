@@ -5,11 +5,14 @@
  */
 import { ConntrackError } from '../base/errors.js';
 import { Conntrack } from '../table/conntrack.js';
-import type { ConntrackEntry, EntryChanges, EntryFilter, NatSpec, NewEntry, TcpState, TupleSpec } from '../base/types.js';
+import type { ConntrackEntry, ConntrackEventType, ConntrackExpectation, EntryChanges, EntryFilter, NatSpec, NewEntry, TcpState, TupleSpec } from '../base/types.js';
 import { netnsOption, stopOnTermination, type CommandIo } from './common.js';
 import { toJson } from './core.js';
-import { eventTimestamp, formatCpuStats, formatExpectationLine, formatExpectStats, formatLine, formatXmlFlow, XML_FOOTER, XML_HEADER, type LineFlags } from './ct-format.js';
-import { CtFailure, CtParameterError, isConntrackToolsSyntax, parseConntrackArgs, type CtArgs, type NatOption } from './ct-syntax.js';
+import {
+  eventTimestamp, expectationTimestamp, formatCpuStats, formatExpectationLine, formatExpectationXml, formatExpectStats, formatLine, formatXmlFlow,
+  XML_EXPECT_FOOTER, XML_EXPECT_HEADER, XML_FOOTER, XML_HEADER, type LineFlags,
+} from './ct-format.js';
+import { CtFailure, CtParameterError, isConntrackToolsSyntax, parseConntrackArgs, PORT_PROTOCOL_NUMBERS, type CtArgs, type NatOption } from './ct-syntax.js';
 
 export { isConntrackToolsSyntax };
 
@@ -128,19 +131,105 @@ function openHandle(args: CtArgs): Promise<Conntrack> {
 
 // ---------------------------------------------------------------------------------------------
 
+const nowMicroseconds = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+
+/**
+ * One expectation as text: the line (after `[seconds.micro]\t` with `-o timestamp`), or with
+ * `-o xml` a `<flow>` element (`<when>` in it with `-o timestamp`); an event's type goes first.
+ * -o extended, id and ktimestamp change nothing here, as in conntrack-tools.
+ */
+function expectationText(args: CtArgs, x: ConntrackExpectation, event?: ConntrackEventType): string {
+  const stamp = args.output.has('timestamp');
+  if (args.output.has('xml')) return formatExpectationXml(x, event, stamp ? new Date() : undefined);
+  // libnetfilter_conntrack's "%9s " of [NEW], [UPDATE], [DESTROY].
+  const type = event === undefined ? '' : `${`[${event.toUpperCase()}]`.padStart(9)} `;
+  return `${stamp ? expectationTimestamp(nowMicroseconds()) : ''}${type}${formatExpectationLine(x)}`;
+}
+
 async function listExpectations(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.output.has('xml')) throw unsupported('-o xml for the expectation table');
   const ct = await openHandle(args);
   let shown = 0;
   try {
     const all = await ct.expectations(args.family === undefined ? undefined : { family: args.family });
     shown = all.length;
     if (args.output.has('json')) await put(io, `${toJson(all, 2)}\n`);
-    else if (all.length > 0) await put(io, all.map((x) => `${args.output.has('jsonl') ? toJson(x) : formatExpectationLine(x)}\n`).join(''));
+    else if (args.output.has('jsonl')) await put(io, all.map((x) => `${toJson(x)}\n`).join(''));
+    else if (all.length > 0) {
+      const xml = args.output.has('xml');
+      await put(io, (xml ? XML_EXPECT_HEADER : '') + all.map((x) => `${expectationText(args, x)}\n`).join('') + (xml ? XML_EXPECT_FOOTER : ''));
+    }
   } finally {
     await ct.close();
   }
   say(io, `${shown} expectations have been shown.`);
+  return 0;
+}
+
+/** `-s -d -p --sport --dport` (the master with -I expect, the expected connection with -G and -D) as a tuple. */
+function expectTuple(args: CtArgs, t: { src?: string; dst?: string; sport?: number; dport?: number }): TupleSpec {
+  const protocol = args.protocol as { name: string; number: number };
+  if (!PORT_PROTOCOL_NUMBERS.has(protocol.number)) {
+    throw unsupported(`-p ${protocol.name} with the expectation table (only TCP, UDP, UDP-Lite, SCTP and DCCP)`);
+  }
+  return { protocol: protocol.number, src: t.src as string, dst: t.dst as string, sport: t.sport as number, dport: t.dport as number };
+}
+
+/** `-G expect`: the expectation a connection with this tuple would match; no message, as conntrack-tools. */
+async function getExpectation(args: CtArgs, io: CommandIo): Promise<number> {
+  const tuple = expectTuple(args, args.original);
+  const ct = await openHandle(args);
+  let found: ConntrackExpectation | undefined;
+  try {
+    found = await ct.getExpectation(tuple);
+  } finally {
+    await ct.close();
+  }
+  if (found === undefined) throw new CtFailure('Operation failed: No such file or directory');
+  await put(io, `${expectationText(args, found)}\n`);
+  return 0;
+}
+
+/**
+ * `-D expect`: deletes the expectation a connection with this tuple would match. conntrack-tools
+ * 1.4.7 then says "0 expectations have been shown." and exits 1 (it never counts the delete); we
+ * say and do the same, so a script sees what it saw before. Nothing to delete: ENOENT's message.
+ */
+async function deleteExpectation(args: CtArgs, io: CommandIo): Promise<number> {
+  const tuple = expectTuple(args, args.original);
+  const ct = await openHandle(args);
+  let deleted: boolean;
+  try {
+    deleted = await ct.deleteExpectation(tuple);
+  } finally {
+    await ct.close();
+  }
+  if (!deleted) throw new CtFailure('Operation failed: No such file or directory');
+  say(io, '0 expectations have been shown.');
+  return EXIT_OTHER_PROBLEM;
+}
+
+/**
+ * `-I expect`: the master (`-s -d -p --sport --dport`) must exist and have a helper; the kernel
+ * keeps the mask's source address and port (the destination's are all ones). Silent on success.
+ */
+async function createExpectation(args: CtArgs): Promise<number> {
+  const master = expectTuple(args, args.original);
+  const tuple = expectTuple(args, args.expect.tuple);
+  const m = args.expect.mask;
+  const mask = { src: m.src as string, dst: m.dst as string, sport: m.sport as number, dport: m.dport as number };
+  const ct = await openHandle(args);
+  try {
+    await ct.createExpectation({ master, tuple, mask, timeout: args.timeout as number });
+  } catch (err) {
+    // conntrack-tools' words for these (its err2str, else strerror).
+    const words: Record<string, string> = {
+      ERR_CONNTRACK_EXISTS: 'File exists', ERR_CONNTRACK_NOT_FOUND: 'master conntrack not found', ERR_CONNTRACK_UNAVAILABLE: 'Operation not supported',
+    };
+    if (err instanceof ConntrackError && words[err.code] !== undefined) throw new CtFailure(`Operation failed: ${words[err.code]}`);
+    throw err;
+  } finally {
+    await ct.close();
+  }
   return 0;
 }
 
@@ -218,7 +307,7 @@ function lineOf(args: CtArgs, e: ConntrackEntry): string {
 }
 
 async function get(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.table !== 'conntrack') throw unsupported('the expectation table (-G expect)');
+  if (args.table === 'expect') return getExpectation(args, io);
   const original = tupleSpec(args, 'original');
   const reply = tupleSpec(args, 'reply');
   const ct = await openHandle(args);
@@ -236,7 +325,7 @@ async function get(args: CtArgs, io: CommandIo): Promise<number> {
 
 async function create(args: CtArgs, io: CommandIo): Promise<number> {
   if (args.command === 'add') throw unsupported('-A/--add');
-  if (args.table !== 'conntrack') throw unsupported('creating expectations (-I expect)');
+  if (args.table === 'expect') return createExpectation(args);
   const nat = (option: NatOption | undefined, name: string): NatSpec | undefined => {
     if (option === undefined) return undefined;
     if (option.address === undefined) throw new CtParameterError(`--${name} needs an address (IP[:PORT]) with -I`);
@@ -269,7 +358,7 @@ async function create(args: CtArgs, io: CommandIo): Promise<number> {
 }
 
 async function remove(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.table !== 'conntrack') throw unsupported('deleting expectations (-D expect)');
+  if (args.table === 'expect') return deleteExpectation(args, io);
   const filter = entryFilter(args);
   const extra = extraPredicate(args);
   let deleted = 0;
@@ -451,9 +540,9 @@ const OVERFLOW_WARNING = 'WARNING: We have hit ENOBUFS! We are losing events.\nT
 
 /** `-E expect`: the expectation events, as conntrack-tools prints them. */
 async function expectationEvents(args: CtArgs, io: CommandIo): Promise<number> {
-  if (args.output.has('xml')) throw unsupported('-o xml for expectation events');
   if (args.output.has('json')) throw new CtParameterError('events are a stream: use -o jsonl');
   const jsonl = args.output.has('jsonl');
+  const xml = args.output.has('xml') && !jsonl;
   let shown = 0;
   const subscribe = (ct: Conntrack, signal: AbortSignal) =>
     ct.expectationEvents({ signal, ...(args.events !== undefined ? { types: args.events } : {}) });
@@ -462,11 +551,11 @@ async function expectationEvents(args: CtArgs, io: CommandIo): Promise<number> {
       io.stderr.write(OVERFLOW_WARNING);
       return;
     }
-    // libnetfilter_conntrack's "%9s " of [NEW], [UPDATE], [DESTROY].
-    const text = jsonl ? toJson(event) : `${`[${event.type.toUpperCase()}]`.padStart(9)} ${formatExpectationLine(event.expectation)}`;
-    await put(io, `${text}\n`);
+    const text = jsonl ? toJson(event) : expectationText(args, event.expectation, event.type);
+    await put(io, `${xml && shown === 0 ? XML_EXPECT_HEADER : ''}${text}\n`);
     shown++;
   });
+  if (xml && shown > 0) await put(io, XML_EXPECT_FOOTER);
   say(io, `${shown} expectation events have been shown.`);
   return 0;
 }

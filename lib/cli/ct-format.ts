@@ -200,11 +200,13 @@ export function formatXmlFlow(e: ConntrackEntry, nowSeconds: number, flags: Line
   }
   s += '</meta>';
   if (e.helper !== undefined) s += `<helper>${e.helper}</helper>`;
-  if (eventTime !== undefined) {
-    const d = eventTime;
-    s += `<when><hour>${d.getHours()}</hour><min>${d.getMinutes()}</min><sec>${d.getSeconds()}</sec><wday>${d.getDay() + 1}</wday><day>${d.getDate()}</day><month>${d.getMonth() + 1}</month><year>${d.getFullYear()}</year></when>`;
-  }
+  if (eventTime !== undefined) s += xmlWhen(eventTime);
   return `${s}</flow>`;
+}
+
+/** `<when>…</when>`: the local time an event was printed at (`-o xml,timestamp`). */
+function xmlWhen(d: Date): string {
+  return `<when><hour>${d.getHours()}</hour><min>${d.getMinutes()}</min><sec>${d.getSeconds()}</sec><wday>${d.getDay() + 1}</wday><day>${d.getDate()}</day><month>${d.getMonth() + 1}</month><year>${d.getFullYear()}</year></when>`;
 }
 
 export const XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n';
@@ -226,3 +228,44 @@ export function formatExpectationLine(x: ConntrackExpectation): string {
   return line.trimEnd();
 }
 
+
+/** The expectation table's XML document: `<expect>` around the `<flow>` elements. */
+export const XML_EXPECT_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n<expect>\n';
+export const XML_EXPECT_FOOTER = '</expect>\n';
+
+function xmlPorts(t: Tuple): string {
+  const p = t.protocolNumber;
+  if (PORT_PROTOCOLS.has(p)) return `<sport>${t.sport ?? 0}</sport><dport>${t.dport ?? 0}</dport>`;
+  if (p === GRE) return `<srckey>0x${(t.sport ?? 0).toString(16)}</srckey><dstkey>0x${(t.dport ?? 0).toString(16)}</dstkey>`;
+  return '';
+}
+
+/**
+ * One expectation as `conntrack -L expect -o xml` prints it (libnetfilter_conntrack's layout):
+ * the addresses of the expected tuple, its mask and the master under `<layer3>`, their ports
+ * under `<layer4>`, then helper, timeout, class, zone, `<when>` (events with `-o timestamp`) and
+ * the flags. `event` makes it `<flow type="new">` and so on.
+ */
+export function formatExpectationXml(x: ConntrackExpectation, event?: ConntrackEventType, eventTime?: Date): string {
+  const l3 = x.family === 'ipv6' ? '<layer3 protonum="10" protoname="ipv6">' : '<layer3 protonum="2" protoname="ipv4">';
+  const addresses = (t: Tuple) => `<src>${t.src}</src><dst>${t.dst}</dst>`;
+  let s = event === undefined ? '<flow>' : `<flow type="${event}">`;
+  s += `${l3}<expected>${addresses(x.tuple)}</expected><mask>${addresses(x.mask)}</mask><master>${addresses(x.master)}</master></layer3>`;
+  s += `<layer4 protonum="${x.tuple.protocolNumber}" protoname="${x.tuple.protocol}">`;
+  s += `<expected>${xmlPorts(x.tuple)}</expected><mask>${xmlPorts(x.mask)}</mask><master>${xmlPorts(x.master)}</master></layer4>`;
+  s += '<meta>';
+  if (x.helper !== undefined) s += `<helper-name>${x.helper}</helper-name>`;
+  if (x.timeout !== undefined) s += `<timeout>${x.timeout}</timeout>`;
+  if (x.class !== undefined) s += `<class>${x.class}</class>`;
+  if (x.zone !== undefined) s += `<zone>${x.zone}</zone>`;
+  if (eventTime !== undefined) s += xmlWhen(eventTime);
+  for (const flag of x.flags) s += `<${flag.toLowerCase()}/>`;
+  return `${s}</meta></flow>`;
+}
+
+/** `[seconds.micro]\t` before an expectation line with `-o timestamp`: printf's `%-8ld.%-6ld`, padded on the right. */
+export function expectationTimestamp(epochMicroseconds: number): string {
+  const seconds = Math.floor(epochMicroseconds / 1e6);
+  const micro = Math.floor(epochMicroseconds - seconds * 1e6);
+  return `[${String(seconds).padEnd(8)}.${String(micro).padEnd(6)}]\t`;
+}

@@ -28,6 +28,17 @@ export interface TupleOptions {
   dport?: number;
 }
 
+/**
+ * The expectation table's own options (`-I expect`): the expected tuple (`--tuple-src`,
+ * `--tuple-dst`, `--tuple-port-src`, `--tuple-port-dst`) and its mask (`--mask-src`, `--mask-dst`,
+ * `--mask-port-src`, `--mask-port-dst`; a CIDR prefix on `--tuple-src/-dst` or `-s/-d` sets the
+ * mask too, as in conntrack-tools). The master is `-s -d -p --sport --dport`.
+ */
+export interface ExpectOptions {
+  tuple: { src?: string; dst?: string; sport?: number; dport?: number };
+  mask: { src?: string; dst?: string; sport?: number; dport?: number };
+}
+
 export interface NatOption {
   /** The address the entry was NATed to, and its port; neither: any NAT of that kind. */
   address?: string;
@@ -40,6 +51,8 @@ export interface CtArgs {
   family: Family | undefined;
   original: TupleOptions;
   reply: TupleOptions;
+  /** With the expectation table: the expected tuple and its mask. */
+  expect: ExpectOptions;
   protocol: { name: string; number: number } | undefined;
   /** `--state` as given (LISTEN is the kernel's SYN_SENT2). */
   state: string | undefined;
@@ -98,13 +111,32 @@ const LEGAL: Record<string, string> = {
   version: '00000000000000000000000000000',
   help: '00002000000000000000000000000',
 };
-// With the expectation table the columns differ; only what we answer at all is listed.
+// With the expectation table the columns differ (conntrack-tools' EXP_* rows).
 const LEGAL_EXPECT: Record<string, string> = {
   list: '00000000000000002002000000000',
+  create: '11221120011110000000000000000',
+  delete: '11221000000000000000000000000',
+  get: '11221000000000000000000000000',
+  event: '00000000000000000002000000000',
   stats: '00000000000000000000000000000',
   count: '00000000000000000000000000000',
   flush: '00000000000000000000000000000',
 };
+
+/**
+ * The port protocols' own options in conntrack-tools' order (its tcp_optflags), with our key for
+ * each, and which the expectation commands need (1), allow (2) or refuse (0).
+ */
+const PORT_OPTION_ORDER: ReadonlyArray<[name: string, key: string]> = [
+  ['sport', 'sport'], ['dport', 'dport'], ['reply-port-src', 'reply-sport'], ['reply-port-dst', 'reply-dport'],
+  ['mask-port-src', 'mask-port-src'], ['mask-port-dst', 'mask-port-dst'], ['state', 'state'],
+  ['tuple-port-src', 'tuple-port-src'], ['tuple-port-dst', 'tuple-port-dst'],
+];
+const PORT_LEGAL_EXPECT: Record<string, string> = { create: '110011011', get: '111100000', delete: '111100000' };
+/** In the conntrack table the mask and tuple ports mean nothing: illegal with every command. */
+const EXPECT_ONLY_PORT_OPTIONS = ['mask-port-src', 'mask-port-dst', 'tuple-port-src', 'tuple-port-dst'];
+/** The protocols whose handlers have ports (and so the expectation options above). */
+export const PORT_PROTOCOL_NUMBERS: ReadonlySet<number> = new Set([6, 17, 136, 132, 33]);
 
 interface LongOption {
   name: string;
@@ -268,7 +300,7 @@ function findProtocol(text: string): { name: string; number: number } {
 
 function emptyArgs(): CtArgs {
   return {
-    command: 'help', table: 'conntrack', family: undefined, original: {}, reply: {}, protocol: undefined,
+    command: 'help', table: 'conntrack', family: undefined, original: {}, reply: {}, expect: { tuple: {}, mask: {} }, protocol: undefined,
     state: undefined, icmp: {}, timeout: undefined, status: undefined, mark: undefined, secmark: undefined, id: undefined,
     label: undefined, labelAdd: undefined, labelDel: undefined, zone: undefined, origZone: undefined,
     replyZone: undefined, srcNat: undefined, dstNat: undefined, anyNat: undefined, events: undefined,
@@ -307,6 +339,9 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
   let family: 4 | 6 | undefined;
   const labelWords: Array<{ text: string; kind: 'label' | 'add' | 'del' }> = [];
   let masks: { src?: string; dst?: string } = {};
+  // Every write to an expectation mask, in order (the last one wins, as in conntrack-tools):
+  // --mask-src/--mask-dst, or a CIDR prefix on -s/-d/--tuple-src/--tuple-dst.
+  const maskWrites: Array<{ end: 'src' | 'dst'; text?: string; prefix?: number; fromMaster?: boolean }> = [];
   let i = 0;
 
   const setFamily = (f: 4 | 6) => {
@@ -385,7 +420,10 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
         const name = ({ s: 'src', d: 'dst', r: 'reply-src', q: 'reply-dst' } as const)[key];
         const parsed = address(need(), name, key === 's' || key === 'd');
         dir[end] = parsed.address;
-        if (parsed.prefix !== undefined) dir[`${end}Prefix`] = parsed.prefix;
+        if (parsed.prefix !== undefined) {
+          dir[`${end}Prefix`] = parsed.prefix;
+          if (parsed.prefix < fullPrefix(parsed.address)) maskWrites.push({ end, prefix: parsed.prefix, fromMaster: true });
+        }
         mark(name);
         return;
       }
@@ -394,13 +432,18 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
         address(text, key === '{' ? 'mask-src' : 'mask-dst', false);
         if (key === '{') masks = { ...masks, src: text };
         else masks = { ...masks, dst: text };
+        maskWrites.push({ end: key === '{' ? 'src' : 'dst', text });
         mark(key === '{' ? 'mask-src' : 'mask-dst');
         return;
       }
-      case '[': case ']':
-        need();
+      case '[': case ']': {
+        const end = key === '[' ? 'src' : 'dst';
+        const parsed = address(need(), `tuple-${end}`, true);
+        args.expect.tuple[end] = parsed.address;
+        if (parsed.prefix !== undefined && parsed.prefix < fullPrefix(parsed.address)) maskWrites.push({ end, prefix: parsed.prefix });
         mark(key === '[' ? 'tuple-src' : 'tuple-dst');
         return;
+      }
       case 'p': {
         args.protocol = findProtocol(need());
         handlerOptions = PROTOCOL_HANDLERS[args.protocol.name]?.options ?? [];
@@ -519,12 +562,17 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
         args.netns = need();
         return;
       // Protocol options.
-      case 'sport': case 'dport': case 'reply-sport': case 'reply-dport': {
+      case 'sport': case 'dport': case 'reply-sport': case 'reply-dport':
+      case 'mask-port-src': case 'mask-port-dst': case 'tuple-port-src': case 'tuple-port-dst': {
         const port = decimal(need(), 65535, 'port');
         if (key === 'sport') args.original.sport = port;
         else if (key === 'dport') args.original.dport = port;
         else if (key === 'reply-sport') args.reply.sport = port;
-        else args.reply.dport = port;
+        else if (key === 'reply-dport') args.reply.dport = port;
+        else if (key === 'mask-port-src') args.expect.mask.sport = port;
+        else if (key === 'mask-port-dst') args.expect.mask.dport = port;
+        else if (key === 'tuple-port-src') args.expect.tuple.sport = port;
+        else args.expect.tuple.dport = port;
         protoGiven.add(key);
         return;
       }
@@ -547,7 +595,7 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
         return;
       }
       default:
-        // mask-port-*, tuple-port-* (expectations), vtag, role, gre-key: see the README's limits.
+        // vtag, role, gre-key: see the README's limits.
         throw new CtFailure(`\`${shown}' is not supported by this command (see its README: what is left out)`);
     }
   };
@@ -604,7 +652,14 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
   args.command = command ?? 'help';
   args.family = family === 4 ? 'ipv4' : family === 6 ? 'ipv6' : undefined;
 
-  if (masks.src !== undefined || masks.dst !== undefined) {
+  if (args.table === 'expect') {
+    // The expectation's mask; -s/-d are the master's addresses, their prefix only sets the mask.
+    for (const write of maskWrites) {
+      args.expect.mask[write.end] = write.text ?? netmaskText(write.prefix as number, family ?? 4);
+      given.add(write.end === 'src' ? 'mask-src' : 'mask-dst');
+      if (write.fromMaster) delete args.original[`${write.end}Prefix`];
+    }
+  } else if (masks.src !== undefined || masks.dst !== undefined) {
     for (const [end, text] of [['src', masks.src], ['dst', masks.dst]] as const) {
       if (text === undefined) continue;
       if (args.original[end] === undefined) throw new CtParameterError(`Can't use --mask-${end} without --${end}`);
@@ -636,6 +691,32 @@ export function parseConntrackArgs(argv: readonly string[]): CtArgs {
   return args;
 }
 
+/** 32 for an IPv4 address, 128 for IPv6. */
+function fullPrefix(address: string): number {
+  return isIPv4(address) ? 32 : 128;
+}
+
+/** A prefix length as a netmask address: 24 → 255.255.255.0, 64 → ffff:ffff:ffff:ffff:0:0:0:0. */
+export function netmaskText(prefix: number, family: 4 | 6): string {
+  const bits = family === 4 ? 32 : 128;
+  const ones = '1'.repeat(prefix) + '0'.repeat(bits - prefix);
+  if (family === 4) return [0, 8, 16, 24].map((i) => Number.parseInt(ones.slice(i, i + 8), 2)).join('.');
+  return Array.from({ length: 8 }, (_, g) => Number.parseInt(ones.slice(g * 16, g * 16 + 16), 2).toString(16)).join(':');
+}
+
+/** conntrack-tools' per-protocol check of the expectation commands (its EXP_* rows of tcp_commands_v_options). */
+function checkExpectPorts(args: CtArgs, protoGiven: Set<string>): void {
+  const row = PORT_LEGAL_EXPECT[args.command];
+  if (row === undefined || args.protocol === undefined || !PORT_PROTOCOL_NUMBERS.has(args.protocol.number)) return;
+  PORT_OPTION_ORDER.forEach(([name, key], bit) => {
+    if (!protoGiven.has(key)) {
+      if (row[bit] === '1') throw new CtParameterError(`You need to supply the \`--${name}' option for this command`);
+    } else if (row[bit] === '0') {
+      throw new CtParameterError(`Illegal option \`--${name}' with this command`);
+    }
+  });
+}
+
 function checkLegal(args: CtArgs, given: Set<OptionName>, protoGiven: Set<string>): void {
   const table = args.table === 'expect' ? LEGAL_EXPECT[args.command] ?? LEGAL[args.command] : LEGAL[args.command];
   const row = table ?? '';
@@ -656,6 +737,13 @@ function checkLegal(args: CtArgs, given: Set<OptionName>, protoGiven: Set<string
       const partialReply = !given.has('src') && !given.has('dst') && (given.has('reply-src') || given.has('reply-dst'));
       throw new CtParameterError(partialReply ? "you have to specify `--reply-src' and `--reply-dst'" : "you have to specify `--src' and `--dst'");
     }
+  }
+  if (args.table === 'expect') {
+    checkExpectPorts(args, protoGiven);
+    return;
+  }
+  for (const name of EXPECT_ONLY_PORT_OPTIONS) {
+    if (protoGiven.has(name)) throw new CtParameterError(`Illegal option \`--${name}' with this command`);
   }
   if (args.command !== 'create' && args.command !== 'get' && args.command !== 'add') return;
   const proto = args.protocol?.number;
