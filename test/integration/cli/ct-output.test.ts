@@ -2,7 +2,7 @@
  * Our command in conntrack-tools' syntax prints what conntrack-tools prints: -L (plain,
  * -o extended, -o id, -o ktimestamp, -o xml and combinations, with filters), -G, -C, -S and -E,
  * on a namespace with TCP, UDP, ICMP, IPv6, marks, zones, labels, NAT, an FTP helper, SCTP and
- * GRE. Lines are compared sorted, with what moves between two runs masked (timeouts, delta-time,
+ * GRE; and the expectation table: -L, -G, -D, -I, -C, -F and -E expect, with -o xml and timestamp. Lines are compared sorted, with what moves between two runs masked (timeouts, delta-time,
  * the event timestamp); stderr's message and the exit status are compared too.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -51,8 +51,16 @@ function masked(line: string): string {
     .replace(/<packets>\d+<\/packets><bytes>\d+<\/bytes>/g, '<packets>P</packets><bytes>B</bytes>')
     .replace(/<timeout>\d+<\/timeout>/g, '<timeout>T</timeout>')
     .replace(/<deltatime>\d+<\/deltatime>/g, '<deltatime>D</deltatime>')
-    .replace(/^\[\d+\.\d+\]\t/, '[TIME]\t')
+    // -E's `%-.8ld.%-.6ld`, and the expectation table's `%-8ld.%-6ld` (blanks after short microseconds).
+    .replace(/^\[\d+\.\d+ *\]\t/, '[TIME]\t')
+    .replace(/<when>.*<\/when>/, '<when/>')
     .replace(/^\d+ proto=/, 'T proto=');
+}
+
+/** `args` without `option` and its value. */
+function without(args: readonly string[], option: string): string[] {
+  const at = args.indexOf(option);
+  return at < 0 ? [...args] : [...args.slice(0, at), ...args.slice(at + 2)];
 }
 
 const lines = (text: string) => text.split('\n').filter((l) => l !== '').map(masked).sort();
@@ -191,16 +199,29 @@ describeIntegration("conntrack-tools' output, line for line", () => {
     expect((await theirs(['-C', 'expect'])).stdout.trim()).toBe('0');
   });
 
-  it('-E expect: the same expectation event lines, and "N expectation events have been shown." at SIGINT', async () => {
-    const theirsProcess = ns.spawn(conntrack, ['-E', 'expect'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    theirsProcess.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
-    theirsProcess.stderr?.on('data', (c: Buffer) => { err += c.toString(); });
-    const theirsClosed = new Promise((resolve) => theirsProcess.on('close', resolve));
-    const oursProcess = startCli(['-E', 'expect'], ns);
+  it('-E expect, plain and -o xml: the same expectation events, and "N expectation events have been shown." at SIGINT', async () => {
+    const spawnTheirs = (args: string[]) => {
+      const child = ns.spawn(conntrack, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
+      child.stderr?.on('data', (c: Buffer) => { err += c.toString(); });
+      const closed = new Promise((resolve) => child.on('close', resolve));
+      return { stop: async () => { child.kill('SIGINT'); await closed; }, out: () => out, err: () => err };
+    };
+    const spawnOurs = (args: string[]) => {
+      const cli = startCli(args, ns);
+      return { stop: async () => { cli.child.kill('SIGINT'); await cli.exited; }, out: cli.stdout, err: cli.stderr };
+    };
+    // The port of each new expectation, as a line or as an XML element shows it.
+    const plainPorts = (text: string) => [...text.matchAll(/\[NEW\] \d+ proto=6 src=\S+ dst=\S+ sport=\d+ dport=(\d+) /g)].map((m) => Number(m[1]));
+    const xmlPorts = (text: string) => [...text.matchAll(/<flow type="new">.*?<layer4 [^>]*><expected><sport>\d+<\/sport><dport>(\d+)<\/dport>/g)].map((m) => Number(m[1]));
+    const pairs = [
+      { args: ['-E', 'expect'], ports: plainPorts, first: (port: number) => (l: string) => l.includes('[NEW]') && l.includes(`dport=${port} `) },
+      { args: ['-E', 'expect', '-o', 'xml'], ports: xmlPorts, first: (port: number) => (l: string) => l.startsWith('<flow type="new">') && l.includes(`<dport>${port}</dport></expected>`) },
+    ].map((p) => ({ ...p, theirs: spawnTheirs(p.args), ours: spawnOurs(p.args), common: undefined as number | undefined }));
     // Expectations of the FTP control connection, made and removed by the library. Neither program
-    // says when it has subscribed: one port after another until both printed the same new one.
+    // says when it has subscribed: one port after another until every pair printed the same new one.
     await using ct = await Conntrack.open({ netns: ns.path });
     const control = (await collect(ct.entries({ protocol: 'tcp', dport: 21 }))).find((e) => e.helper === 'ftp');
     expect(control, 'the FTP control connection').toBeDefined();
@@ -210,29 +231,88 @@ describeIntegration("conntrack-tools' output, line for line", () => {
       await ct.createExpectation({ master: { protocol: 'tcp', src: master.src, dst: master.dst, sport: master.sport, dport: master.dport }, tuple, timeout: 100, helper: 'ftp' });
       await ct.deleteExpectation(tuple);
     };
-    const newPorts = (text: string) => [...text.matchAll(/\[NEW\] \d+ proto=6 src=\S+ dst=\S+ sport=\d+ dport=(\d+) /g)].map((m) => Number(m[1]));
-    let common: number | undefined;
-    for (let port = 46000; port < 46050 && common === undefined; port++) {
+    for (let port = 46000; port < 46050 && pairs.some((p) => p.common === undefined); port++) {
       await expectPort(port);
       await new Promise((resolve) => setTimeout(resolve, 100));
-      const ours = newPorts(oursProcess.stdout());
-      common = newPorts(out).find((p) => ours.includes(p));
+      for (const p of pairs) {
+        const ours = p.ports(p.ours.out());
+        p.common ??= p.ports(p.theirs.out()).find((n) => ours.includes(n));
+      }
     }
-    expect(common, 'both listeners saw one expectation').toBeDefined();
+    for (const p of pairs) expect(p.common, `both ${p.args.join(' ')} listeners saw one expectation`).toBeDefined();
     await expectPort(46100); // a new and a destroy after the common line
     await new Promise((resolve) => setTimeout(resolve, 300));
-    theirsProcess.kill('SIGINT');
-    oursProcess.child.kill('SIGINT');
-    await theirsClosed;
-    await oursProcess.exited;
-    const fromCommon = (text: string) => {
-      const all = text.split('\n').filter((l) => l !== '');
-      return all.slice(all.findIndex((l) => l.includes('[NEW]') && l.includes(`dport=${common} `)));
-    };
-    expect(fromCommon(oursProcess.stdout())).toEqual(fromCommon(out));
-    expect(fromCommon(out).some((l) => l.includes('[DESTROY]'))).toBe(true);
-    expect(messages(oursProcess.stderr())).toEqual([expect.stringMatching(/^\d+ expectation events have been shown\.$/)]);
-    expect(messages(err)).toEqual([expect.stringMatching(/^\d+ expectation events have been shown\.$/)]);
+    await Promise.all(pairs.flatMap((p) => [p.theirs.stop(), p.ours.stop()]));
+    for (const p of pairs) {
+      const fromCommon = (text: string) => {
+        const all = text.split('\n').filter((l) => l !== '');
+        return all.slice(all.findIndex(p.first(p.common as number)));
+      };
+      const what = `conntrack ${p.args.join(' ')}`;
+      expect(fromCommon(p.ours.out()), what).toEqual(fromCommon(p.theirs.out()));
+      expect(fromCommon(p.theirs.out()).some((l) => l.includes('[DESTROY]') || l.includes('<flow type="destroy">')), what).toBe(true);
+      expect(messages(p.ours.err()), what).toEqual([expect.stringMatching(/^\d+ expectation events have been shown\.$/)]);
+      expect(messages(p.theirs.err()), what).toEqual([expect.stringMatching(/^\d+ expectation events have been shown\.$/)]);
+    }
+    // The XML document: conntrack-tools' header, and the footer SIGINT writes.
+    const [, xml] = pairs;
+    expect(xml?.ours.out().startsWith('<?xml version="1.0" encoding="utf-8"?>\n<expect>\n')).toBe(true);
+    expect(xml?.ours.out().endsWith('</expect>\n')).toBe(true);
+  });
+
+  it('-I, -G and -D expect: the same expectation made, found and deleted, with the same messages and statuses', async () => {
+    await using ct = await Conntrack.open({ netns: ns.path });
+    const control = (await collect(ct.entries({ protocol: 'tcp', dport: 21 }))).find((e) => e.helper === 'ftp');
+    expect(control, 'the FTP control connection').toBeDefined();
+    const m = control?.original as Tuple;
+    const master = ['-s', m.src, '-d', m.dst, '-p', 'tcp', '--sport', String(m.sport), '--dport', String(m.dport)];
+    // conntrack-tools 1.4.7 sets the expected tuple's protocol from the low byte of the port in
+    // network order (libct_proto_tcp.c): dports 1536-1791 give 6, TCP, so its expectation is the one asked for.
+    const create = (dport: number, extra: string[] = []) => ['-I', 'expect', ...master, '--tuple-src', m.src, '--tuple-dst', m.dst,
+      '--tuple-port-src', '0', '--tuple-port-dst', String(dport), '--mask-dst', '255.255.255.255', '--mask-port-src', '0', '--mask-port-dst', '65535',
+      '-t', '120', ...(extra.includes('--mask-src') || extra.some((a) => a.includes('/')) ? [] : ['--mask-src', '255.255.255.255']), ...extra];
+    // A connection the expectation would take (its source port 4440 passes the mask 7 of the second one).
+    const connection = (dport: number) => ['-s', m.src, '-d', m.dst, '-p', 'tcp', '--sport', '4440', '--dport', String(dport), '--reply-port-src', String(dport), '--reply-port-dst', '4440'];
+    const listed = async () => lines((await theirs(['-L', 'expect'])).stdout);
+
+    await expectSame(['-F', 'expect'], 0);
+    for (const [dport, extra] of [[1600, []], [1601, ['--mask-src', '255.255.0.255', '--mask-port-src', '7']], [1602, ['--tuple-src', `${m.src}/24`]]] as const) {
+      // conntrack-tools makes it, then ours makes it again: the same table both times, and neither says a word.
+      const args = create(dport, [...extra]);
+      const a = await theirs(args);
+      expect([a.status, a.stdout, a.stderr], args.join(' ')).toEqual([0, '', '']);
+      const made = await listed();
+      expect(made.join('\n')).toContain(`dport=${dport} `);
+      const deleteArgs = ['-D', 'expect', ...connection(dport)];
+      const aDeleted = await theirs(deleteArgs);
+      expect(await listed()).toEqual([]);
+      const b = await ours(args);
+      expect([b.status, b.stdout, b.stderr], args.join(' ')).toEqual([0, '', '']);
+      expect(await listed(), args.join(' ')).toEqual(made);
+      // conntrack-tools' -D that deletes: "0 expectations have been shown." and status 1; ours the same.
+      const bDeleted = await ours(deleteArgs);
+      expect(await listed()).toEqual([]);
+      expect([bDeleted.status, bDeleted.stdout, messages(bDeleted.stderr)]).toEqual([aDeleted.status, aDeleted.stdout, messages(aDeleted.stderr)]);
+      expect(aDeleted.status).toBe(1);
+      // Made twice: File exists.
+      expect((await ours(args)).status).toBe(0);
+      await expectSame(args, 0);
+      await expectSame(['-L', 'expect', '-o', 'xml']);
+      await expectSame(['-L', 'expect', '-o', 'timestamp']);
+      await expectSame(['-G', 'expect', ...connection(dport)]);
+      await expectSame(['-F', 'expect'], 0);
+    }
+    expect(lines((await theirs(['-L', 'expect'])).stdout)).toEqual([]);
+    // What is not there: ENOENT's words; no master: "master conntrack not found"; bad command lines.
+    for (const args of [
+      ['-G', 'expect', ...connection(1700)], ['-D', 'expect', ...connection(1700)],
+      ['-I', 'expect', '-s', '10.250.0.1', '-d', '10.250.0.2', '-p', 'tcp', '--sport', '1', '--dport', '21', '--tuple-src', '10.250.0.1', '--tuple-dst', '10.250.0.2',
+        '--tuple-port-src', '0', '--tuple-port-dst', '1600', '--mask-src', '255.255.255.255', '--mask-dst', '255.255.255.255', '--mask-port-src', '0', '--mask-port-dst', '65535', '-t', '60'],
+      without(create(1600), '--mask-port-src'), [...create(1600), '--zone', '3'], ['-G', 'expect', '-s', m.src, '-d', m.dst, '-p', 'udp'],
+      ['-E', 'expect', '-e', 'NEW'], ['-L', '-p', 'tcp', '--tuple-port-dst', '1'],
+    ]) {
+      await expectSame(args, 0);
+    }
   });
 
   it('-L -z: the counters as they were, and zero afterwards', async () => {
