@@ -564,15 +564,19 @@ const HELP = `Command line interface for the connection tracking system, in conn
 Usage: conntrack [commands] [options]
 
 Commands:
-  -L [table] [options]		List conntrack table
-  -G [table] parameters		Get conntrack
-  -D [table] parameters		Delete conntrack
-  -I [table] parameters		Create a conntrack
+  -L [table] [options]		List conntrack or expectation table
+  -G [table] parameters		Get conntrack or expectation
+  -D [table] parameters		Delete conntrack or expectation
+  -I [table] parameters		Create a conntrack or expectation
   -U [table] parameters		Update a conntrack
   -E [table] [options]		Show events
   -F [table]			Flush table
   -C [table]			Show counter
   -S				Show statistics
+
+Tables: conntrack, expect, dying, unconfirmed
+Expectation parameters (-I expect): --tuple-src ip, --tuple-dst ip, --mask-src ip, --mask-dst ip,
+  and after -p: --tuple-port-src, --tuple-port-dst, --mask-port-src, --mask-port-dst
 
 Output (-o): extended, id, timestamp, ktimestamp, labels, xml, userspace; and json, jsonl.
 Ours: --netns PATH|PID. This package's own commands: conntrack --help.
