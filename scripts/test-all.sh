@@ -2,9 +2,9 @@
 # Runs every test of the project on a fresh Debian machine (as root): installs the system tools
 # the integration tests drive, installs npm dependencies, builds (with the x64 and arm64
 # prebuilds), type-checks, runs all vitest projects, checks the packed package as users install it
-# (scripts/check-package.sh) and fuzzes the decoder and the request builders. Exits non-zero on the
-# first failure. The suites against the addon built with ASan and UBSan (npm run test:asan) are not
-# part of this run yet.
+# (scripts/check-package.sh), runs the unit and table tests again against the addon built with ASan
+# and UBSan (scripts/test-asan.sh --ci; `npm run test:asan` runs every file that way) and fuzzes the
+# decoder and the request builders. Exits non-zero on the first failure.
 #
 # CI defaults to true here: this is the run-everything command, and with CI=true an integration
 # suite whose prerequisites are missing fails instead of being skipped (test/helpers/gate.ts).
@@ -120,6 +120,8 @@ main() {
   rm -f "$report"
   log "the package as users install it (scripts/check-package.sh)"
   bash scripts/check-package.sh --reuse-prebuilds
+  log "unit and table tests against the addon built with ASan and UBSan (scripts/test-asan.sh --ci)"
+  bash scripts/test-asan.sh --ci
   log "fuzz the decoder and the request builders (ASan + UBSan), 60 s"
   bash scripts/fuzz.sh 60
   log "all tests passed"

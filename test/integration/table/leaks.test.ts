@@ -11,10 +11,12 @@ import { BUILT_INDEX } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleIds } from '../../helpers/oracle.js';
+import { rounds } from '../../helpers/sanitizers.js';
 import { fillUdp } from '../../helpers/traffic.js';
 
 const CHILD = fileURLToPath(new URL('../../helpers/leak-child.mjs', import.meta.url));
-const ROUNDS = 600;
+/** Leaks are judged on the plain build; under the sanitizers the rounds look for memory errors. */
+const ROUNDS = rounds(600, 150);
 
 interface Snapshot { fds: number; threads: number; rss: number; native: number }
 

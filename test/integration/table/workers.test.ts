@@ -14,6 +14,7 @@ import { BUILT_LIB } from '../../helpers/cli.js';
 import { describeIntegration } from '../../helpers/gate.js';
 import { createNetns, destroyAllNetns, enableTracking, type Netns } from '../../helpers/netns.js';
 import { oracleCount } from '../../helpers/oracle.js';
+import { rounds } from '../../helpers/sanitizers.js';
 import { fillUdp } from '../../helpers/traffic.js';
 
 const DIST_INDEX = join(BUILT_LIB, 'index.js');
@@ -22,7 +23,8 @@ const EXIT_CHILD = fileURLToPath(new URL('../../helpers/exit-child.mjs', import.
 const ENTRIES = 20_000;
 /** Every operation of worker-op.mjs. */
 const OPERATIONS = ['open', 'count', 'stats', 'dump', 'summary', 'eventsStart', 'eventsSteady', 'entry', 'bulk', 'expectations', 'close'];
-const ROUNDS = 6;
+/** Under the sanitizers each round is several times slower; two rounds still take every path. */
+const ROUNDS = rounds(6, 2);
 
 /** The child ended by itself with `status`: not aborted, not killed by the timeout. */
 function expectExited(result: ChildResult, status: number): void {
@@ -72,8 +74,9 @@ worker.once('error', (err) => { console.error(err); process.exitCode = 1; });
   });
 
   it("issue #13's reproducer: workers terminated right after starting events() leave the process running", async () => {
-    // The issue's script with 300 workers instead of 10: before the fix, 10 usually survived here and
-    // 300 aborted in two runs of three; the next test, with every operation, aborted every time.
+    // The issue's script with 300 workers instead of 10 (60 under the sanitizers): before the fix,
+    // 10 usually survived here and 300 aborted in two runs of three; the next test, with every
+    // operation, aborted every time.
     const script = join(dir, 'issue-13.mjs');
     writeFileSync(script, `
 import { Worker } from 'node:worker_threads';
@@ -83,7 +86,7 @@ const { Conntrack } = await import(${JSON.stringify(pathToFileURL(DIST_INDEX).hr
 const ct = await Conntrack.open({ netns: ${JSON.stringify(ns.path)} });
 parentPort.postMessage('open');
 for await (const _ of ct.events()) {}\`;
-for (let i = 0; i < 300; i++) {
+for (let i = 0; i < ${rounds(300, 60)}; i++) {
   const w = new Worker(code, { eval: true });
   await new Promise((resolve) => w.once('message', resolve));
   await w.terminate();
