@@ -125,10 +125,9 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
     Napi::Env env = info.Env();
     ct::Filter filter;
     bool hasFilter = readFilter(info[0], filter);
-    ct::Grouper grouper(readSummaryKeys(env, info[1]));
-    store(env).summarize(hasFilter && !filter.empty() ? &filter : nullptr, grouper);
+    std::vector<ct::SummaryKey> keys = readSummaryKeys(env, info[1]);
     ct::Batch batch;
-    grouper.emit(batch, SIZE_MAX, [] { return true; });
+    store(env).summarize(hasFilter && !filter.empty() ? &filter : nullptr, keys, batch);
     return batchToJs(env, std::move(batch));
   }
 
@@ -144,6 +143,7 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
     o.Set("events", Napi::Number::New(env, static_cast<double>(c.messages)));
     o.Set("receiveBufferBytes", Napi::Number::New(env, static_cast<double>(c.receiveBufferBytes)));
     o.Set("bufferGrowths", Napi::Number::New(env, static_cast<double>(c.bufferGrowths)));
+    o.Set("liveSummaries", Napi::Number::New(env, static_cast<double>(session_ ? store(env).views() : 0)));
     return o;
   }
 

@@ -1,5 +1,6 @@
 #include "filter.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace ct {
@@ -42,6 +43,20 @@ bool matches(const Filter& f, const Entry& e) {
     if (port < m.low || port > m.high) return false;
   }
   return true;
+}
+
+bool sameFilter(const Filter& a, const Filter& b) {
+  auto sameAddress = [](const AddressMatch& x, const AddressMatch& y) {
+    return x.tuple == y.tuple && x.end == y.end && x.family == y.family && x.prefix == y.prefix &&
+           std::memcmp(x.bytes, y.bytes, sizeof x.bytes) == 0;
+  };
+  auto samePort = [](const PortMatch& x, const PortMatch& y) {
+    return x.tuple == y.tuple && x.end == y.end && x.low == y.low && x.high == y.high;
+  };
+  return a.family == b.family && a.protocol == b.protocol && a.tcpStates == b.tcpStates && a.markValue == b.markValue &&
+         a.markMask == b.markMask && a.zone == b.zone && a.statusSet == b.statusSet && a.statusUnset == b.statusUnset &&
+         std::equal(a.addresses.begin(), a.addresses.end(), b.addresses.begin(), b.addresses.end(), sameAddress) &&
+         std::equal(a.ports.begin(), a.ports.end(), b.ports.begin(), b.ports.end(), samePort);
 }
 
 }  // namespace ct

@@ -40,5 +40,7 @@ struct Filter {
 };
 
 bool matches(const Filter& filter, const Entry& entry);
+// The same conditions, field for field (the `kernel` shortcut aside).
+bool sameFilter(const Filter& a, const Filter& b);
 
 }  // namespace ct

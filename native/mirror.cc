@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -217,6 +218,37 @@ void decode(const uint8_t* block, Entry& e) {
   if (present & kHasSynproxy) e.synIsn = r.get<uint32_t>(), e.synIts = r.get<uint32_t>(), e.synTsoff = r.get<uint32_t>();
 }
 
+// An update event carries some parts only when they changed: protocol state with IPCT_PROTOINFO,
+// labels with IPCT_LABEL, sequence adjustments and synproxy with theirs, the master only when the
+// entry is new, counters and timestamps only at its destroy, the use count never. The mirror keeps
+// its copy of each part the event lacks. (The mark is sent whenever it is not 0: absent means 0.)
+void keepWhatEventLacks(Entry& now, const Entry& before) {
+  auto lacks = [&](uint32_t bit) {
+    bool keep = !(now.present & bit) && (before.present & bit);
+    if (keep) now.present |= bit;
+    return keep;
+  };
+  if (lacks(kHasTcp)) {
+    now.tcpHas = before.tcpHas, now.tcpState = before.tcpState;
+    now.wscaleOrig = before.wscaleOrig, now.wscaleReply = before.wscaleReply;
+    now.flagsOrig = before.flagsOrig, now.maskOrig = before.maskOrig;
+    now.flagsReply = before.flagsReply, now.maskReply = before.maskReply;
+  }
+  if (lacks(kHasSctp)) now.sctpHas = before.sctpHas, now.sctpState = before.sctpState, now.vtagOrig = before.vtagOrig, now.vtagReply = before.vtagReply;
+  if (lacks(kHasDccp)) now.dccpHas = before.dccpHas, now.dccpState = before.dccpState, now.dccpRole = before.dccpRole, now.dccpSeq = before.dccpSeq;
+  if (lacks(kHasLabels)) std::memcpy(now.labels, before.labels, sizeof now.labels);
+  if (lacks(kHasMaster)) now.master = before.master;
+  if (lacks(kHasSeqAdjOrig)) now.seqAdjOrig = before.seqAdjOrig;
+  if (lacks(kHasSeqAdjReply)) now.seqAdjReply = before.seqAdjReply;
+  if (lacks(kHasSynproxy)) now.synIsn = before.synIsn, now.synIts = before.synIts, now.synTsoff = before.synTsoff;
+  if (lacks(kHasCountersOrig)) now.packetsOrig = before.packetsOrig, now.bytesOrig = before.bytesOrig;
+  if (lacks(kHasCountersReply)) now.packetsReply = before.packetsReply, now.bytesReply = before.bytesReply;
+  if (lacks(kHasTimestampStart)) now.tsStart = before.tsStart;
+  if (lacks(kHasTimestampStop)) now.tsStop = before.tsStop;
+  if (lacks(kHasUse)) now.use = before.use;
+  if (lacks(kHasSecmark)) now.secmark = before.secmark;
+}
+
 uint8_t flagsOf(const uint8_t* b) { return b[kFlagsAt]; }
 uint32_t seenGenOf(const uint8_t* b) { return load<uint32_t>(b + kSeenGenAt); }
 uint32_t eventGenOf(const uint8_t* b) { return load<uint32_t>(b + kEventGenAt); }
@@ -334,15 +366,20 @@ void MirrorStore::applyDump(const Entry& e) {
   store<uint32_t>(buf + kSeenGenAt, gen_);
   uint8_t** slot = find(buf + kHeader, buf[kKeyLenAt], hashOfBlock(buf));
   if (!*slot) {
-    insertNew(copyBlock(buf, size));
+    uint8_t* block = copyBlock(buf, size);
+    changed(nullptr, &e);
+    insertNew(block);
     ++live_;
     ++syncAdded_;
     return;
   }
   // An event during this sync is newer than (or as new as) the dump's copy, destroys included.
   if (eventGenOf(*slot) == gen_) return;
-  if (flagsOf(*slot) & kDestroyed) ++live_, ++syncAdded_;
-  replace(slot, copyBlock(buf, size));
+  uint8_t* block = copyBlock(buf, size);
+  bool wasLive = !(flagsOf(*slot) & kDestroyed);
+  if (!wasLive) ++live_, ++syncAdded_;
+  changedBlock(wasLive ? *slot : nullptr, &e);
+  replace(slot, block);
 }
 
 MirrorChange MirrorStore::applyEvent(const Entry& e) {
@@ -352,7 +389,7 @@ MirrorChange MirrorStore::applyEvent(const Entry& e) {
     encodeMarker(e, gen_, buf);
     uint8_t** slot = find(buf + kHeader, buf[kKeyLenAt], hashOfBlock(buf));
     bool wasLive = *slot && !(flagsOf(*slot) & kDestroyed);
-    if (wasLive) --live_;
+    if (wasLive) --live_, changedBlock(*slot, nullptr);
     if (!syncing_) {
       if (*slot) eraseAt(static_cast<size_t>(slot - table_.data()));
     } else {
@@ -365,12 +402,20 @@ MirrorChange MirrorStore::applyEvent(const Entry& e) {
   size_t size = encode(e, gen_, syncing_ ? gen_ : 0, buf);
   uint8_t** slot = find(buf + kHeader, buf[kKeyLenAt], hashOfBlock(buf));
   if (!*slot || (flagsOf(*slot) & kDestroyed)) {
+    uint8_t* block = copyBlock(buf, size);
     ++live_;
-    if (*slot) replace(slot, copyBlock(buf, size));
-    else insertNew(copyBlock(buf, size));
+    changed(nullptr, &e);
+    if (*slot) replace(slot, block);
+    else insertNew(block);
     return MirrorChange::kNew;
   }
-  replace(slot, copyBlock(buf, size));
+  Entry before, now = e;
+  decode(*slot, before);
+  keepWhatEventLacks(now, before);
+  size = encode(now, gen_, syncing_ ? gen_ : 0, buf);
+  uint8_t* block = copyBlock(buf, size);
+  changed(&before, &now);
+  replace(slot, block);
   return MirrorChange::kUpdate;
 }
 
@@ -382,7 +427,7 @@ MirrorStore::SyncResult MirrorStore::endSync() {
   for (size_t i = 0; i < table_.size();) {
     uint8_t* b = table_[i];
     if (b && ((flagsOf(b) & kDestroyed) || seenGenOf(b) != gen_)) {
-      if (!(flagsOf(b) & kDestroyed)) --live_, ++result.removed;
+      if (!(flagsOf(b) & kDestroyed)) --live_, ++result.removed, changedBlock(b, nullptr);
       eraseAt(i);
       continue;
     }
@@ -423,8 +468,17 @@ void MirrorStore::entries(const Filter* filter, Batch& batch) {
   }
 }
 
-void MirrorStore::summarize(const Filter* filter, Grouper& grouper) {
+void MirrorStore::summarize(const Filter* filter, const std::vector<SummaryKey>& keys, Batch& batch) {
   std::lock_guard<std::mutex> lock(mu_);
+  ++asked_;
+  for (auto& view : views_) {
+    if (view->grouper.keys() != keys || view->filter.has_value() != (filter != nullptr)) continue;
+    if (filter && !sameFilter(*view->filter, *filter)) continue;
+    view->lastAsked = asked_;
+    view->grouper.emit(batch, SIZE_MAX, [] { return true; });
+    return;
+  }
+  auto view = std::make_unique<View>(View{filter ? std::optional<Filter>(*filter) : std::nullopt, Grouper(keys), asked_});
   Entry e;
   // Blocks lie anywhere on the heap: ask for the ones a few slots ahead while decoding this one.
   constexpr size_t kAhead = 8;
@@ -434,13 +488,46 @@ void MirrorStore::summarize(const Filter* filter, Grouper& grouper) {
     if (!b || (flagsOf(b) & kDestroyed)) continue;
     decode(b, e);
     if (filter && !matches(*filter, e)) continue;
-    grouper.add(e);
+    view->grouper.add(e);
   }
+  view->grouper.emit(batch, SIZE_MAX, [] { return true; });
+  if (view->grouper.groups() > kMaxViewGroups) return;
+  if (views_.size() == kMaxViews) {
+    auto oldest = std::min_element(views_.begin(), views_.end(), [](const auto& a, const auto& b) { return a->lastAsked < b->lastAsked; });
+    views_.erase(oldest);
+  }
+  views_.push_back(std::move(view));
+}
+
+size_t MirrorStore::views() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return views_.size();
+}
+
+void MirrorStore::changedBlock(const uint8_t* before, const Entry* after) {
+  if (views_.empty()) return;
+  Entry old;
+  if (before) decode(before, old);
+  changed(before ? &old : nullptr, after);
+}
+
+void MirrorStore::changed(const Entry* before, const Entry* after) {
+  if (views_.empty()) return;
+  for (auto& view : views_) {
+    const Filter* f = view->filter ? &*view->filter : nullptr;
+    if (before && (!f || matches(*f, *before))) view->grouper.remove(*before);
+    if (after && (!f || matches(*f, *after))) view->grouper.add(*after);
+  }
+  // A grouping that outgrew the limit costs more to keep than to scan again.
+  views_.erase(std::remove_if(views_.begin(), views_.end(), [](const auto& v) { return v->grouper.groups() > kMaxViewGroups; }),
+               views_.end());
 }
 
 size_t MirrorStore::bytes() {
   std::lock_guard<std::mutex> lock(mu_);
-  return table_.capacity() * sizeof(uint8_t*) + blockBytes_;
+  size_t viewBytes = 0;
+  for (const auto& view : views_) viewBytes += view->grouper.bytes();
+  return table_.capacity() * sizeof(uint8_t*) + blockBytes_ + viewBytes;
 }
 
 }  // namespace ct

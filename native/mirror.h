@@ -6,11 +6,19 @@
 // family, optional parts only when the kernel sent them, the reply tuple left out when it is the
 // original reversed), found through an open-addressing table of pointers (linear probing,
 // backward-shift deletion: no tombstones, no per-node allocation).
+//
+// Live summaries: the first summarize() of a grouping (keys and filter) scans the store; the
+// store then keeps that grouping's counts current on every change, so the same question asked
+// again (a `top --live` refresh, an exporter's breakdown) costs its number of groups, not a scan.
+// At most kMaxViews groupings are kept, the least recently asked dropped first, and none with more
+// than kMaxViewGroups groups (a grouping by address on a big table would cost more to keep).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,7 +59,13 @@ class MirrorStore {
   bool get(const std::string& key, Batch& batch);
   // Every entry that matches `filter` (null: all).
   void entries(const Filter* filter, Batch& batch);
-  void summarize(const Filter* filter, Grouper& grouper);
+  // Appends the groups of `keys` over the entries `filter` matches (null: all) to `batch`, each
+  // with its count in batch.counts; from the live summary of that grouping when one is kept.
+  void summarize(const Filter* filter, const std::vector<SummaryKey>& keys, Batch& batch);
+  // Live summaries kept now.
+  size_t views();
+  static constexpr size_t kMaxViews = 8;
+  static constexpr size_t kMaxViewGroups = 100000;
   // Native bytes the store holds: the table and every entry's block as the allocator sized it.
   size_t bytes();
 
@@ -61,6 +75,17 @@ class MirrorStore {
   void eraseAt(size_t index);
   void replace(uint8_t** slot, uint8_t* block);
   void rehash(size_t capacity);
+  // A live entry changes: `before` is what it was until now (null: it was not live), `after` what
+  // it is from now on (null: it leaves). Updates every live summary.
+  void changed(const Entry* before, const Entry* after);
+  // The same with `before` still in its block (decoded only when a live summary needs it).
+  void changedBlock(const uint8_t* before, const Entry* after);
+
+  struct View {
+    std::optional<Filter> filter;
+    Grouper grouper;
+    uint64_t lastAsked = 0;
+  };
 
   std::mutex mu_;
   std::vector<uint8_t*> table_;  // power-of-two size; null: empty
@@ -70,6 +95,8 @@ class MirrorStore {
   uint32_t gen_ = 0;
   bool syncing_ = false;
   size_t syncAdded_ = 0;
+  std::vector<std::unique_ptr<View>> views_;
+  uint64_t asked_ = 0;
 };
 
 }  // namespace ct

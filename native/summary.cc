@@ -45,7 +45,7 @@ void takeAddress(const std::string& key, size_t& at, Entry& e, Tuple& t, uint32_
 
 }  // namespace
 
-void Grouper::add(const Entry& e) {
+void Grouper::keyOf(const Entry& e) {
   key_.clear();
   bool orig = (e.present & kHasOrig) != 0;
   bool reply = (e.present & kHasReply) != 0;
@@ -77,7 +77,26 @@ void Grouper::add(const Entry& e) {
       case SummaryKey::kSeenReply: key_.push_back(static_cast<char>((e.status & status::kSeenReply) != 0)); break;
     }
   }
+}
+
+void Grouper::add(const Entry& e) {
+  keyOf(e);
   ++groups_[key_];
+}
+
+void Grouper::remove(const Entry& e) {
+  keyOf(e);
+  auto it = groups_.find(key_);
+  if (it == groups_.end()) return;
+  if (--it->second == 0) groups_.erase(it);
+}
+
+size_t Grouper::bytes() const {
+  // A node: the string (its heap block when longer than the inline buffer), the count, the next
+  // pointer and the cached hash; plus a bucket pointer.
+  size_t keyLen = groups_.empty() ? 0 : groups_.begin()->first.size();
+  size_t keyBytes = keyLen > 15 ? keyLen + 1 : 0;
+  return groups_.size() * (sizeof(std::string) + keyBytes + 24) + groups_.bucket_count() * sizeof(void*);
 }
 
 bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& full) {

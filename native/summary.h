@@ -21,6 +21,12 @@ class Grouper {
  public:
   explicit Grouper(std::vector<SummaryKey> keys) : keys_(std::move(keys)) {}
   void add(const Entry& entry);
+  // Takes back an add() of an entry with the same grouped values (a live summary's entry changed
+  // or left); a group whose count reaches zero is dropped.
+  void remove(const Entry& entry);
+  const std::vector<SummaryKey>& keys() const { return keys_; }
+  // Bytes the groups hold, roughly (key, count and the hash node around them).
+  size_t bytes() const;
   // Appends every group to batches of at most `batchSize` records; `full(batch)` takes each
   // full batch (false: stop). The last, partial batch stays in `batch`.
   bool emit(Batch& batch, size_t batchSize, const std::function<bool()>& full);
@@ -28,6 +34,9 @@ class Grouper {
 
  private:
   std::vector<SummaryKey> keys_;
+  // The grouped values of `entry` into key_.
+  void keyOf(const Entry& entry);
+
   std::unordered_map<std::string, uint32_t> groups_;
   std::string key_;
 };

@@ -3,10 +3,12 @@
  * and the largest groups of one chosen key (a port, or an address prefix such as a /24) with an
  * `other` group holding the rest, so a namespace never has more than top + 1 such series. One
  * summarize() per namespace counts everything in native code (one dump; JS sees one record per
- * group); the collector runs it on its own schedule, never while a scrape waits.
+ * group); the collector runs it on its own schedule, never while a scrape waits. With a live
+ * mirror (breakdownSource 'mirror') the same counts come from memory.
  */
 import { invalidArgument } from '../base/errors.js';
 import type { Conntrack } from '../table/conntrack.js';
+import type { Mirror } from '../table/mirror.js';
 import type { Summary, SummaryGroupKey, SummaryKey } from '../table/summary.js';
 
 export const DEFAULT_BREAKDOWN_TOP = 10;
@@ -200,6 +202,14 @@ export function breakdownOf(summary: Summary, key: BreakdownKey | undefined, top
 export async function computeBreakdown(ct: Conntrack, key: BreakdownKey | undefined, top: number, signal?: AbortSignal): Promise<Breakdown> {
   const started = performance.now();
   const summary = await ct.summarize(undefined, { by: breakdownSummaryKeys(key), signal });
+  const done = performance.now();
+  return { ...breakdownOf(summary, key, top), at: done / 1000, seconds: (done - started) / 1000 };
+}
+
+/** The same from a live mirror: its kept counts, no dump (`seconds` is the time to read them). */
+export function breakdownFromMirror(mirror: Mirror, key: BreakdownKey | undefined, top: number): Breakdown {
+  const started = performance.now();
+  const summary = mirror.summarize({ by: breakdownSummaryKeys(key) });
   const done = performance.now();
   return { ...breakdownOf(summary, key, top), at: done / 1000, seconds: (done - started) / 1000 };
 }

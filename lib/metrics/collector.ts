@@ -8,11 +8,12 @@
 import { stat } from 'node:fs/promises';
 
 import { Conntrack } from '../table/conntrack.js';
+import type { Mirror } from '../table/mirror.js';
 import { closedError, ConntrackError, invalidArgument } from '../base/errors.js';
 import { netnsPath } from '../binding/netns.js';
 import type { NetnsSpec } from '../base/types.js';
 import {
-  computeBreakdown, DEFAULT_BREAKDOWN_INTERVAL_SECONDS, DEFAULT_BREAKDOWN_TOP, parseBreakdownKey, type Breakdown, type BreakdownKey,
+  breakdownFromMirror, computeBreakdown, DEFAULT_BREAKDOWN_INTERVAL_SECONDS, DEFAULT_BREAKDOWN_TOP, parseBreakdownKey, type Breakdown, type BreakdownKey,
 } from './breakdown.js';
 import { containerIdOf, discoverNamespaces, namespaceInodeOf, type DiscoveryOptions } from './discovery.js';
 import { DEFAULT_GROWTH_WINDOW_SECONDS, GrowthTracker } from './growth.js';
@@ -44,6 +45,13 @@ export interface CollectorOptions {
   breakdownTop?: number;
   /** Seconds between breakdowns (default 30). */
   breakdownIntervalSeconds?: number;
+  /**
+   * Where breakdowns count from: 'dump' (default) dumps each table every interval; 'mirror' keeps a
+   * live mirror of each namespace (Conntrack.mirror(): events, resynced after a loss; about 100
+   * bytes of native memory an entry) and counts from it, so a refresh costs the number of groups
+   * instead of a dump and the interval can be a second.
+   */
+  breakdownSource?: 'dump' | 'mirror';
   /** The window of the time-to-full estimate (default 300 s). */
   growthWindowSeconds?: number;
   /** Where discovery looks (tests). */
@@ -86,6 +94,8 @@ class ScrapeTarget {
   /** All-namespaces mode: when discovery stopped finding it. */
   goneSince: number | undefined;
   #handle: Conntrack | undefined;
+  /** breakdownSource 'mirror': the live mirror on #handle, made at the first breakdown. */
+  #mirror: Promise<Mirror> | undefined;
   /** dev:inode of the namespace file when the handle was opened (explicit paths). */
   #identity: string | undefined;
 
@@ -100,6 +110,18 @@ class ScrapeTarget {
   /** The open handle, for breakdowns; undefined when none is open. */
   get handle(): Conntrack | undefined {
     return this.#handle;
+  }
+
+  /** The mirror of the open handle, made on first use; a failed one is made again next time. */
+  mirror(): Promise<Mirror> | undefined {
+    const handle = this.#handle;
+    if (handle === undefined) return undefined;
+    const made = this.#mirror ?? handle.mirror();
+    this.#mirror = made;
+    made.catch(() => {
+      if (this.#mirror === made) this.#mirror = undefined;
+    });
+    return made;
   }
 
   async sample(at: number): Promise<NamespaceSample> {
@@ -169,8 +191,11 @@ class ScrapeTarget {
 
   async close(): Promise<void> {
     const handle = this.#handle;
+    const mirror = this.#mirror;
     this.#handle = undefined;
+    this.#mirror = undefined;
     this.#identity = undefined;
+    (await mirror?.catch(() => undefined))?.close();
     await handle?.close();
   }
 }
@@ -188,7 +213,7 @@ interface CheckedOptions {
   nodeExporterNames: boolean;
   maxNamespaces: number;
   forgetAfterSeconds: number;
-  breakdown: { key: BreakdownKey | undefined; top: number; intervalSeconds: number } | undefined;
+  breakdown: { key: BreakdownKey | undefined; top: number; intervalSeconds: number; source: 'dump' | 'mirror' } | undefined;
   growthWindowSeconds: number;
   discovery: DiscoveryOptions | undefined;
 }
@@ -208,6 +233,8 @@ export function checkCollectorOptions(options: CollectorOptions): CheckedOptions
   }
   const by = options.breakdownBy;
   if (by !== undefined && by !== false && typeof by !== 'string') throw invalidArgument('breakdownBy must be a key such as \'dport\' or \'src/24\', or false');
+  const source = options.breakdownSource ?? 'dump';
+  if (source !== 'dump' && source !== 'mirror') throw invalidArgument(`breakdownSource must be 'dump' or 'mirror', got ${String(source)}`);
   return {
     paths,
     nodeExporterNames: options.nodeExporterNames === true,
@@ -217,6 +244,7 @@ export function checkCollectorOptions(options: CollectorOptions): CheckedOptions
       key: parseBreakdownKey(by ?? 'dport'),
       top: positiveNumber(options.breakdownTop, 'breakdownTop', DEFAULT_BREAKDOWN_TOP, true),
       intervalSeconds: positiveNumber(options.breakdownIntervalSeconds, 'breakdownIntervalSeconds', DEFAULT_BREAKDOWN_INTERVAL_SECONDS),
+      source,
     },
     growthWindowSeconds: positiveNumber(options.growthWindowSeconds, 'growthWindowSeconds', DEFAULT_GROWTH_WINDOW_SECONDS),
     discovery: options.discovery,
@@ -343,7 +371,11 @@ export async function createMetricsCollector(options: CollectorOptions = {}): Pr
           if (stopBreakdowns.signal.aborted) return;
           if (ct === undefined || target.goneSince !== undefined) continue;
           try {
-            const result = await computeBreakdown(ct, breakdown.key, breakdown.top, stopBreakdowns.signal);
+            // A mirror that cannot be made (events unavailable there) leaves that namespace to dumps.
+            const mirror = breakdown.source === 'mirror' ? await target.mirror()?.catch(() => undefined) : undefined;
+            const result = mirror === undefined
+              ? await computeBreakdown(ct, breakdown.key, breakdown.top, stopBreakdowns.signal)
+              : breakdownFromMirror(mirror, breakdown.key, breakdown.top);
             target.breakdown = result;
             target.growth.add(result.at, result.total);
           } catch {

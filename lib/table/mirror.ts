@@ -18,7 +18,7 @@ export interface NativeMirror {
   entries(filter: NativeFilter | null): NativeBatch;
   summarize(filter: NativeFilter | null, keys: number[]): NativeBatch;
   bytes(): number;
-  counters(): { overflows: number; events: number; receiveBufferBytes: number; bufferGrowths: number };
+  counters(): { overflows: number; events: number; receiveBufferBytes: number; bufferGrowths: number; liveSummaries: number };
   watchChanges(on: boolean): void;
   takeChanges(): NativeBatch;
   close(): void;
@@ -177,7 +177,12 @@ export class Mirror implements AsyncIterable<MirrorChange> {
     return decodeBatch(this.#mirror().entries(compileFilter(filter, false)));
   }
 
-  /** Group counts like Conntrack.summarize(), from memory. */
+  /**
+   * Group counts like Conntrack.summarize(), from memory. The first call for a grouping (its `by`
+   * and `filter`) scans the mirror; the mirror then keeps that grouping's counts current with each
+   * change, so asking again costs its number of groups (up to 8 groupings, the least recently asked
+   * dropped first; none of over 100,000 groups).
+   */
   summarize(options: { by: readonly SummaryKey[]; top?: number; filter?: EntryFilter }): Summary {
     checkSummaryOptions(options);
     const builder = new SummaryBuilder(options.by);
