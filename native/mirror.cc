@@ -468,14 +468,14 @@ void MirrorStore::entries(const Filter* filter, Batch& batch) {
   }
 }
 
-void MirrorStore::summarize(const Filter* filter, const std::vector<SummaryKey>& keys, Batch& batch) {
+void MirrorStore::summarize(const Filter* filter, const std::vector<SummaryKey>& keys, size_t top, SummaryColumns& out) {
   std::lock_guard<std::mutex> lock(mu_);
   ++asked_;
   for (auto& view : views_) {
     if (view->grouper.keys() != keys || view->filter.has_value() != (filter != nullptr)) continue;
     if (filter && !sameFilter(*view->filter, *filter)) continue;
     view->lastAsked = asked_;
-    view->grouper.emit(batch, SIZE_MAX, [] { return true; });
+    view->grouper.columns(top, out);
     return;
   }
   auto view = std::make_unique<View>(View{filter ? std::optional<Filter>(*filter) : std::nullopt, Grouper(keys), asked_});
@@ -490,7 +490,7 @@ void MirrorStore::summarize(const Filter* filter, const std::vector<SummaryKey>&
     if (filter && !matches(*filter, e)) continue;
     view->grouper.add(e);
   }
-  view->grouper.emit(batch, SIZE_MAX, [] { return true; });
+  view->grouper.columns(top, out);
   if (view->grouper.groups() > kMaxViewGroups) return;
   if (views_.size() == kMaxViews) {
     auto oldest = std::min_element(views_.begin(), views_.end(), [](const auto& a, const auto& b) { return a->lastAsked < b->lastAsked; });

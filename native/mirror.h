@@ -59,9 +59,9 @@ class MirrorStore {
   bool get(const std::string& key, Batch& batch);
   // Every entry that matches `filter` (null: all).
   void entries(const Filter* filter, Batch& batch);
-  // Appends the groups of `keys` over the entries `filter` matches (null: all) to `batch`, each
-  // with its count in batch.counts; from the live summary of that grouping when one is kept.
-  void summarize(const Filter* filter, const std::vector<SummaryKey>& keys, Batch& batch);
+  // The largest `top` groups (0: all) of `keys` over the entries `filter` matches (null: all),
+  // from the live summary of that grouping when one is kept.
+  void summarize(const Filter* filter, const std::vector<SummaryKey>& keys, size_t top, SummaryColumns& out);
   // Live summaries kept now.
   size_t views();
   static constexpr size_t kMaxViews = 8;

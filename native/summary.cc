@@ -1,5 +1,7 @@
 #include "summary.h"
 
+#include <algorithm>
+
 namespace ct {
 namespace {
 
@@ -165,6 +167,83 @@ bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& 
     if (batch.count >= batchSize && !full()) return false;
   }
   return true;
+}
+
+void Grouper::columns(size_t top, SummaryColumns& out) const {
+  std::vector<std::pair<uint32_t, const std::string*>> ranked;
+  ranked.reserve(groups_.size());
+  out.total = 0;
+  for (const auto& [key, count] : groups_) {
+    ranked.emplace_back(count, &key);
+    out.total += count;
+  }
+  auto larger = [](const auto& a, const auto& b) { return a.first > b.first; };
+  if (top > 0 && top < ranked.size()) {
+    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(top), ranked.end(), larger);
+    ranked.resize(top);
+  } else {
+    std::sort(ranked.begin(), ranked.end(), larger);
+  }
+  size_t n = ranked.size();
+  out.counts.resize(n);
+  out.numbers.assign(keys_.size(), {});
+  out.addresses.assign(keys_.size(), {});
+  for (size_t i = 0; i < n; ++i) out.counts[i] = ranked[i].first;
+  // Each key's bytes sit at the same offset in every group's key (Grouper::keyOf's layout).
+  size_t offset = 0;
+  for (size_t k = 0; k < keys_.size(); ++k) {
+    SummaryKey key = keys_[k];
+    bool address = key == SummaryKey::kSrc || key == SummaryKey::kDst || key == SummaryKey::kReplySrc || key == SummaryKey::kReplyDst;
+    if (address) out.addresses[k].resize(n);
+    else out.numbers[k].resize(n);
+    size_t width = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& bytes = *ranked[i].second;
+      size_t at = offset;
+      switch (key) {
+        case SummaryKey::kFamily:
+        case SummaryKey::kProtocol:
+        case SummaryKey::kAssured:
+        case SummaryKey::kNat:
+        case SummaryKey::kSeenReply: out.numbers[k][i] = u8At(bytes, at); break;
+        case SummaryKey::kTcpState: {
+          uint8_t state = u8At(bytes, at);
+          out.numbers[k][i] = state == kNoState ? -1 : state;
+          break;
+        }
+        case SummaryKey::kSrc:
+        case SummaryKey::kDst:
+        case SummaryKey::kReplySrc:
+        case SummaryKey::kReplyDst: {
+          bool has = u8At(bytes, at) != 0;
+          uint8_t family = u8At(bytes, at);
+          if (has) {
+            char text[64];
+            size_t len = formatAddress(family, reinterpret_cast<const uint8_t*>(bytes.data() + at), text);
+            out.addresses[k][i].assign(text, len);
+          }
+          at += 16;
+          break;
+        }
+        case SummaryKey::kSport:
+        case SummaryKey::kDport:
+        case SummaryKey::kZone: {
+          bool has = u8At(bytes, at) != 0;
+          uint16_t value = be16At(bytes, at);
+          out.numbers[k][i] = has ? value : -1;
+          break;
+        }
+        case SummaryKey::kMark: {
+          uint32_t mark = 0;
+          for (int b = 0; b < 4; ++b) mark = (mark << 8) | u8At(bytes, at);
+          out.numbers[k][i] = mark;
+          break;
+        }
+      }
+      width = at - offset;
+    }
+    offset += width;
+  }
 }
 
 }  // namespace ct

@@ -16,6 +16,16 @@
 
 namespace ct {
 
+// Groups as columns, largest first: a kept summary hands them over without a record per group.
+// Per key one column: a number per group (-1: the entry had no such value) for every key but
+// addresses, whose column holds the address as text ("" when absent).
+struct SummaryColumns {
+  uint64_t total = 0;  // entries in every group, those left out by `top` included
+  std::vector<uint32_t> counts;
+  std::vector<std::vector<double>> numbers;        // one per key; empty for an address key
+  std::vector<std::vector<std::string>> addresses;  // one per key; empty for any other key
+};
+
 // Counts entries by the values of some keys. Each group is kept as its key bytes and a count.
 class Grouper {
  public:
@@ -31,6 +41,8 @@ class Grouper {
   // full batch (false: stop). The last, partial batch stays in `batch`.
   bool emit(Batch& batch, size_t batchSize, const std::function<bool()>& full);
   size_t groups() const { return groups_.size(); }
+  // The largest `top` groups (0: all), largest first, as columns.
+  void columns(size_t top, SummaryColumns& out) const;
 
  private:
   std::vector<SummaryKey> keys_;

@@ -8,7 +8,7 @@ import type { NativeBatch, NativeFilter } from '../binding/native.js';
 import type { ConntrackEntry, ConntrackEvent, EntryFilter, TupleSpec } from '../base/types.js';
 import { compileFilter } from './filter.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
-import { checkSummaryOptions, SummaryBuilder, summaryKeyNumbers, type Summary, type SummaryKey } from './summary.js';
+import { checkSummaryOptions, summaryFromColumns, summaryKeyNumbers, type NativeSummaryColumns, type Summary, type SummaryKey } from './summary.js';
 import { tupleSpec } from './entry-spec.js';
 
 /** The native object behind a Mirror (native/addon_mirror.cc). */
@@ -16,7 +16,7 @@ export interface NativeMirror {
   size(): number;
   get(tuple: { family: number; protocol: number; src: Uint8Array; dst: Uint8Array; sport?: number; dport?: number; icmpType?: number; icmpCode?: number; icmpId?: number; zone?: number }): NativeBatch | null;
   entries(filter: NativeFilter | null): NativeBatch;
-  summarize(filter: NativeFilter | null, keys: number[]): NativeBatch;
+  summarize(filter: NativeFilter | null, keys: number[], top: number): NativeSummaryColumns;
   bytes(): number;
   counters(): { overflows: number; events: number; receiveBufferBytes: number; bufferGrowths: number; liveSummaries: number };
   watchChanges(on: boolean): void;
@@ -185,9 +185,8 @@ export class Mirror implements AsyncIterable<MirrorChange> {
    */
   summarize(options: { by: readonly SummaryKey[]; top?: number; filter?: EntryFilter }): Summary {
     checkSummaryOptions(options);
-    const builder = new SummaryBuilder(options.by);
-    builder.add(this.#mirror().summarize(compileFilter(options.filter, false), summaryKeyNumbers(options.by)));
-    return builder.finish(options.top);
+    const result = this.#mirror().summarize(compileFilter(options.filter, false), summaryKeyNumbers(options.by), options.top ?? 0);
+    return summaryFromColumns(options.by, result);
   }
 
   /**

@@ -121,6 +121,7 @@ describeIntegration('mirror() against conntrack -L', () => {
       { by: ['protocol', 'tcpState'] as const },
       { by: ['dport'] as const, filter: { protocol: 'udp' as const } },
       { by: ['mark', 'assured'] as const },
+      { by: ['dst', 'zone', 'family'] as const },
     ];
     for (const q of questions) mirror.summarize(q);
     expect(mirror.counters().liveSummaries).toBe(questions.length);
@@ -161,6 +162,11 @@ describeIntegration('mirror() against conntrack -L', () => {
       expect({ by: q.by, total: live.total, groups: sorted(live.groups) }).toEqual({ by: q.by, total: dumped.total, groups: sorted(dumped.groups) });
     }
     expect(mirror.counters().liveSummaries).toBe(questions.length);
+    // `top` keeps the largest groups (ties in any order) and the total of all of them.
+    const top = mirror.summarize({ by: ['dst', 'zone', 'family'], top: 3 });
+    const all = await ct.summarize(undefined, { by: ['dst', 'zone', 'family'] });
+    expect(top.total).toBe(all.total);
+    expect(top.groups.map((g) => g.count)).toEqual(all.groups.slice(0, 3).map((g) => g.count));
     expect(mirror.resyncs).toBe(0);
     await ns.nft('delete table inet ctt_mark');
     await kept.close();
