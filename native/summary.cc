@@ -1,6 +1,8 @@
 #include "summary.h"
 
 #include <algorithm>
+#include <cstring>
+#include <string_view>
 
 namespace ct {
 namespace {
@@ -23,17 +25,17 @@ void putPort(std::string& key, const Tuple& t, bool tuplePresent, uint16_t port)
   key.push_back(static_cast<char>(has ? port & 0xff : 0));
 }
 
-uint8_t u8At(const std::string& key, size_t& at) { return static_cast<uint8_t>(key[at++]); }
+uint8_t u8At(std::string_view key, size_t& at) { return static_cast<uint8_t>(key[at++]); }
 
 // Two bytes, high first. Each read is its own statement: the operands of `|` are unsequenced, so
 // `(u8At(key, at) << 8) | u8At(key, at)` leaves the byte order to the compiler.
-uint16_t be16At(const std::string& key, size_t& at) {
+uint16_t be16At(std::string_view key, size_t& at) {
   uint16_t high = u8At(key, at);
   uint16_t low = u8At(key, at);
   return static_cast<uint16_t>((high << 8) | low);
 }
 
-void takeAddress(const std::string& key, size_t& at, Entry& e, Tuple& t, uint32_t bit, bool src, uint32_t tupleBit) {
+void takeAddress(std::string_view key, size_t& at, Entry& e, Tuple& t, uint32_t bit, bool src, uint32_t tupleBit) {
   bool has = u8At(key, at) != 0;
   uint8_t family = u8At(key, at);
   uint8_t* addr = src ? t.srcAddr : t.dstAddr;
@@ -45,7 +47,59 @@ void takeAddress(const std::string& key, size_t& at, Entry& e, Tuple& t, uint32_
   e.present |= tupleBit;
 }
 
+uint32_t load32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+void store32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, sizeof v); }
+
+// FNV-1a over the key bytes, then a final mix so the low bits (the slot index) depend on all of them.
+uint32_t hashOf(const std::string& key) {
+  uint32_t h = 2166136261u;
+  for (char c : key) h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
+  h ^= h >> 16;
+  h *= 0x7feb352du;
+  h ^= h >> 15;
+  return h;
+}
+
+constexpr size_t kMinSlots = 16;
+
 }  // namespace
+
+Grouper::Grouper(std::vector<SummaryKey> keys) : keys_(std::move(keys)) {
+  // Every key of these keys has the same length: that of an empty entry's.
+  keyOf(Entry{});
+  keyLen_ = key_.size();
+  stride_ = kSlotHeader + keyLen_;
+}
+
+uint8_t* Grouper::slotOf(uint32_t hash) {
+  size_t mask = capacity_ - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    uint8_t* slot = &slots_[i * stride_];
+    if (load32(slot + 4) == 0) return slot;
+    if (load32(slot) == hash && std::memcmp(slot + kSlotHeader, key_.data(), keyLen_) == 0) return slot;
+  }
+}
+
+void Grouper::grow() {
+  size_t capacity = capacity_ == 0 ? kMinSlots : capacity_ * 2;
+  std::vector<uint8_t> old(capacity * stride_, 0);
+  old.swap(slots_);
+  size_t oldCapacity = capacity_;
+  capacity_ = capacity;
+  size_t mask = capacity_ - 1;
+  for (size_t j = 0; j < oldCapacity; ++j) {
+    const uint8_t* from = &old[j * stride_];
+    if (load32(from + 4) == 0) continue;
+    size_t i = load32(from) & mask;
+    while (load32(&slots_[i * stride_] + 4) != 0) i = (i + 1) & mask;
+    std::memcpy(&slots_[i * stride_], from, stride_);
+  }
+}
 
 void Grouper::keyOf(const Entry& e) {
   key_.clear();
@@ -83,26 +137,52 @@ void Grouper::keyOf(const Entry& e) {
 
 void Grouper::add(const Entry& e) {
   keyOf(e);
-  ++groups_[key_];
+  // Keeps the load at most 3/4 so probes stay short.
+  if ((used_ + 1) * 4 > capacity_ * 3) grow();
+  uint32_t hash = hashOf(key_);
+  uint8_t* slot = slotOf(hash);
+  uint32_t count = load32(slot + 4);
+  if (count == 0) {
+    store32(slot, hash);
+    std::memcpy(slot + kSlotHeader, key_.data(), keyLen_);
+    ++used_;
+  }
+  store32(slot + 4, count + 1);
 }
 
 void Grouper::remove(const Entry& e) {
+  if (used_ == 0) return;
   keyOf(e);
-  auto it = groups_.find(key_);
-  if (it == groups_.end()) return;
-  if (--it->second == 0) groups_.erase(it);
-}
-
-size_t Grouper::bytes() const {
-  // A node: the string (its heap block when longer than the inline buffer), the count, the next
-  // pointer and the cached hash; plus a bucket pointer.
-  size_t keyLen = groups_.empty() ? 0 : groups_.begin()->first.size();
-  size_t keyBytes = keyLen > 15 ? keyLen + 1 : 0;
-  return groups_.size() * (sizeof(std::string) + keyBytes + 24) + groups_.bucket_count() * sizeof(void*);
+  uint8_t* slot = slotOf(hashOf(key_));
+  uint32_t count = load32(slot + 4);
+  if (count == 0) return;
+  if (count > 1) {
+    store32(slot + 4, count - 1);
+    return;
+  }
+  // The group goes: backward shift, moving later slots of the run into the hole when their home
+  // allows it (no tombstones).
+  size_t mask = capacity_ - 1;
+  size_t hole = static_cast<size_t>(slot - slots_.data()) / stride_;
+  std::memset(slot, 0, stride_);
+  --used_;
+  for (size_t i = (hole + 1) & mask; load32(&slots_[i * stride_] + 4) != 0; i = (i + 1) & mask) {
+    size_t home = load32(&slots_[i * stride_]) & mask;
+    bool movable = hole <= i ? (home <= hole || home > i) : (home <= hole && home > i);
+    if (movable) {
+      std::memcpy(&slots_[hole * stride_], &slots_[i * stride_], stride_);
+      std::memset(&slots_[i * stride_], 0, stride_);
+      hole = i;
+    }
+  }
 }
 
 bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& full) {
-  for (const auto& [key, count] : groups_) {
+  for (size_t slotIndex = 0; slotIndex < capacity_; ++slotIndex) {
+    const uint8_t* slot = &slots_[slotIndex * stride_];
+    uint32_t count = load32(slot + 4);
+    if (count == 0) continue;
+    std::string_view key(reinterpret_cast<const char*>(slot + kSlotHeader), keyLen_);
     // An entry with only the grouped fields, read back by lib/table/summary.ts like any record.
     Entry e;
     size_t at = 0;
@@ -170,11 +250,14 @@ bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& 
 }
 
 void Grouper::columns(size_t top, SummaryColumns& out) const {
-  std::vector<std::pair<uint32_t, const std::string*>> ranked;
-  ranked.reserve(groups_.size());
+  std::vector<std::pair<uint32_t, const uint8_t*>> ranked;
+  ranked.reserve(used_);
   out.total = 0;
-  for (const auto& [key, count] : groups_) {
-    ranked.emplace_back(count, &key);
+  for (size_t i = 0; i < capacity_; ++i) {
+    const uint8_t* slot = &slots_[i * stride_];
+    uint32_t count = load32(slot + 4);
+    if (count == 0) continue;
+    ranked.emplace_back(count, slot + kSlotHeader);
     out.total += count;
   }
   auto larger = [](const auto& a, const auto& b) { return a.first > b.first; };
@@ -198,7 +281,7 @@ void Grouper::columns(size_t top, SummaryColumns& out) const {
     else out.numbers[k].resize(n);
     size_t width = 0;
     for (size_t i = 0; i < n; ++i) {
-      const std::string& bytes = *ranked[i].second;
+      std::string_view bytes(reinterpret_cast<const char*>(ranked[i].second), keyLen_);
       size_t at = offset;
       switch (key) {
         case SummaryKey::kFamily:
