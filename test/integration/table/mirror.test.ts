@@ -172,6 +172,27 @@ describeIntegration('mirror() against conntrack -L', () => {
     await kept.close();
   }, 120_000);
 
+  it('tells apart the same tuple in two zones: get() by zone, entries and summaries by zone', async () => {
+    await ns.exec(requireTool('conntrack'), ['-F']);
+    await using ct = await Conntrack.open({ netns: ns.path });
+    await using mirror = await ct.mirror(undefined, { resyncInterval: 0 });
+    const tuple = { protocol: 'udp' as const, src: '10.20.0.1', dst: '10.20.0.2', sport: 4000, dport: 53 };
+    await ct.create({ original: tuple, timeout: 300, zone: 0, mark: 1 });
+    await ct.create({ original: tuple, timeout: 300, zone: 7, mark: 2 });
+    await ct.create({ original: { ...tuple, sport: 4001 }, timeout: 300, zone: 65535, mark: 3 });
+    for (let i = 0; i < 50 && mirror.size < 3; i++) await sleep(50);
+    expect(mirror.get({ ...tuple, zone: 7 })).toMatchObject({ zone: 7, mark: 2 });
+    expect(mirror.get(tuple)?.mark).toBe(1); // zone omitted: the default zone 0
+    expect(mirror.get({ ...tuple, sport: 4001, zone: 65535 })?.mark).toBe(3);
+    expect(mirror.get({ ...tuple, sport: 4001 })).toBeUndefined();
+    expect(mirror.get({ ...tuple, zone: 8 })).toBeUndefined();
+    expect(mirror.entries({ zone: 7 }).map((e) => e.mark)).toEqual([2]);
+    const byZone = mirror.summarize({ by: ['zone'] }).groups.map((g) => [g.key.zone ?? 0, g.count]).sort((a, b) => (a[0] as number) - (b[0] as number));
+    expect(byZone).toEqual([[0, 1], [7, 1], [65535, 1]]);
+    // And what the kernel holds, zone for zone.
+    await expectEqualsOracle(ns, mirror);
+  });
+
   it(`overflows in a burst of ${BURST.toLocaleString('en')} entries, resyncs by itself, says so, and equals conntrack -L again`, async () => {
     await ns.exec(requireTool('conntrack'), ['-F']);
     await using ct = await Conntrack.open({ netns: ns.path });
