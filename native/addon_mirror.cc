@@ -71,6 +71,7 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
   void closeSession() {
     if (session_) session_->stop();  // joins: no call to onSync_ after this
     session_.reset();
+    summary_ = ct::SummaryColumns{};
     if (live_) {
       onSync_.Release();
       onChange_.Release();
@@ -120,41 +121,72 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
     return batchToJs(env, std::move(batch));
   }
 
-  // summarize(filter | null, keyNumbers, top): { total, counts, columns }, largest groups first,
-  // one column per key (ct::SummaryColumns): a Float64Array, or for an address key an array of
-  // strings with undefined where the entry had none. No record per group: a kept summary of tens
-  // of thousands of groups reaches JS in a few milliseconds.
+  // summarize(filter | null, keyNumbers, top, knownGrouping, knownGenerations | undefined,
+  //           values | undefined): { total, grouping, groups, values, addresses }, largest groups
+  // first (ct::SummaryColumns). `values` holds `groups` numbers per column: counts, ids,
+  // generations, then one column per key (-1: absent; unused for an address key); it is the
+  // Float64Array passed in when that is long enough, so a caller asking again reuses its memory.
+  // addresses[k] is, for an address key, an array of texts (a hole where the entry had none).
+  // knownGenerations (a Uint32Array by group id) names the groups of kept grouping `knownGrouping`
+  // whose keys the caller holds: their key columns are left unset. No record per group: a kept
+  // summary of tens of thousands of groups reaches JS in a few milliseconds.
   Napi::Value Summarize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ct::Filter filter;
     bool hasFilter = readFilter(info[0], filter);
     std::vector<ct::SummaryKey> keys = readSummaryKeys(env, info[1]);
     auto top = static_cast<size_t>(integerArgument(info[2], "top", 0, 4294967295.0));
-    ct::SummaryColumns columns;
-    store(env).summarize(hasFilter && !filter.empty() ? &filter : nullptr, keys, top, columns);
+    auto knownGrouping = static_cast<uint64_t>(integerArgument(info[3], "knownGrouping", 0, 9007199254740991.0));
+    ct::KnownGroups known;
+    if (isTypedArrayOf(info[4], napi_uint32_array)) {
+      auto generations = info[4].As<Napi::Uint32Array>();
+      known.generations = generations.Data();
+      known.length = generations.ElementLength();
+    } else if (!info[4].IsUndefined()) {
+      throw Napi::TypeError::New(env, "knownGenerations must be a Uint32Array or undefined");
+    }
+    if (!isTypedArrayOf(info[5], napi_float64_array) && !info[5].IsUndefined()) {
+      throw Napi::TypeError::New(env, "values must be a Float64Array or undefined");
+    }
+    ct::SummaryColumns& columns = summary_;
+    store(env).summarize(hasFilter && !filter.empty() ? &filter : nullptr, keys, top, knownGrouping, known, columns);
     size_t n = columns.counts.size();
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("total", Napi::Number::New(env, static_cast<double>(columns.total)));
-    Napi::Float64Array counts = Napi::Float64Array::New(env, n);
-    for (size_t i = 0; i < n; ++i) counts[i] = columns.counts[i];
-    out.Set("counts", counts);
-    Napi::Array list = Napi::Array::New(env, keys.size());
+    size_t needed = n * (3 + keys.size());
+    Napi::Float64Array values;
+    if (info[5].IsTypedArray() && info[5].As<Napi::Float64Array>().ElementLength() >= needed) {
+      values = info[5].As<Napi::Float64Array>();
+    } else {
+      values = Napi::Float64Array::New(env, needed + needed / 4);
+    }
+    double* at = values.Data();
+    at = std::copy(columns.counts.begin(), columns.counts.end(), at);
+    at = std::copy(columns.ids.begin(), columns.ids.end(), at);
+    at = std::copy(columns.generations.begin(), columns.generations.end(), at);
+    Napi::Array addresses = Napi::Array::New(env, keys.size());
     for (size_t k = 0; k < keys.size(); ++k) {
       if (!columns.addresses[k].empty() || columns.numbers[k].empty()) {
         Napi::Array texts = Napi::Array::New(env, n);
         for (size_t i = 0; i < n && i < columns.addresses[k].size(); ++i) {
           const std::string& text = columns.addresses[k][i];
-          texts.Set(static_cast<uint32_t>(i), text.empty() ? env.Undefined() : Napi::String::New(env, text));
+          if (!text.empty()) texts.Set(static_cast<uint32_t>(i), Napi::String::New(env, text));
         }
-        list.Set(static_cast<uint32_t>(k), texts);
+        addresses.Set(static_cast<uint32_t>(k), texts);
       } else {
-        Napi::Float64Array numbers = Napi::Float64Array::New(env, n);
-        std::copy(columns.numbers[k].begin(), columns.numbers[k].end(), numbers.Data());
-        list.Set(static_cast<uint32_t>(k), numbers);
+        std::copy(columns.numbers[k].begin(), columns.numbers[k].end(), at);
       }
+      at += n;
     }
-    out.Set("columns", list);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("total", Napi::Number::New(env, static_cast<double>(columns.total)));
+    out.Set("grouping", Napi::Number::New(env, static_cast<double>(columns.grouping)));
+    out.Set("groups", Napi::Number::New(env, static_cast<double>(n)));
+    out.Set("values", values);
+    out.Set("addresses", addresses);
     return out;
+  }
+
+  static bool isTypedArrayOf(const Napi::Value& value, napi_typedarray_type type) {
+    return value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == type;
   }
 
   Napi::Value Bytes(const Napi::CallbackInfo& info) {
@@ -198,6 +230,9 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
   }
 
   std::unique_ptr<ct::MirrorSession> session_;
+  // Summarize()'s columns and working memory, kept between answers (fresh pages cost more than
+  // an answer from a kept summary).
+  ct::SummaryColumns summary_;
   Napi::ThreadSafeFunction onSync_;
   Napi::ThreadSafeFunction onChange_;
   napi_env hookEnv_ = nullptr;

@@ -468,17 +468,19 @@ void MirrorStore::entries(const Filter* filter, Batch& batch) {
   }
 }
 
-void MirrorStore::summarize(const Filter* filter, const std::vector<SummaryKey>& keys, size_t top, SummaryColumns& out) {
+void MirrorStore::summarize(const Filter* filter, const std::vector<SummaryKey>& keys, size_t top, uint64_t knownGrouping,
+                            const KnownGroups& known, SummaryColumns& out) {
   std::lock_guard<std::mutex> lock(mu_);
   ++asked_;
   for (auto& view : views_) {
     if (view->grouper.keys() != keys || view->filter.has_value() != (filter != nullptr)) continue;
     if (filter && !sameFilter(*view->filter, *filter)) continue;
     view->lastAsked = asked_;
-    view->grouper.columns(top, out);
+    view->grouper.columns(top, view->id == knownGrouping ? known : KnownGroups{}, out);
+    out.grouping = view->id;
     return;
   }
-  auto view = std::make_unique<View>(View{filter ? std::optional<Filter>(*filter) : std::nullopt, Grouper(keys), asked_});
+  auto view = std::make_unique<View>(View{filter ? std::optional<Filter>(*filter) : std::nullopt, Grouper(keys), asked_, ++viewsMade_});
   Entry e;
   // Blocks lie anywhere on the heap: ask for the ones a few slots ahead while decoding this one.
   constexpr size_t kAhead = 8;
@@ -490,8 +492,9 @@ void MirrorStore::summarize(const Filter* filter, const std::vector<SummaryKey>&
     if (filter && !matches(*filter, e)) continue;
     view->grouper.add(e);
   }
-  view->grouper.columns(top, out);
+  view->grouper.columns(top, KnownGroups{}, out);
   if (view->grouper.groups() > kMaxViewGroups) return;
+  out.grouping = view->id;
   if (views_.size() == kMaxViews) {
     auto oldest = std::min_element(views_.begin(), views_.end(), [](const auto& a, const auto& b) { return a->lastAsked < b->lastAsked; });
     views_.erase(oldest);

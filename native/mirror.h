@@ -60,8 +60,11 @@ class MirrorStore {
   // Every entry that matches `filter` (null: all).
   void entries(const Filter* filter, Batch& batch);
   // The largest `top` groups (0: all) of `keys` over the entries `filter` matches (null: all),
-  // from the live summary of that grouping when one is kept.
-  void summarize(const Filter* filter, const std::vector<SummaryKey>& keys, size_t top, SummaryColumns& out);
+  // from the live summary of that grouping when one is kept. `known` are the groups whose keys
+  // the caller holds from earlier answers of kept grouping `knownGrouping` (out.grouping); they
+  // count only if that grouping is the one answering.
+  void summarize(const Filter* filter, const std::vector<SummaryKey>& keys, size_t top, uint64_t knownGrouping,
+                 const KnownGroups& known, SummaryColumns& out);
   // Live summaries kept now.
   size_t views();
   static constexpr size_t kMaxViews = 8;
@@ -85,6 +88,7 @@ class MirrorStore {
     std::optional<Filter> filter;
     Grouper grouper;
     uint64_t lastAsked = 0;
+    uint64_t id = 0;  // never reused: a caller's known groups name the view they came from
   };
 
   std::mutex mu_;
@@ -97,6 +101,7 @@ class MirrorStore {
   size_t syncAdded_ = 0;
   std::vector<std::unique_ptr<View>> views_;
   uint64_t asked_ = 0;
+  uint64_t viewsMade_ = 0;
 };
 
 }  // namespace ct

@@ -67,10 +67,33 @@ uint32_t hashOf(const std::string& key) {
 
 constexpr size_t kMinSlots = 16;
 
+using Ranked = std::vector<std::pair<uint32_t, const uint8_t*>>;
+
+// Largest count first (ties in any order): a radix sort on the count, a byte per pass, skipping
+// the bytes every count shares; `spare` is its working memory.
+void rankByCount(Ranked& ranked, Ranked& spare) {
+  spare.resize(ranked.size());
+  for (int shift = 0; shift < 32; shift += 8) {
+    size_t buckets[257] = {};
+    for (const auto& group : ranked) ++buckets[256 - ((group.first >> shift) & 0xff)];
+    if (buckets[256 - ((ranked.front().first >> shift) & 0xff)] == ranked.size()) continue;
+    for (size_t b = 1; b < 257; ++b) buckets[b] += buckets[b - 1];
+    for (const auto& group : ranked) spare[buckets[255 - ((group.first >> shift) & 0xff)]++] = group;
+    ranked.swap(spare);
+  }
+}
+
 }  // namespace
 
 Grouper::Grouper(std::vector<SummaryKey> keys) : keys_(std::move(keys)) {
-  // Every key of these keys has the same length: that of an empty entry's.
+  // Every key of these keys has the same length, that of an empty entry's; so has each part.
+  std::vector<SummaryKey> all = keys_;
+  for (size_t k = 0; k < all.size(); ++k) {
+    keys_.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k));
+    keyOf(Entry{});
+    offsets_.push_back(key_.size());
+  }
+  keys_ = std::move(all);
   keyOf(Entry{});
   keyLen_ = key_.size();
   stride_ = kSlotHeader + keyLen_;
@@ -144,10 +167,25 @@ void Grouper::add(const Entry& e) {
   uint32_t count = load32(slot + 4);
   if (count == 0) {
     store32(slot, hash);
+    store32(slot + 8, takeId());
     std::memcpy(slot + kSlotHeader, key_.data(), keyLen_);
     ++used_;
   }
   store32(slot + 4, count + 1);
+}
+
+uint32_t Grouper::takeId() {
+  uint32_t id;
+  if (freeIds_.empty()) {
+    id = static_cast<uint32_t>(generations_.size());
+    generations_.push_back(0);
+  } else {
+    id = freeIds_.back();
+    freeIds_.pop_back();
+  }
+  // 0 means "none" to a caller's KnownGroups.
+  if (++generations_[id] == 0) generations_[id] = 1;
+  return id;
 }
 
 void Grouper::remove(const Entry& e) {
@@ -164,6 +202,7 @@ void Grouper::remove(const Entry& e) {
   // allows it (no tombstones).
   size_t mask = capacity_ - 1;
   size_t hole = static_cast<size_t>(slot - slots_.data()) / stride_;
+  freeIds_.push_back(load32(slot + 8));
   std::memset(slot, 0, stride_);
   --used_;
   for (size_t i = (hole + 1) & mask; load32(&slots_[i * stride_] + 4) != 0; i = (i + 1) & mask) {
@@ -249,40 +288,54 @@ bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& 
   return true;
 }
 
-void Grouper::columns(size_t top, SummaryColumns& out) const {
-  std::vector<std::pair<uint32_t, const uint8_t*>> ranked;
+void Grouper::columns(size_t top, const KnownGroups& known, SummaryColumns& out) const {
+  Ranked& ranked = out.ranked;
+  ranked.clear();
   ranked.reserve(used_);
   out.total = 0;
   for (size_t i = 0; i < capacity_; ++i) {
     const uint8_t* slot = &slots_[i * stride_];
     uint32_t count = load32(slot + 4);
     if (count == 0) continue;
-    ranked.emplace_back(count, slot + kSlotHeader);
+    ranked.emplace_back(count, slot);
     out.total += count;
   }
   auto larger = [](const auto& a, const auto& b) { return a.first > b.first; };
   if (top > 0 && top < ranked.size()) {
     std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(top), ranked.end(), larger);
     ranked.resize(top);
-  } else {
-    std::sort(ranked.begin(), ranked.end(), larger);
+  } else if (!ranked.empty()) {
+    rankByCount(ranked, out.spare);
   }
   size_t n = ranked.size();
   out.counts.resize(n);
-  out.numbers.assign(keys_.size(), {});
-  out.addresses.assign(keys_.size(), {});
-  for (size_t i = 0; i < n; ++i) out.counts[i] = ranked[i].first;
-  // Each key's bytes sit at the same offset in every group's key (Grouper::keyOf's layout).
-  size_t offset = 0;
+  out.ids.resize(n);
+  out.generations.resize(n);
+  std::vector<bool>& held = out.held;
+  held.assign(n, false);
+  for (size_t i = 0; i < n; ++i) {
+    out.counts[i] = ranked[i].first;
+    uint32_t id = load32(ranked[i].second + 8);
+    out.ids[i] = id;
+    out.generations[i] = generations_[id];
+    held[i] = known.holds(id, generations_[id]);
+  }
+  out.numbers.resize(keys_.size());
+  out.addresses.resize(keys_.size());
   for (size_t k = 0; k < keys_.size(); ++k) {
     SummaryKey key = keys_[k];
     bool address = key == SummaryKey::kSrc || key == SummaryKey::kDst || key == SummaryKey::kReplySrc || key == SummaryKey::kReplyDst;
-    if (address) out.addresses[k].resize(n);
-    else out.numbers[k].resize(n);
-    size_t width = 0;
+    if (address) {
+      out.numbers[k].clear();
+      out.addresses[k].assign(n, std::string());
+    } else {
+      out.addresses[k].clear();
+      out.numbers[k].assign(n, -1);
+    }
     for (size_t i = 0; i < n; ++i) {
-      std::string_view bytes(reinterpret_cast<const char*>(ranked[i].second), keyLen_);
-      size_t at = offset;
+      if (held[i]) continue;
+      std::string_view bytes(reinterpret_cast<const char*>(ranked[i].second + kSlotHeader), keyLen_);
+      size_t at = offsets_[k];
       switch (key) {
         case SummaryKey::kFamily:
         case SummaryKey::kProtocol:
@@ -323,9 +376,7 @@ void Grouper::columns(size_t top, SummaryColumns& out) const {
           break;
         }
       }
-      width = at - offset;
     }
-    offset += width;
   }
 }
 

@@ -8,7 +8,7 @@ import type { NativeBatch, NativeFilter } from '../binding/native.js';
 import type { ConntrackEntry, ConntrackEvent, EntryFilter, TupleSpec } from '../base/types.js';
 import { compileFilter } from './filter.js';
 import { decodeBatch, decodeEventBatch } from './records.js';
-import { checkSummaryOptions, summaryFromColumns, summaryKeyNumbers, type NativeSummaryColumns, type Summary, type SummaryKey } from './summary.js';
+import { checkSummaryOptions, GroupKeys, summaryFromColumns, summaryKeyNumbers, type NativeSummaryColumns, type Summary, type SummaryKey } from './summary.js';
 import { tupleSpec } from './entry-spec.js';
 
 /** The native object behind a Mirror (native/addon_mirror.cc). */
@@ -16,7 +16,7 @@ export interface NativeMirror {
   size(): number;
   get(tuple: { family: number; protocol: number; src: Uint8Array; dst: Uint8Array; sport?: number; dport?: number; icmpType?: number; icmpCode?: number; icmpId?: number; zone?: number }): NativeBatch | null;
   entries(filter: NativeFilter | null): NativeBatch;
-  summarize(filter: NativeFilter | null, keys: number[], top: number): NativeSummaryColumns;
+  summarize(filter: NativeFilter | null, keys: number[], top: number, knownGrouping: number, knownGenerations: Uint32Array | undefined, values: Float64Array | undefined): NativeSummaryColumns;
   bytes(): number;
   counters(): { overflows: number; events: number; receiveBufferBytes: number; bufferGrowths: number; liveSummaries: number };
   watchChanges(on: boolean): void;
@@ -74,6 +74,14 @@ export type MirrorChange = ConntrackEvent | MirrorResync | MirrorLagged;
 
 const SYNC_REASONS = ['initial', 'overflow', 'interval'] as const;
 
+/** Groupings whose keys are held between answers: as many as the mirror keeps live summaries. */
+const KEPT_GROUPINGS = 8;
+
+/** Which grouping a summarize() asks for: its keys and filter (addresses' bytes as numbers). */
+function groupingName(keys: readonly number[], filter: NativeFilter | null): string {
+  return `${keys.join(',')}|${JSON.stringify(filter, (_, value: unknown) => (value instanceof Uint8Array ? Array.from(value) : value))}`;
+}
+
 interface Stream {
   queue: MirrorChange[];
   wake: (() => void) | undefined;
@@ -86,6 +94,8 @@ export class Mirror implements AsyncIterable<MirrorChange> {
   #streams = new Set<Stream>();
   #failure: Error | undefined;
   #onClose: () => void;
+  // The key objects of the groupings asked lately, the least recently asked first.
+  #groupKeys = new Map<string, GroupKeys>();
 
   /** @internal Use Conntrack.mirror(). */
   constructor(
@@ -181,12 +191,25 @@ export class Mirror implements AsyncIterable<MirrorChange> {
    * Group counts like Conntrack.summarize(), from memory. The first call for a grouping (its `by`
    * and `filter`) scans the mirror; the mirror then keeps that grouping's counts current with each
    * change, so asking again costs its number of groups (up to 8 groupings, the least recently asked
-   * dropped first; none of over 100,000 groups).
+   * dropped first; none of over 100,000 groups). A group's key is frozen and the same object in
+   * every answer while the group lives.
    */
   summarize(options: { by: readonly SummaryKey[]; top?: number; filter?: EntryFilter }): Summary {
     checkSummaryOptions(options);
-    const result = this.#mirror().summarize(compileFilter(options.filter, false), summaryKeyNumbers(options.by), options.top ?? 0);
-    return summaryFromColumns(options.by, result);
+    const native = this.#mirror();
+    const filter = compileFilter(options.filter, false);
+    const keyNumbers = summaryKeyNumbers(options.by);
+    const name = groupingName(keyNumbers, filter);
+    let keys = this.#groupKeys.get(name);
+    if (keys === undefined) {
+      keys = new GroupKeys();
+      if (this.#groupKeys.size === KEPT_GROUPINGS) this.#groupKeys.delete(this.#groupKeys.keys().next().value as string);
+    } else {
+      this.#groupKeys.delete(name);
+    }
+    this.#groupKeys.set(name, keys);
+    const result = native.summarize(filter, keyNumbers, options.top ?? 0, keys.grouping, keys.generations, keys.values);
+    return summaryFromColumns(options.by, result, keys);
   }
 
   /**
@@ -222,6 +245,7 @@ export class Mirror implements AsyncIterable<MirrorChange> {
     const native = this.#native;
     if (native === undefined) return;
     this.#native = undefined;
+    this.#groupKeys.clear();
     native.close();
     this.#wakeAll();
     this.#onClose();

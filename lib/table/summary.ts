@@ -39,7 +39,8 @@ export interface SummaryGroupKey {
 }
 
 export interface SummaryGroup {
-  key: SummaryGroupKey;
+  /** Frozen when a mirror answered: one object serves its answers while the group lives. */
+  key: Readonly<SummaryGroupKey>;
   count: number;
 }
 
@@ -132,27 +133,31 @@ export class SummaryBuilder {
   }
 }
 
-/** A summary handed over as columns (native/summary.h SummaryColumns): largest groups first. */
+/** A summary handed over as columns (native/addon_mirror.cc Summarize): largest groups first. */
 export interface NativeSummaryColumns {
   total: number;
-  counts: Float64Array;
-  /** One per key: numbers (-1: absent), or address texts (undefined: absent). */
-  columns: Array<Float64Array | Array<string | undefined>>;
+  /** The kept grouping that answered (0: none is kept, the mirror scanned for this answer only). */
+  grouping: number;
+  groups: number;
+  /**
+   * `groups` numbers per column: the counts, each group's id within its grouping, that id's
+   * generation (ids of groups gone are reused), then one column per key (-1: absent). A group
+   * whose key the caller said it holds has no key values. Longer than needed when reused.
+   */
+  values: Float64Array;
+  /** Per address key: the texts (a hole where absent); undefined for any other key. */
+  addresses: Array<Array<string | undefined> | undefined>;
 }
 
 const AF_INET6 = 10;
 
-/** Each key's value from its column's number (addresses come as text). */
-const VALUE_OF: Record<SummaryKey, (n: number) => string | number | boolean | undefined> = {
+/** Each key's value from its column's number (address columns hold text already). */
+const VALUE_OF: Partial<Record<SummaryKey, (n: number) => string | number | boolean | undefined>> = {
   family: (n) => (n === AF_INET6 ? 'ipv6' : 'ipv4'),
   protocol: (n) => protocolName(n),
   tcpState: (n) => (n < 0 ? undefined : TCP_STATES[n]),
-  src: () => undefined,
-  dst: () => undefined,
   sport: (n) => (n < 0 ? undefined : n),
   dport: (n) => (n < 0 ? undefined : n),
-  replySrc: () => undefined,
-  replyDst: () => undefined,
   mark: (n) => n,
   zone: (n) => (n < 0 ? undefined : n),
   assured: (n) => n !== 0,
@@ -160,22 +165,75 @@ const VALUE_OF: Record<SummaryKey, (n: number) => string | number | boolean | un
   seenReply: (n) => n !== 0,
 };
 
-/** The Summary of a columnar result, with the same keys and values SummaryBuilder gives. */
-export function summaryFromColumns(by: readonly SummaryKey[], result: NativeSummaryColumns): Summary {
-  const { counts, columns } = result;
+/**
+ * The key objects of one kept grouping's groups, by group id, kept from one answer to the next: a
+ * group's key never changes while it lives, so asking again builds one object per group (its
+ * count) instead of two, and native code leaves out the key columns of the groups whose keys are
+ * held here (`generations`, by id). Holding whole groups instead (shared while their count stayed)
+ * was faster when nothing changed and three times slower when every count did: each new group
+ * then outlived the young generation.
+ */
+export class GroupKeys {
+  grouping = 0;
+  generations = new Uint32Array(0);
+  /** The columns native code fills, kept for the next answer (native/addon_mirror.cc Summarize). */
+  values: Float64Array | undefined;
+  #keys: Array<SummaryGroupKey | undefined> = [];
+
+  /** The key of group `id`, if the one held is that of this generation. */
+  held(id: number, generation: number): SummaryGroupKey | undefined {
+    return this.generations[id] === generation ? this.#keys[id] : undefined;
+  }
+
+  hold(id: number, generation: number, key: SummaryGroupKey): void {
+    if (id >= this.generations.length) {
+      const grown = new Uint32Array(Math.max(id + 1, this.generations.length * 2, 64));
+      grown.set(this.generations);
+      this.generations = grown;
+    }
+    this.generations[id] = generation;
+    this.#keys[id] = key;
+  }
+
+  /** Another grouping answers (the one held was dropped and made again): no key held is valid. */
+  restart(grouping: number): void {
+    this.grouping = grouping;
+    this.generations = new Uint32Array(0);
+    this.#keys = [];
+  }
+}
+
+/**
+ * The Summary of a columnar result, with the same keys and values SummaryBuilder gives; keys are
+ * frozen. With `keys` (the grouping's, from earlier answers) one key object serves every answer
+ * while its group lives.
+ */
+export function summaryFromColumns(by: readonly SummaryKey[], result: NativeSummaryColumns, keys?: GroupKeys): Summary {
+  const { groups: n, values, addresses } = result;
+  const kept = keys !== undefined && result.grouping !== 0 ? keys : undefined;
+  // A grouping too large to keep would hold its whole answer's columns.
+  if (keys !== undefined) keys.values = kept === undefined ? undefined : values;
+  if (kept !== undefined && kept.grouping !== result.grouping) kept.restart(result.grouping);
   const decoders = by.map((name) => VALUE_OF[name]);
   // Every key object is spread from one template, so all share one shape (fast properties):
   // adding the names one by one cost twice as much over tens of thousands of groups.
   const template: Record<string, unknown> = {};
   for (const name of by) template[name] = undefined;
-  const groups: SummaryGroup[] = new Array<SummaryGroup>(counts.length);
-  for (let i = 0; i < counts.length; i++) {
-    const key = { ...template };
-    for (let k = 0; k < by.length; k++) {
-      const column = columns[k] as Float64Array | Array<string | undefined>;
-      key[by[k] as SummaryKey] = column instanceof Float64Array ? (decoders[k] as (n: number) => unknown)(column[i] as number) : column[i];
+  const groups: SummaryGroup[] = new Array<SummaryGroup>(n);
+  for (let i = 0; i < n; i++) {
+    const id = values[n + i] as number;
+    const generation = values[2 * n + i] as number;
+    let key = kept?.held(id, generation);
+    if (key === undefined) {
+      const fresh = { ...template };
+      for (let k = 0; k < by.length; k++) {
+        const decode = decoders[k];
+        fresh[by[k] as SummaryKey] = decode === undefined ? addresses[k]?.[i] : decode(values[(3 + k) * n + i] as number);
+      }
+      key = Object.freeze(fresh) as SummaryGroupKey;
+      kept?.hold(id, generation, key);
     }
-    groups[i] = { key: key as SummaryGroupKey, count: counts[i] as number };
+    groups[i] = { key, count: values[i] as number };
   }
   return { total: result.total, groups };
 }

@@ -172,6 +172,63 @@ describeIntegration('mirror() against conntrack -L', () => {
     await kept.close();
   }, 120_000);
 
+  it('keeps a group\'s key object across answers while the group lives, and never gives it to the group that takes its place', async () => {
+    await ns.exec(requireTool('conntrack'), ['-F']);
+    await using ct = await Conntrack.open({ netns: ns.path });
+    await using mirror = await ct.mirror(undefined, { resyncInterval: 0 });
+    // Made after the mirror, so their destroys are reported (nf_conntrack_events = 2).
+    await fillUdp(ns, 5, { port: 30 });
+    await fillUdp(ns, 3, { port: 31 });
+    for (let i = 0; i < 50 && mirror.size < 8; i++) await sleep(50);
+    const by = ['dport'] as const;
+    const first = mirror.summarize({ by });
+    const again = mirror.summarize({ by });
+    const keyOfPort = (s: typeof first, port: number) => s.groups.find((g) => g.key.dport === port)?.key;
+    expect(again.groups.map((g) => [g.key.dport, g.count])).toEqual([[30, 5], [31, 3]]);
+    expect(keyOfPort(again, 30)).toBe(keyOfPort(first, 30));
+    expect(Object.isFrozen(keyOfPort(again, 30))).toBe(true);
+    expect(again.groups[0]).not.toBe(first.groups[0]); // the groups are each answer's own
+    // Port 30's group leaves; port 32's comes, in the place (the id) port 30's had.
+    await ns.exec(requireTool('conntrack'), ['-D', '-p', 'udp', '--dport', '30']);
+    for (let i = 0; i < 50 && mirror.size > 3; i++) await sleep(50);
+    await fillUdp(ns, 4, { port: 32 });
+    for (let i = 0; i < 50 && mirror.size < 7; i++) await sleep(50);
+    const after = mirror.summarize({ by });
+    expect(after.groups.map((g) => [g.key.dport, g.count])).toEqual([[32, 4], [31, 3]]);
+    expect(keyOfPort(after, 31)).toBe(keyOfPort(first, 31));
+    expect(keyOfPort(after, 32)).not.toBe(keyOfPort(first, 30));
+    const dumped = await ct.summarize(undefined, { by });
+    expect(after.groups).toEqual(dumped.groups);
+  });
+
+  it('answers a grouping it dropped (it outgrew 100,000 groups) and made again without a key from before', async () => {
+    await ns.exec(requireTool('conntrack'), ['-F']);
+    await using ct = await Conntrack.open({ netns: ns.path });
+    await using mirror = await ct.mirror(undefined, { resyncInterval: 0 });
+    const by = ['dst', 'sport'] as const;
+    await fillUdp(ns, 30, { port: 40 });
+    for (let i = 0; i < 50 && mirror.size < 30; i++) await sleep(50);
+    expect(mirror.summarize({ by }).groups).toHaveLength(30);
+    expect(mirror.counters().liveSummaries).toBe(1);
+    // 100,010 entries of distinct (destination, source port): the kept grouping outgrows the limit
+    // and is dropped, while this process still holds the keys of its first answer.
+    await fillUdp(ns, 100_010, { port: 41 });
+    for (let i = 0; i < 200 && mirror.size < 100_040; i++) await sleep(50);
+    expect(mirror.size).toBe(100_040);
+    expect(mirror.counters().liveSummaries).toBe(0);
+    await ns.exec(requireTool('conntrack'), ['-D', '-p', 'udp', '--dport', '41']);
+    await fillUdp(ns, 20, { port: 42 });
+    for (let i = 0; i < 200 && mirror.size !== 50; i++) await sleep(50);
+    expect(mirror.size).toBe(50);
+    // Made again, the grouping numbers its groups afresh: the keys held from before must not count.
+    const live = mirror.summarize({ by });
+    expect(mirror.counters().liveSummaries).toBe(1);
+    const dumped = await ct.summarize(undefined, { by });
+    const sorted = (groups: Array<{ key: object; count: number }>) => groups.map((g) => JSON.stringify([g.key, g.count])).sort();
+    expect(live.groups.every((g) => g.key.dst !== undefined && g.key.sport !== undefined)).toBe(true);
+    expect(sorted(live.groups)).toEqual(sorted(dumped.groups));
+  }, 180_000);
+
   it('tells apart the same tuple in two zones: get() by zone, entries and summaries by zone', async () => {
     await ns.exec(requireTool('conntrack'), ['-F']);
     await using ct = await Conntrack.open({ netns: ns.path });
