@@ -13,7 +13,9 @@
 //       mirror   ct.mirror(): the fill's time, native bytes per entry (the store's own count) and
 //                RSS growth per entry; then mirror.summarize() by protocol and dport: the first
 //                call (a scan, which keeps the grouping) and the median of CALLS (default 5) more
-//                (from the kept counts), the median of CALLS with top 10, beside one dump-based
+//                (from the kept counts), the median of CALLS with top 10, then after changes that
+//                moved every group's count (64,512 entries added, one per port, then deleted,
+//                three times: the median of the six answers), beside one dump-based
 //                ct.summarize() in the same process
 //       mirror-events  ct.mirror() at its defaults keeping one live summary (by protocol and
 //                dport, as `top --live` does; none with BENCH_NO_LIVE_SUMMARY=1), prints
@@ -141,6 +143,25 @@ if (mode === 'count') {
   await closeHandle();
   out({ seconds, entries: summary.total, groups: summary.groups.length, openSeconds });
 } else if (mode === 'mirror') {
+  // Changes are made by a shell started now, while the heap is small: a process spawned later
+  // would fork this one and leave every page it then writes to a copy-on-write fault, which
+  // would be measured as the library's.
+  const { spawn } = await import('node:child_process');
+  const shell = spawn('bash', [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let shellOut = '';
+  let shellDone;
+  shell.stdout.setEncoding('utf8').on('data', (d) => {
+    shellOut += d;
+    const end = /DONE (\d+)\n/.exec(shellOut);
+    if (end) {
+      shellOut = '';
+      shellDone?.(Number(end[1]));
+    }
+  });
+  const inShell = (command) => new Promise((resolve, reject) => {
+    shellDone = (code) => (code === 0 ? resolve() : reject(new Error(`${command}: exit ${code}`)));
+    shell.stdin.write(`${command} >/dev/null 2>&1; echo DONE $?\n`);
+  });
   globalThis.gc?.();
   const rssBefore = vm('VmRSS');
   const s = process.hrtime.bigint();
@@ -170,6 +191,32 @@ if (mode === 'count') {
     topTimes.push(Number(process.hrtime.bigint() - t) / 1e9);
   }
   topTimes.sort((a, b) => a - b);
+  // Every group's count moved: benchmarks/fill tuples k * 64,512 .. (k + 1) * 64,512 - 1 take one
+  // destination and every port once (k far above what the run's fills reach), then go.
+  const changedTimes = [];
+  const fill = join(here, 'bin', 'fill');
+  const until = async (done) => {
+    for (let waited = 0; !done(); waited += 10) {
+      if (waited > 60_000) throw new Error(`the mirror did not follow the changes (size ${mirror.size})`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  };
+  for (let rep = 0; rep < 3; rep++) {
+    const k = 50_000 + rep;
+    const before = mirror.size;
+    await inShell(`nsenter --net=${netns} ${fill} 64512 --start ${k * 64512} --jobs 1`);
+    await until(() => mirror.size >= before + 64512);
+    t = process.hrtime.bigint();
+    mirror.summarize({ by: ['protocol', 'dport'] });
+    changedTimes.push(Number(process.hrtime.bigint() - t) / 1e9);
+    await inShell(`nsenter --net=${netns} conntrack -D -p udp -d 127.${1 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`);
+    await until(() => mirror.size <= before);
+    t = process.hrtime.bigint();
+    mirror.summarize({ by: ['protocol', 'dport'] });
+    changedTimes.push(Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  shell.stdin.end();
+  changedTimes.sort((a, b) => a - b);
   t = process.hrtime.bigint();
   const dumped = await ct.summarize(undefined, { by: ['protocol', 'dport'] });
   const dumpSummarySeconds = Number(process.hrtime.bigint() - t) / 1e9;
@@ -177,7 +224,8 @@ if (mode === 'count') {
   mirror.close();
   await closeHandle();
   out({
-    seconds: times[Math.floor(times.length / 2)], firstSeconds, groups, topSeconds: topTimes[Math.floor(topTimes.length / 2)], entries, fillSeconds, dumpSummarySeconds,
+    seconds: times[Math.floor(times.length / 2)], firstSeconds, groups, topSeconds: topTimes[Math.floor(topTimes.length / 2)],
+    changedSeconds: (changedTimes[2] + changedTimes[3]) / 2, entries, fillSeconds, dumpSummarySeconds,
     nativeBytesPerEntry: nativeBytes / entries, rssGrowthPerEntry: rssGrowth / entries, openSeconds,
   });
 } else if (mode === 'mirror-events') {
