@@ -27,6 +27,7 @@
 // Prints one line of JSON. A missing or unloadable build prints {"unavailable": reason}.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 
@@ -36,6 +37,20 @@ const [mode, netns, callsArg] = process.argv.slice(2);
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+/** Seconds a synchronous call takes. */
+function secondsOf(call) {
+  const start = process.hrtime.bigint();
+  call();
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/** The middle value (the mean of the two middle ones for an even count). */
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 function vm(field) {
@@ -171,26 +186,15 @@ if (mode === 'count') {
   const rssGrowth = vm('VmRSS') - rssBefore;
   const entries = mirror.size;
   const nativeBytes = mirror.nativeBytes;
+  const byPort = { by: ['protocol', 'dport'] };
   // The first call scans the mirror and keeps the grouping; the later ones answer from it.
-  let t = process.hrtime.bigint();
-  let summary = mirror.summarize({ by: ['protocol', 'dport'] });
-  const firstSeconds = Number(process.hrtime.bigint() - t) / 1e9;
-  const times = [];
-  for (let i = 0; i < Number(callsArg ?? 5); i++) {
-    t = process.hrtime.bigint();
-    summary = mirror.summarize({ by: ['protocol', 'dport'] });
-    times.push(Number(process.hrtime.bigint() - t) / 1e9);
-  }
-  times.sort((a, b) => a - b);
+  const firstSeconds = secondsOf(() => mirror.summarize(byPort));
+  const calls = Number(callsArg ?? 5);
+  let summary;
+  const times = Array.from({ length: calls }, () => secondsOf(() => (summary = mirror.summarize(byPort))));
   const groups = summary.groups.length;
   // What `top --live` asks: the 10 largest groups, chosen natively.
-  const topTimes = [];
-  for (let i = 0; i < Number(callsArg ?? 5); i++) {
-    t = process.hrtime.bigint();
-    mirror.summarize({ by: ['protocol', 'dport'], top: 10 });
-    topTimes.push(Number(process.hrtime.bigint() - t) / 1e9);
-  }
-  topTimes.sort((a, b) => a - b);
+  const topTimes = Array.from({ length: calls }, () => secondsOf(() => mirror.summarize({ ...byPort, top: 10 })));
   // Every group's count moved: benchmarks/fill tuples k * 64,512 .. (k + 1) * 64,512 - 1 take one
   // destination and every port once (k far above what the run's fills reach), then go.
   const changedTimes = [];
@@ -198,7 +202,7 @@ if (mode === 'count') {
   const until = async (done) => {
     for (let waited = 0; !done(); waited += 10) {
       if (waited > 60_000) throw new Error(`the mirror did not follow the changes (size ${mirror.size})`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await sleep(10);
     }
   };
   for (let rep = 0; rep < 3; rep++) {
@@ -206,26 +210,20 @@ if (mode === 'count') {
     const before = mirror.size;
     await inShell(`nsenter --net=${netns} ${fill} 64512 --start ${k * 64512} --jobs 1`);
     await until(() => mirror.size >= before + 64512);
-    t = process.hrtime.bigint();
-    mirror.summarize({ by: ['protocol', 'dport'] });
-    changedTimes.push(Number(process.hrtime.bigint() - t) / 1e9);
+    changedTimes.push(secondsOf(() => mirror.summarize(byPort)));
     await inShell(`nsenter --net=${netns} conntrack -D -p udp -d 127.${1 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`);
     await until(() => mirror.size <= before);
-    t = process.hrtime.bigint();
-    mirror.summarize({ by: ['protocol', 'dport'] });
-    changedTimes.push(Number(process.hrtime.bigint() - t) / 1e9);
+    changedTimes.push(secondsOf(() => mirror.summarize(byPort)));
   }
   shell.stdin.end();
-  changedTimes.sort((a, b) => a - b);
-  t = process.hrtime.bigint();
-  const dumped = await ct.summarize(undefined, { by: ['protocol', 'dport'] });
+  const t = process.hrtime.bigint();
+  const dumped = await ct.summarize(undefined, byPort);
   const dumpSummarySeconds = Number(process.hrtime.bigint() - t) / 1e9;
   if (dumped.total !== summary.total) out({ warning: `mirror counted ${summary.total}, the dump ${dumped.total}` });
   mirror.close();
   await closeHandle();
   out({
-    seconds: times[Math.floor(times.length / 2)], firstSeconds, groups, topSeconds: topTimes[Math.floor(topTimes.length / 2)],
-    changedSeconds: (changedTimes[2] + changedTimes[3]) / 2, entries, fillSeconds, dumpSummarySeconds,
+    seconds: median(times), firstSeconds, groups, topSeconds: median(topTimes), changedSeconds: median(changedTimes), entries, fillSeconds, dumpSummarySeconds,
     nativeBytesPerEntry: nativeBytes / entries, rssGrowthPerEntry: rssGrowth / entries, openSeconds,
   });
 } else if (mode === 'mirror-events') {
@@ -265,7 +263,7 @@ if (mode === 'count') {
     }
   })();
   // The subscription is made on a native thread within a millisecond; leave it ample time.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await sleep(300);
   out({ ready: true });
   process.stdin.resume();
   await new Promise((resolve) => process.stdin.once('end', resolve));

@@ -145,15 +145,14 @@ class MirrorWrap : public Napi::ObjectWrap<MirrorWrap> {
     } else if (!info[4].IsUndefined()) {
       throw Napi::TypeError::New(env, "knownGenerations must be a Uint32Array or undefined");
     }
-    if (!isTypedArrayOf(info[5], napi_float64_array) && !info[5].IsUndefined()) {
-      throw Napi::TypeError::New(env, "values must be a Float64Array or undefined");
-    }
+    bool givenValues = isTypedArrayOf(info[5], napi_float64_array);
+    if (!givenValues && !info[5].IsUndefined()) throw Napi::TypeError::New(env, "values must be a Float64Array or undefined");
     ct::SummaryColumns& columns = summary_;
     store(env).summarize(hasFilter && !filter.empty() ? &filter : nullptr, keys, top, knownGrouping, known, columns);
     size_t n = columns.counts.size();
     size_t needed = n * (3 + keys.size());
     Napi::Float64Array values;
-    if (info[5].IsTypedArray() && info[5].As<Napi::Float64Array>().ElementLength() >= needed) {
+    if (givenValues && info[5].As<Napi::Float64Array>().ElementLength() >= needed) {
       values = info[5].As<Napi::Float64Array>();
     } else {
       values = Napi::Float64Array::New(env, needed + needed / 4);

@@ -67,6 +67,10 @@ uint32_t hashOf(const std::string& key) {
 
 constexpr size_t kMinSlots = 16;
 
+bool isAddressKey(SummaryKey k) {
+  return k == SummaryKey::kSrc || k == SummaryKey::kDst || k == SummaryKey::kReplySrc || k == SummaryKey::kReplyDst;
+}
+
 using Ranked = std::vector<std::pair<uint32_t, const uint8_t*>>;
 
 // Largest count first (ties in any order): a radix sort on the count, a byte per pass, skipping
@@ -86,14 +90,7 @@ void rankByCount(Ranked& ranked, Ranked& spare) {
 }  // namespace
 
 Grouper::Grouper(std::vector<SummaryKey> keys) : keys_(std::move(keys)) {
-  // Every key of these keys has the same length, that of an empty entry's; so has each part.
-  std::vector<SummaryKey> all = keys_;
-  for (size_t k = 0; k < all.size(); ++k) {
-    keys_.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k));
-    keyOf(Entry{});
-    offsets_.push_back(key_.size());
-  }
-  keys_ = std::move(all);
+  // Every key of these keys has the same length: that of an empty entry's.
   keyOf(Entry{});
   keyLen_ = key_.size();
   stride_ = kSlotHeader + keyLen_;
@@ -216,72 +213,76 @@ void Grouper::remove(const Entry& e) {
   }
 }
 
+Entry Grouper::entryOfKey(const uint8_t* keyBytes) const {
+  std::string_view key(reinterpret_cast<const char*>(keyBytes), keyLen_);
+  Entry e;
+  size_t at = 0;
+  for (SummaryKey k : keys_) {
+    switch (k) {
+      case SummaryKey::kFamily: e.family = u8At(key, at); break;
+      case SummaryKey::kProtocol:
+        e.orig.proto = u8At(key, at);
+        e.orig.has |= kTupleHasProto;
+        e.present |= kHasOrig;
+        break;
+      case SummaryKey::kTcpState: {
+        uint8_t state = u8At(key, at);
+        if (state != kNoState) {
+          e.tcpState = state;
+          e.tcpHas |= kTcpHasState;
+          e.present |= kHasTcp;
+        }
+        break;
+      }
+      case SummaryKey::kSrc: takeAddress(key, at, e, e.orig, kTupleHasSrc, true, kHasOrig); break;
+      case SummaryKey::kDst: takeAddress(key, at, e, e.orig, kTupleHasDst, false, kHasOrig); break;
+      case SummaryKey::kReplySrc: takeAddress(key, at, e, e.reply, kTupleHasSrc, true, kHasReply); break;
+      case SummaryKey::kReplyDst: takeAddress(key, at, e, e.reply, kTupleHasDst, false, kHasReply); break;
+      case SummaryKey::kSport:
+      case SummaryKey::kDport: {
+        bool has = u8At(key, at) != 0;
+        uint16_t port = be16At(key, at);
+        if (has) {
+          (k == SummaryKey::kSport ? e.orig.sport : e.orig.dport) = port;
+          e.orig.has |= kTupleHasPorts;
+          e.present |= kHasOrig;
+        }
+        break;
+      }
+      case SummaryKey::kMark:
+        for (int i = 0; i < 4; ++i) e.mark = (e.mark << 8) | u8At(key, at);
+        break;
+      case SummaryKey::kZone: {
+        bool has = u8At(key, at) != 0;
+        uint16_t zone = be16At(key, at);
+        if (has) {
+          e.zone = zone;
+          e.present |= kHasZone;
+        }
+        break;
+      }
+      case SummaryKey::kAssured:
+      case SummaryKey::kNat:
+      case SummaryKey::kSeenReply:
+        if (u8At(key, at)) {
+          e.status |= k == SummaryKey::kAssured ? status::kAssured : k == SummaryKey::kNat ? status::kNat : status::kSeenReply;
+        }
+        e.present |= kHasStatus;
+        break;
+    }
+  }
+  if (e.orig.family == 0) e.orig.family = e.family;
+  if (e.reply.family == 0) e.reply.family = e.family;
+  return e;
+}
+
 bool Grouper::emit(Batch& batch, size_t batchSize, const std::function<bool()>& full) {
   for (size_t slotIndex = 0; slotIndex < capacity_; ++slotIndex) {
     const uint8_t* slot = &slots_[slotIndex * stride_];
     uint32_t count = load32(slot + 4);
     if (count == 0) continue;
-    std::string_view key(reinterpret_cast<const char*>(slot + kSlotHeader), keyLen_);
     // An entry with only the grouped fields, read back by lib/table/summary.ts like any record.
-    Entry e;
-    size_t at = 0;
-    for (SummaryKey k : keys_) {
-      switch (k) {
-        case SummaryKey::kFamily: e.family = u8At(key, at); break;
-        case SummaryKey::kProtocol:
-          e.orig.proto = u8At(key, at);
-          e.orig.has |= kTupleHasProto;
-          e.present |= kHasOrig;
-          break;
-        case SummaryKey::kTcpState: {
-          uint8_t state = u8At(key, at);
-          if (state != kNoState) {
-            e.tcpState = state;
-            e.tcpHas |= kTcpHasState;
-            e.present |= kHasTcp;
-          }
-          break;
-        }
-        case SummaryKey::kSrc: takeAddress(key, at, e, e.orig, kTupleHasSrc, true, kHasOrig); break;
-        case SummaryKey::kDst: takeAddress(key, at, e, e.orig, kTupleHasDst, false, kHasOrig); break;
-        case SummaryKey::kReplySrc: takeAddress(key, at, e, e.reply, kTupleHasSrc, true, kHasReply); break;
-        case SummaryKey::kReplyDst: takeAddress(key, at, e, e.reply, kTupleHasDst, false, kHasReply); break;
-        case SummaryKey::kSport:
-        case SummaryKey::kDport: {
-          bool has = u8At(key, at) != 0;
-          uint16_t port = be16At(key, at);
-          if (has) {
-            (k == SummaryKey::kSport ? e.orig.sport : e.orig.dport) = port;
-            e.orig.has |= kTupleHasPorts;
-            e.present |= kHasOrig;
-          }
-          break;
-        }
-        case SummaryKey::kMark:
-          for (int i = 0; i < 4; ++i) e.mark = (e.mark << 8) | u8At(key, at);
-          break;
-        case SummaryKey::kZone: {
-          bool has = u8At(key, at) != 0;
-          uint16_t zone = be16At(key, at);
-          if (has) {
-            e.zone = zone;
-            e.present |= kHasZone;
-          }
-          break;
-        }
-        case SummaryKey::kAssured:
-        case SummaryKey::kNat:
-        case SummaryKey::kSeenReply:
-          if (u8At(key, at)) {
-            e.status |= k == SummaryKey::kAssured ? status::kAssured : k == SummaryKey::kNat ? status::kNat : status::kSeenReply;
-          }
-          e.present |= kHasStatus;
-          break;
-      }
-    }
-    if (e.orig.family == 0) e.orig.family = e.family;
-    if (e.reply.family == 0) e.reply.family = e.family;
-    appendRecord(batch, e);
+    appendRecord(batch, entryOfKey(slot + kSlotHeader));
     batch.counts.push_back(count);
     if (batch.count >= batchSize && !full()) return false;
   }
@@ -311,70 +312,52 @@ void Grouper::columns(size_t top, const KnownGroups& known, SummaryColumns& out)
   out.counts.resize(n);
   out.ids.resize(n);
   out.generations.resize(n);
-  std::vector<bool>& held = out.held;
-  held.assign(n, false);
-  for (size_t i = 0; i < n; ++i) {
-    out.counts[i] = ranked[i].first;
-    uint32_t id = load32(ranked[i].second + 8);
-    out.ids[i] = id;
-    out.generations[i] = generations_[id];
-    held[i] = known.holds(id, generations_[id]);
-  }
   out.numbers.resize(keys_.size());
   out.addresses.resize(keys_.size());
   for (size_t k = 0; k < keys_.size(); ++k) {
-    SummaryKey key = keys_[k];
-    bool address = key == SummaryKey::kSrc || key == SummaryKey::kDst || key == SummaryKey::kReplySrc || key == SummaryKey::kReplyDst;
-    if (address) {
+    if (isAddressKey(keys_[k])) {
       out.numbers[k].clear();
       out.addresses[k].assign(n, std::string());
     } else {
       out.addresses[k].clear();
       out.numbers[k].assign(n, -1);
     }
-    for (size_t i = 0; i < n; ++i) {
-      if (held[i]) continue;
-      std::string_view bytes(reinterpret_cast<const char*>(ranked[i].second + kSlotHeader), keyLen_);
-      size_t at = offsets_[k];
-      switch (key) {
-        case SummaryKey::kFamily:
-        case SummaryKey::kProtocol:
-        case SummaryKey::kAssured:
-        case SummaryKey::kNat:
-        case SummaryKey::kSeenReply: out.numbers[k][i] = u8At(bytes, at); break;
-        case SummaryKey::kTcpState: {
-          uint8_t state = u8At(bytes, at);
-          out.numbers[k][i] = state == kNoState ? -1 : state;
-          break;
-        }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    out.counts[i] = ranked[i].first;
+    uint32_t id = load32(ranked[i].second + 8);
+    out.ids[i] = id;
+    out.generations[i] = generations_[id];
+    if (known.holds(id, generations_[id])) continue;
+    // The key read back as entryOfKey() reads it for a dump's group records: one reader of the layout.
+    Entry e = entryOfKey(ranked[i].second + kSlotHeader);
+    for (size_t k = 0; k < keys_.size(); ++k) {
+      std::vector<double>& numbers = out.numbers[k];
+      switch (keys_[k]) {
+        case SummaryKey::kFamily: numbers[i] = e.family; break;
+        case SummaryKey::kProtocol: numbers[i] = e.orig.proto; break;
+        case SummaryKey::kTcpState: numbers[i] = (e.present & kHasTcp) ? e.tcpState : -1; break;
         case SummaryKey::kSrc:
         case SummaryKey::kDst:
         case SummaryKey::kReplySrc:
         case SummaryKey::kReplyDst: {
-          bool has = u8At(bytes, at) != 0;
-          uint8_t family = u8At(bytes, at);
-          if (has) {
+          bool reply = keys_[k] == SummaryKey::kReplySrc || keys_[k] == SummaryKey::kReplyDst;
+          bool src = keys_[k] == SummaryKey::kSrc || keys_[k] == SummaryKey::kReplySrc;
+          const Tuple& t = reply ? e.reply : e.orig;
+          if (t.has & (src ? kTupleHasSrc : kTupleHasDst)) {
             char text[64];
-            size_t len = formatAddress(family, reinterpret_cast<const uint8_t*>(bytes.data() + at), text);
+            size_t len = formatAddress(t.family, src ? t.srcAddr : t.dstAddr, text);
             out.addresses[k][i].assign(text, len);
           }
-          at += 16;
           break;
         }
-        case SummaryKey::kSport:
-        case SummaryKey::kDport:
-        case SummaryKey::kZone: {
-          bool has = u8At(bytes, at) != 0;
-          uint16_t value = be16At(bytes, at);
-          out.numbers[k][i] = has ? value : -1;
-          break;
-        }
-        case SummaryKey::kMark: {
-          uint32_t mark = 0;
-          for (int b = 0; b < 4; ++b) mark = (mark << 8) | u8At(bytes, at);
-          out.numbers[k][i] = mark;
-          break;
-        }
+        case SummaryKey::kSport: numbers[i] = (e.orig.has & kTupleHasPorts) ? e.orig.sport : -1; break;
+        case SummaryKey::kDport: numbers[i] = (e.orig.has & kTupleHasPorts) ? e.orig.dport : -1; break;
+        case SummaryKey::kMark: numbers[i] = e.mark; break;
+        case SummaryKey::kZone: numbers[i] = (e.present & kHasZone) ? e.zone : -1; break;
+        case SummaryKey::kAssured: numbers[i] = (e.status & status::kAssured) != 0; break;
+        case SummaryKey::kNat: numbers[i] = (e.status & status::kNat) != 0; break;
+        case SummaryKey::kSeenReply: numbers[i] = (e.status & status::kSeenReply) != 0; break;
       }
     }
   }

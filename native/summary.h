@@ -30,10 +30,9 @@ struct SummaryColumns {
   std::vector<std::vector<double>> numbers;        // one per key; empty for an address key
   std::vector<std::vector<std::string>> addresses;  // one per key; empty for any other key
 
-  // Grouper::columns()'s working memory: the groups by count, and whether the caller holds each.
+  // Grouper::columns()'s working memory: the groups by count.
   std::vector<std::pair<uint32_t, const uint8_t*>> ranked;
   std::vector<std::pair<uint32_t, const uint8_t*>> spare;
-  std::vector<bool> held;
 };
 
 // The groups whose keys a caller already holds: for each id the generation it holds (0: none).
@@ -68,9 +67,10 @@ class Grouper {
 
  private:
   std::vector<SummaryKey> keys_;
-  std::vector<size_t> offsets_;  // where each key's bytes start in a group's key
   // The grouped values of `entry` into key_.
   void keyOf(const Entry& entry);
+  // The other way: an entry with only the grouped fields set, from a group's key bytes.
+  Entry entryOfKey(const uint8_t* keyBytes) const;
 
   // The slot of key_ (its hash `hash`): the group's, or the empty one where it would go.
   uint8_t* slotOf(uint32_t hash);

@@ -122,6 +122,7 @@ describeIntegration('mirror() against conntrack -L', () => {
       { by: ['dport'] as const, filter: { protocol: 'udp' as const } },
       { by: ['mark', 'assured'] as const },
       { by: ['dst', 'zone', 'family'] as const },
+      { by: ['src', 'sport', 'replySrc', 'replyDst', 'nat', 'seenReply'] as const },
     ];
     for (const q of questions) mirror.summarize(q);
     expect(mirror.counters().liveSummaries).toBe(questions.length);
